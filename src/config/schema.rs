@@ -1,0 +1,349 @@
+//! The typed configuration schema with its defaults and semantic validation.
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::sip::digest::Algorithm;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub log: LogConfig,
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub trunks: Vec<TrunkConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter directive; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Address written into Via/Contact/SDP when it differs from the bound one (NAT, 0.0.0.0).
+    #[serde(default)]
+    pub advertise: Option<IpAddr>,
+    pub realm: String,
+    #[serde(default = "defaults::min_expires")]
+    pub min_expires: u32,
+    #[serde(default = "defaults::max_expires")]
+    pub max_expires: u32,
+    #[serde(default = "defaults::default_expires")]
+    pub default_expires: u32,
+    /// Challenge algorithms, most preferred first (RFC 8760): "MD5", "SHA-256".
+    #[serde(default = "defaults::digest_algorithms")]
+    pub digest_algorithms: Vec<String>,
+    /// Offer qop="auth" in challenges (clients that answer without qop, like 3CX, still work).
+    #[serde(default = "defaults::yes")]
+    pub digest_qop: bool,
+    #[serde(default = "defaults::nonce_lifetime", with = "humantime_serde")]
+    pub nonce_lifetime: Duration,
+    /// Reply to the source address and port even when the top Via has no `rport` (NAT).
+    #[serde(default = "defaults::yes")]
+    pub force_rport: bool,
+    #[serde(default = "defaults::max_message_size")]
+    pub max_message_size: usize,
+    #[serde(default = "defaults::max_contacts")]
+    pub max_contacts_per_trunk: usize,
+    #[serde(default = "defaults::t1", with = "humantime_serde")]
+    pub t1: Duration,
+    #[serde(default = "defaults::t2", with = "humantime_serde")]
+    pub t2: Duration,
+    #[serde(default = "defaults::t4", with = "humantime_serde")]
+    pub t4: Duration,
+    /// Value of the Server / User-Agent header.
+    #[serde(default = "defaults::server_header")]
+    pub server_header: String,
+}
+
+/// A secret from the config file: its Debug form never shows the value, so it cannot leak
+/// through a `{:?}` in a log line.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub name: String,
+    /// The digest username the PBX sends (3CX: "Authentication ID").
+    pub auth_username: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// MD5 HA1 = md5(auth_username:realm:password), hex: no plaintext stored.
+    #[serde(default)]
+    pub ha1: Option<Secret>,
+    /// SHA-256 HA1, hex, for trunks that authenticate with SHA-256 without a plaintext password.
+    #[serde(default)]
+    pub ha1_sha256: Option<Secret>,
+    /// Requests from other addresses are refused with 403. Empty: any source.
+    #[serde(default)]
+    pub allowed_sources: Vec<ipnet::IpNet>,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 5060))
+    }
+    pub fn min_expires() -> u32 {
+        60
+    }
+    pub fn max_expires() -> u32 {
+        3600
+    }
+    pub fn default_expires() -> u32 {
+        3600
+    }
+    pub fn digest_algorithms() -> Vec<String> {
+        vec!["MD5".into()]
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn nonce_lifetime() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn max_message_size() -> usize {
+        16 * 1024
+    }
+    pub fn max_contacts() -> usize {
+        5
+    }
+    pub fn t1() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn t2() -> Duration {
+        Duration::from_secs(4)
+    }
+    pub fn t4() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn server_header() -> String {
+        concat!("trunkgate/", env!("CARGO_PKG_VERSION")).into()
+    }
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+impl SipConfig {
+    /// The configured challenge algorithms, parsed (validation guarantees they all parse).
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        self.digest_algorithms
+            .iter()
+            .filter_map(|a| Algorithm::parse(a))
+            .collect()
+    }
+}
+
+impl TrunkConfig {
+    /// The HA1 this trunk accepts for an algorithm, if its stored secret allows it.
+    pub fn ha1_for(&self, alg: Algorithm, realm: &str) -> Option<String> {
+        if let Some(p) = &self.password {
+            return Some(crate::sip::digest::ha1(
+                alg,
+                &self.auth_username,
+                realm,
+                p.expose(),
+            ));
+        }
+        match alg {
+            Algorithm::Md5 => self.ha1.as_ref().map(|h| h.expose().to_ascii_lowercase()),
+            Algorithm::Sha256 => self
+                .ha1_sha256
+                .as_ref()
+                .map(|h| h.expose().to_ascii_lowercase()),
+        }
+    }
+}
+
+impl Config {
+    /// Semantic checks across the whole file: (key path, message) for every problem.
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs: Vec<(String, String)> = Vec::new();
+        let mut e = |k: &str, m: String| errs.push((k.to_string(), m));
+        let sip = &self.sip;
+        if sip.realm.trim().is_empty() || sip.realm.contains(['"', '\\', '\r', '\n']) {
+            e(
+                "sip.realm",
+                "must be a non-empty name without quotes or backslashes".into(),
+            );
+        }
+        if sip.min_expires == 0 {
+            e("sip.min_expires", "must be at least 1 second".into());
+        }
+        if sip.min_expires > sip.max_expires {
+            e(
+                "sip.min_expires",
+                format!("is larger than sip.max_expires ({})", sip.max_expires),
+            );
+        }
+        if sip.default_expires < sip.min_expires || sip.default_expires > sip.max_expires {
+            e(
+                "sip.default_expires",
+                format!(
+                    "must lie between min_expires ({}) and max_expires ({})",
+                    sip.min_expires, sip.max_expires
+                ),
+            );
+        }
+        if sip.digest_algorithms.is_empty() {
+            e(
+                "sip.digest_algorithms",
+                "must list at least one algorithm".into(),
+            );
+        }
+        let mut seen_alg = Vec::new();
+        for (i, a) in sip.digest_algorithms.iter().enumerate() {
+            match Algorithm::parse(a) {
+                None => e(
+                    &format!("sip.digest_algorithms[{i}]"),
+                    format!("unknown algorithm {a:?} (use \"MD5\" or \"SHA-256\")"),
+                ),
+                Some(alg) if seen_alg.contains(&alg) => e(
+                    &format!("sip.digest_algorithms[{i}]"),
+                    format!("{a:?} is listed twice"),
+                ),
+                Some(alg) => seen_alg.push(alg),
+            }
+        }
+        if sip.nonce_lifetime < Duration::from_secs(10) {
+            e("sip.nonce_lifetime", "must be at least 10s".into());
+        }
+        if !(1500..=65535).contains(&sip.max_message_size) {
+            e(
+                "sip.max_message_size",
+                "must be between 1500 and 65535 bytes".into(),
+            );
+        }
+        if sip.max_contacts_per_trunk == 0 {
+            e("sip.max_contacts_per_trunk", "must be at least 1".into());
+        }
+        if sip.t1.is_zero() {
+            e("sip.t1", "must be greater than zero".into());
+        }
+        if sip.t2 < sip.t1 {
+            e("sip.t2", "must not be smaller than sip.t1".into());
+        }
+        if sip.server_header.trim().is_empty() || sip.server_header.contains(['\r', '\n']) {
+            e("sip.server_header", "must be one non-empty line".into());
+        }
+        if self.trunks.is_empty() {
+            e(
+                "trunks",
+                "no [[trunks]] configured: no PBX could register".into(),
+            );
+        }
+        for (i, t) in self.trunks.iter().enumerate() {
+            let k = |f: &str| format!("trunks[{i}].{f}");
+            if t.name.trim().is_empty() {
+                e(&k("name"), "must not be empty".into());
+            }
+            if t.auth_username.trim().is_empty() || t.auth_username.contains(['"', '\\']) {
+                e(
+                    &k("auth_username"),
+                    "must be non-empty, without quotes or backslashes".into(),
+                );
+            }
+            for (j, other) in self.trunks[..i].iter().enumerate() {
+                if other.name == t.name {
+                    e(&k("name"), format!("duplicates trunks[{j}].name"));
+                }
+                if other.auth_username == t.auth_username {
+                    e(
+                        &k("auth_username"),
+                        format!("duplicates trunks[{j}].auth_username"),
+                    );
+                }
+            }
+            match (&t.password, &t.ha1, &t.ha1_sha256) {
+                (None, None, None) => e(
+                    &format!("trunks[{i}]"),
+                    "needs `password`, or `ha1` / `ha1_sha256`".into(),
+                ),
+                (Some(_), Some(_), _) | (Some(_), _, Some(_)) => e(
+                    &k("password"),
+                    "give either `password` or `ha1`/`ha1_sha256`, not both".into(),
+                ),
+                _ => {}
+            }
+            if let Some(p) = &t.password {
+                if p.expose().is_empty() {
+                    e(&k("password"), "must not be empty".into());
+                }
+            }
+            if let Some(h) = &t.ha1 {
+                if !is_hex(h.expose(), 32) {
+                    e(&k("ha1"), "must be 32 hex digits (an MD5 HA1)".into());
+                }
+            }
+            if let Some(h) = &t.ha1_sha256 {
+                if !is_hex(h.expose(), 64) {
+                    e(
+                        &k("ha1_sha256"),
+                        "must be 64 hex digits (a SHA-256 HA1)".into(),
+                    );
+                }
+            }
+            if t.password.is_none() {
+                for alg in &seen_alg {
+                    let has = match alg {
+                        Algorithm::Md5 => t.ha1.is_some(),
+                        Algorithm::Sha256 => t.ha1_sha256.is_some(),
+                    };
+                    if !has {
+                        e(
+                            &format!("trunks[{i}]"),
+                            format!(
+                                "sip.digest_algorithms offers {} but this trunk has no {}: \
+                                 add it or give `password`",
+                                alg.as_str(),
+                                match alg {
+                                    Algorithm::Md5 => "`ha1`",
+                                    Algorithm::Sha256 => "`ha1_sha256`",
+                                }
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        errs
+    }
+}

@@ -1,0 +1,114 @@
+use super::*;
+use crate::sip::digest::Algorithm;
+
+const GOOD: &str = r#"
+[sip]
+listen = "127.0.0.1:5070"
+realm = "trunk.example.com"
+
+[[trunks]]
+name = "pbx-main"
+auth_username = "3cx_trunk"
+password = "s3cret"
+"#;
+
+#[test]
+fn good_config_loads_with_defaults() {
+    let c = Config::from_toml(GOOD).unwrap();
+    assert_eq!(c.sip.min_expires, 60);
+    assert_eq!(c.sip.digest_algorithms, ["MD5"]);
+    assert!(c.sip.force_rport);
+    assert_eq!(c.trunks[0].name, "pbx-main");
+    assert!(c.summary().contains("1 trunk (pbx-main)"));
+}
+
+#[test]
+fn unknown_key_is_an_error_with_line_and_key() {
+    let text = GOOD.replace("realm =", "relm = \"x\"\nrealm =");
+    let errs = Config::from_toml(&text).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    let e = &errs[0];
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("unknown field `relm`"), "{e}");
+    assert!(e.key.starts_with("sip"), "{e}");
+}
+
+#[test]
+fn type_error_names_the_key() {
+    let text = GOOD.replace("listen = \"127.0.0.1:5070\"", "listen = 5070");
+    let errs = Config::from_toml(&text).unwrap_err();
+    assert_eq!(errs[0].key, "sip.listen", "{}", errs[0]);
+    assert_eq!(errs[0].line, Some(3));
+}
+
+#[test]
+fn every_semantic_error_is_reported_with_its_line() {
+    let text = r#"
+[sip]
+realm = "r"
+min_expires = 600
+max_expires = 300
+digest_algorithms = ["SHA-256", "SHA-1"]
+
+[[trunks]]
+name = "a"
+auth_username = "u"
+ha1 = "abc"
+
+[[trunks]]
+name = "a"
+auth_username = "v"
+"#;
+    let errs = Config::from_toml(text).unwrap_err();
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    for k in [
+        "sip.min_expires",
+        "sip.default_expires",
+        "sip.digest_algorithms[1]",
+        "trunks[0].ha1",
+        "trunks[0]",
+        "trunks[1].name",
+        "trunks[1]",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    let by = |k: &str| errs.iter().find(|e| e.key == k).unwrap();
+    assert_eq!(by("sip.min_expires").line, Some(4));
+    assert_eq!(by("sip.digest_algorithms[1]").line, Some(6));
+    assert_eq!(by("trunks[0].ha1").line, Some(11));
+    assert_eq!(by("trunks[1].name").line, Some(14));
+}
+
+#[test]
+fn secrets_do_not_show_in_debug_output() {
+    let c = Config::from_toml(GOOD).unwrap();
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("s3cret"));
+    assert!(dbg.contains("***"));
+}
+
+#[test]
+fn ha1_allows_only_its_own_algorithm() {
+    let text = GOOD
+        .replace(
+            "password = \"s3cret\"",
+            "ha1 = \"0123456789abcdef0123456789abcdef\"",
+        )
+        .replace(
+            "realm = ",
+            "digest_algorithms = [\"SHA-256\", \"MD5\"]\nrealm = ",
+        );
+    let errs = Config::from_toml(&text).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].message.contains("SHA-256"), "{}", errs[0]);
+    let c = Config::from_toml(&GOOD.replace(
+        "password = \"s3cret\"",
+        "ha1 = \"0123456789ABCDEF0123456789abcdef\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.trunks[0].ha1_for(Algorithm::Md5, "x").as_deref(),
+        Some("0123456789abcdef0123456789abcdef")
+    );
+    assert!(c.trunks[0].ha1_for(Algorithm::Sha256, "x").is_none());
+}

@@ -1,0 +1,9 @@
+//! trunkgate: a SIP trunk gateway between a PBX and a WebRTC carrier.
+//!
+//! The protocol logic lives in I/O-free state machines (`sip`); sockets, clocks and tasks sit
+//! at the edges (`sip::transport`, `daemon`).
+
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod sip;

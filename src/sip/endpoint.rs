@@ -1,0 +1,438 @@
+//! The SIP endpoint core: everything that happens to a datagram from the PBX side, without I/O.
+//!
+//! `handle_datagram` takes bytes, their source and the current `Instant`; what must be sent comes
+//! out of `poll_transmit`, and `poll_timeout` / `handle_timeout` drive the timers. The UDP edge
+//! (`transport`) only moves bytes and time in and out. Request handling follows RFC 3261 8.2's
+//! order: method (405), header inspection (416, 420), content (415, 406), then authentication
+//! and the method itself.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use super::auth::{self, AuthOutcome, Authenticator};
+use super::grammar::Scheme;
+use super::message::{Method, Request, Response};
+use super::parse::{parse, ParseFailure, Parsed, RequestInfo};
+use super::registrar::{RegisterOutcome, Registrar, RegistrarLimits, Registrations};
+use super::response;
+use super::stats::SipStats;
+use super::transaction::{
+    ClientRx, ClientTransactions, ServerRx, ServerTransactions, TimerConfig, Transmit, TxEvent,
+    TxKey,
+};
+use crate::config::Config;
+
+/// Methods we answer (RFC 3261 20.5 Allow).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER";
+/// Option tags we support (none required of peers yet).
+const SUPPORTED: &[&str] = &[];
+
+/// What the TU decided for a new request.
+struct Answer {
+    code: u16,
+    reason: Option<String>,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    fn new(code: u16) -> Self {
+        Answer {
+            code,
+            reason: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn reason(mut self, r: impl Into<String>) -> Self {
+        self.reason = Some(r.into());
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+pub struct Endpoint {
+    server: ServerTransactions,
+    client: ClientTransactions,
+    auth: Authenticator,
+    registrar: Registrar,
+    stats: Arc<SipStats>,
+    out: VecDeque<Transmit>,
+    events: Vec<TxEvent>,
+    max_message_size: usize,
+    force_rport: bool,
+    server_header: String,
+}
+
+impl Endpoint {
+    pub fn new(
+        config: &Config,
+        registrations: Registrations,
+        stats: Arc<SipStats>,
+        now: Instant,
+    ) -> Self {
+        let s = &config.sip;
+        let timers = TimerConfig {
+            t1: s.t1,
+            t2: s.t2,
+            t4: s.t4,
+        };
+        Endpoint {
+            server: ServerTransactions::new(timers),
+            client: ClientTransactions::new(timers),
+            auth: Authenticator::new(config, now),
+            registrar: Registrar::new(
+                RegistrarLimits {
+                    min_expires: s.min_expires,
+                    max_expires: s.max_expires,
+                    default_expires: s.default_expires,
+                    max_contacts: s.max_contacts_per_trunk,
+                },
+                registrations,
+            ),
+            stats,
+            out: VecDeque::new(),
+            events: Vec::new(),
+            max_message_size: s.max_message_size,
+            force_rport: s.force_rport,
+            server_header: s.server_header.clone(),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<SipStats> {
+        &self.stats
+    }
+
+    pub fn registrations(&self) -> &Registrations {
+        self.registrar.view()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.server.poll_timeout(),
+            self.client.poll_timeout(),
+            self.registrar.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut events = std::mem::take(&mut self.events);
+        self.server.handle_timeout(now, &mut events);
+        self.client.handle_timeout(now, &mut events);
+        for e in events.drain(..) {
+            match e {
+                TxEvent::Transmit(t) => self.out.push_back(t),
+                TxEvent::ServerNoAck { id } => {
+                    debug!(tx = id, "no ACK for final response (Timer H)")
+                }
+                TxEvent::ClientTimeout { id } => debug!(tx = id, "client transaction timed out"),
+            }
+        }
+        self.events = events;
+        let expired = self.registrar.handle_timeout(now);
+        if expired > 0 {
+            self.stats
+                .registrations_expired
+                .fetch_add(expired as u64, std::sync::atomic::Ordering::Relaxed);
+            info!(expired, "registration bindings expired");
+        }
+    }
+
+    pub fn handle_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
+        SipStats::inc(&self.stats.datagrams_received);
+        match parse(data, self.max_message_size) {
+            Ok(Parsed::Request(req, info)) => self.on_request(req, info, src, now),
+            Ok(Parsed::Response(resp, info)) => {
+                let rx = TxKey::for_response(&info.top_via, &info.cseq)
+                    .map(|k| self.client.on_response(&k, resp.code, now))
+                    .unwrap_or(ClientRx::Stray);
+                match rx {
+                    ClientRx::Stray => {
+                        SipStats::inc(&self.stats.stray_responses);
+                        debug!(%src, code = resp.code, "stray response dropped");
+                    }
+                    ClientRx::Absorbed(Some(t)) => self.out.push_back(t),
+                    // No client-side TU yet: the calls module consumes these.
+                    _ => {}
+                }
+            }
+            Err(ParseFailure::Drop(e)) => {
+                if !e.is_keepalive() {
+                    SipStats::inc(&self.stats.parse_errors);
+                    SipStats::inc(&self.stats.dropped);
+                    debug!(%src, error = %e, "datagram dropped");
+                }
+            }
+            Err(ParseFailure::Reject {
+                code,
+                error,
+                partial,
+            }) => {
+                SipStats::inc(&self.stats.parse_errors);
+                debug!(%src, error = %error, code, "malformed request rejected");
+                // Never answer an ACK (RFC 3261 17.2.1: ACK gets no response).
+                if partial.method != Method::Ack {
+                    let mut r = response::build(
+                        &partial,
+                        None,
+                        src,
+                        code,
+                        None,
+                        Some(&response::new_tag()),
+                        &self.server_header,
+                    );
+                    r.headers.push(
+                        "Warning",
+                        format!("399 trunkgate \"{}\"", sanitize(&error.to_string())),
+                    );
+                    self.out.push_back(Transmit {
+                        dest: src,
+                        bytes: r.to_bytes().into(),
+                    });
+                    SipStats::inc(&self.stats.responses_sent);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: Request, info: RequestInfo, src: SocketAddr, now: Instant) {
+        let key = TxKey::for_request(
+            &req.method,
+            &info.top_via,
+            &info.call_id,
+            &info.cseq,
+            info.from.tag(),
+        );
+        let is_ack = req.method == Method::Ack;
+        match self.server.on_request(key, is_ack, now) {
+            ServerRx::New(id) => {
+                SipStats::inc(&self.stats.requests_received);
+                let answer = self.answer(&req, &info, src, now);
+                let resp = self.response(&req, &info, src, answer);
+                let dest =
+                    response::response_destination(Some(&info.top_via), src, self.force_rport);
+                if let Some(t) =
+                    self.server
+                        .respond(id, resp.code, resp.to_bytes().into(), dest, now)
+                {
+                    SipStats::inc(&self.stats.responses_sent);
+                    self.out.push_back(t);
+                }
+            }
+            ServerRx::Retransmission(t) => {
+                SipStats::inc(&self.stats.retransmissions_absorbed);
+                if let Some(t) = t {
+                    self.out.push_back(t);
+                }
+            }
+            ServerRx::AckAbsorbed => {}
+            ServerRx::AckForTu => {
+                debug!(call_id = %info.call_id, "ACK outside any transaction ignored")
+            }
+        }
+    }
+
+    fn response(&self, req: &Request, info: &RequestInfo, src: SocketAddr, a: Answer) -> Response {
+        let tag = response::new_tag();
+        let mut r = response::build(
+            req,
+            Some(&info.top_via),
+            src,
+            a.code,
+            a.reason.as_deref(),
+            Some(&tag),
+            &self.server_header,
+        );
+        for (n, v) in a.headers {
+            r.headers.push(n, v);
+        }
+        r
+    }
+
+    /// RFC 3261 8.2 checks, then the method.
+    fn answer(
+        &mut self,
+        req: &Request,
+        info: &RequestInfo,
+        src: SocketAddr,
+        now: Instant,
+    ) -> Answer {
+        match super::grammar::Uri::parse(&req.uri).map(|u| u.scheme) {
+            Ok(Scheme::Sip | Scheme::Sips | Scheme::Tel) => {}
+            _ => return Answer::new(416),
+        }
+        if let Method::Other(_) = req.method {
+            return Answer::new(405).header("Allow", ALLOW);
+        }
+        if info.max_forwards == Some(0) && req.method != Method::Options {
+            return Answer::new(483);
+        }
+        if !matches!(req.method, Method::Ack | Method::Cancel) {
+            let unsupported: Vec<&str> = req
+                .headers
+                .list_items("Require")
+                .filter(|o| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(o)))
+                .collect();
+            if !unsupported.is_empty() {
+                return Answer::new(420).header("Unsupported", unsupported.join(", "));
+            }
+        }
+        if !req.body.is_empty() {
+            let ctype = req.headers.get("Content-Type").map(|c| {
+                c.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+            if ctype.as_deref() != Some("application/sdp") {
+                return Answer::new(415).header("Accept", "application/sdp");
+            }
+            if req
+                .headers
+                .list_items("Content-Encoding")
+                .any(|e| !e.eq_ignore_ascii_case("identity"))
+            {
+                return Answer::new(415)
+                    .header("Accept", "application/sdp")
+                    .header("Accept-Encoding", "identity");
+            }
+        }
+        if req.method == Method::Invite && req.headers.get("Accept").is_some() {
+            let ok = req.headers.list_items("Accept").any(|a| {
+                let a = a
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                a == "application/sdp" || a == "application/*" || a == "*/*"
+            });
+            if !ok {
+                return Answer::new(406).header("Accept", "application/sdp");
+            }
+        }
+        match req.method {
+            Method::Options => Answer::new(200)
+                .header("Allow", ALLOW)
+                .header("Accept", "application/sdp")
+                .header("Supported", SUPPORTED.join(", ")),
+            Method::Register => self.register(req, info, src, now),
+            Method::Invite => self.invite(req, info, src, now),
+            Method::Bye | Method::Cancel => Answer::new(481),
+            Method::Ack | Method::Other(_) => Answer::new(405).header("Allow", ALLOW),
+        }
+    }
+
+    /// Authentication shared by REGISTER (401) and other requests (407).
+    fn authenticate(
+        &mut self,
+        req: &Request,
+        src: SocketAddr,
+        now: Instant,
+    ) -> Result<usize, Answer> {
+        let (code, header) = if req.method == Method::Register {
+            (401, "WWW-Authenticate")
+        } else {
+            (407, "Proxy-Authenticate")
+        };
+        if !self.auth.source_possible(src.ip()) {
+            SipStats::inc(&self.stats.source_refusals);
+            warn!(%src, method = %req.method, "request from a source no trunk allows");
+            return Err(Answer::new(403).reason("Source Not Allowed"));
+        }
+        match self.auth.check(req, src.ip(), now) {
+            AuthOutcome::Authenticated { trunk } => {
+                let t = &self.auth.trunks()[trunk];
+                if !auth::source_allowed(t, src.ip()) {
+                    SipStats::inc(&self.stats.source_refusals);
+                    warn!(%src, trunk = %t.name, "trunk credentials used from a source it does not allow");
+                    return Err(Answer::new(403).reason("Source Not Allowed"));
+                }
+                Ok(trunk)
+            }
+            AuthOutcome::Challenge { failure, stale } => {
+                if failure.is_failure() {
+                    SipStats::inc(&self.stats.auth_failures);
+                    warn!(%src, method = %req.method, reason = %failure, "authentication failed");
+                }
+                let mut a = Answer::new(code);
+                for c in self.auth.challenges(now, src.ip(), stale) {
+                    a = a.header(header, c);
+                }
+                Err(a)
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        req: &Request,
+        info: &RequestInfo,
+        src: SocketAddr,
+        now: Instant,
+    ) -> Answer {
+        let trunk = match self.authenticate(req, src, now) {
+            Ok(t) => t,
+            Err(a) => return a,
+        };
+        let name = self.auth.trunks()[trunk].name.clone();
+        match self.registrar.register(&name, req, info, src, now) {
+            RegisterOutcome::Ok(contacts) => {
+                SipStats::inc(&self.stats.registrations);
+                debug!(trunk = %name, %src, contacts = contacts.len(), "registered");
+                let mut a = Answer::new(200);
+                for (uri, secs) in contacts {
+                    a = a.header("Contact", format!("<{uri}>;expires={secs}"));
+                }
+                a
+            }
+            RegisterOutcome::IntervalTooBrief(min) => {
+                Answer::new(423).header("Min-Expires", min.to_string())
+            }
+            RegisterOutcome::BadRequest(why) => Answer::new(400).reason(why),
+        }
+    }
+
+    fn invite(
+        &mut self,
+        req: &Request,
+        info: &RequestInfo,
+        src: SocketAddr,
+        now: Instant,
+    ) -> Answer {
+        if info.to.tag().is_some() {
+            // a re-INVITE for a dialog we do not have
+            return Answer::new(481);
+        }
+        let trunk = match self.authenticate(req, src, now) {
+            Ok(t) => t,
+            Err(a) => return a,
+        };
+        let name = &self.auth.trunks()[trunk].name;
+        warn!(trunk = %name, call_id = %info.call_id, "authenticated INVITE refused: no carrier leg is available");
+        Answer::new(503)
+            .reason("No Carrier Available")
+            .header("Retry-After", "30")
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+        .collect()
+}

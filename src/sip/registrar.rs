@@ -1,0 +1,442 @@
+//! The registrar (RFC 3261 10.3): contact bindings per trunk, with expiry and CSeq ordering, as
+//! an I/O-free state machine. A snapshot of each trunk's registration is published through
+//! `Registrations` for the modules that route calls to the PBX and report status.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::grammar::{NameAddr, Scheme};
+use super::message::Request;
+use super::parse::RequestInfo;
+
+/// One registered contact of a trunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI exactly as sent (all parameters, e.g. 3CX's `rinstance`).
+    pub uri: String,
+    /// Where the REGISTER came from: requests to the PBX go here (NAT).
+    pub source: SocketAddr,
+    pub call_id: String,
+    pub cseq: u32,
+    pub expires_at: Instant,
+    /// Wall-clock expiry, for status output.
+    pub expires_at_wall: SystemTime,
+    /// Comparison key (RFC 3261 19.1.4, simplified): scheme, user, host, port, parameters.
+    key: String,
+}
+
+/// What a trunk's registration looks like to other modules.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TrunkRegistration {
+    pub bindings: Vec<Binding>,
+}
+
+impl TrunkRegistration {
+    pub fn is_registered(&self) -> bool {
+        !self.bindings.is_empty()
+    }
+
+    /// The binding to send requests to: the most recently refreshed one.
+    pub fn primary(&self) -> Option<&Binding> {
+        self.bindings.iter().max_by_key(|b| b.expires_at)
+    }
+}
+
+/// Shared, read-mostly view of every trunk's registration, keyed by trunk name.
+#[derive(Debug, Clone, Default)]
+pub struct Registrations(Arc<RwLock<HashMap<String, TrunkRegistration>>>);
+
+impl Registrations {
+    pub fn get(&self, trunk: &str) -> TrunkRegistration {
+        self.0
+            .read()
+            .map(|m| m.get(trunk).cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    pub fn all(&self) -> HashMap<String, TrunkRegistration> {
+        self.0.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn publish(&self, trunk: &str, reg: &[Binding]) {
+        if let Ok(mut m) = self.0.write() {
+            m.insert(
+                trunk.to_string(),
+                TrunkRegistration {
+                    bindings: reg.to_vec(),
+                },
+            );
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrarLimits {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_contacts: usize,
+}
+
+/// The answer to a REGISTER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// 200 OK listing every current binding as (Contact URI, seconds left).
+    Ok(Vec<(String, u32)>),
+    /// 423 Interval Too Brief with Min-Expires.
+    IntervalTooBrief(u32),
+    /// 400 with a reason.
+    BadRequest(&'static str),
+}
+
+pub struct Registrar {
+    limits: RegistrarLimits,
+    bindings: HashMap<String, Vec<Binding>>,
+    view: Registrations,
+}
+
+fn binding_key(n: &NameAddr) -> String {
+    let u = &n.uri;
+    let scheme = match &u.scheme {
+        Scheme::Sip => "sip",
+        Scheme::Sips => "sips",
+        Scheme::Tel => "tel",
+        Scheme::Other(s) => s.as_str(),
+    };
+    if !u.is_sip() {
+        return format!("{}:{}", scheme.to_ascii_lowercase(), n.uri_text);
+    }
+    let mut params: Vec<String> = u
+        .params
+        .0
+        .iter()
+        .map(|(k, v)| format!("{}={}", k.to_ascii_lowercase(), v.as_deref().unwrap_or("")))
+        .collect();
+    params.sort();
+    format!(
+        "{scheme}:{}@{}:{}/{}",
+        u.user.as_deref().unwrap_or(""),
+        u.host.to_ascii_lowercase(),
+        u.port.map(|p| p.to_string()).unwrap_or_default(),
+        params.join(";")
+    )
+}
+
+fn parse_delta(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    // RFC 3261 20.19: a value too large for 32 bits is taken as the largest value.
+    Some(s.parse::<u32>().unwrap_or(u32::MAX))
+}
+
+impl Registrar {
+    pub fn new(limits: RegistrarLimits, view: Registrations) -> Self {
+        Registrar {
+            limits,
+            bindings: HashMap::new(),
+            view,
+        }
+    }
+
+    pub fn view(&self) -> &Registrations {
+        &self.view
+    }
+
+    pub fn bindings(&self, trunk: &str) -> &[Binding] {
+        self.bindings.get(trunk).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Applies an authenticated REGISTER for `trunk`. All-or-nothing: on any error no binding
+    /// changes.
+    pub fn register(
+        &mut self,
+        trunk: &str,
+        req: &Request,
+        info: &RequestInfo,
+        source: SocketAddr,
+        now: Instant,
+    ) -> RegisterOutcome {
+        let l = self.limits;
+        let header_expires = req.headers.get("Expires").and_then(parse_delta);
+        let contacts: Vec<&str> = req.headers.get_all("Contact").collect();
+        let mut current = self.bindings.get(trunk).cloned().unwrap_or_default();
+        let wall_now = SystemTime::now();
+
+        if contacts.contains(&"*") {
+            // RFC 3261 10.2.2: '*' only alone and only with Expires: 0
+            if contacts.len() != 1 || header_expires != Some(0) {
+                return RegisterOutcome::BadRequest(
+                    "Contact * needs Expires: 0 and no other Contact",
+                );
+            }
+            if current
+                .iter()
+                .any(|b| b.call_id == info.call_id && b.cseq >= info.cseq.seq)
+            {
+                return RegisterOutcome::BadRequest("CSeq out of order");
+            }
+            current.clear();
+        } else {
+            // Validate everything first, then apply.
+            let mut updates = Vec::with_capacity(contacts.len());
+            for c in &contacts {
+                let Ok(n) = NameAddr::parse(c) else {
+                    return RegisterOutcome::BadRequest("malformed Contact");
+                };
+                let expires = match n.params.get("expires") {
+                    Some(Some(v)) => match parse_delta(v) {
+                        Some(e) => e,
+                        None => return RegisterOutcome::BadRequest("malformed expires parameter"),
+                    },
+                    Some(None) => {
+                        return RegisterOutcome::BadRequest("malformed expires parameter")
+                    }
+                    None => header_expires.unwrap_or(l.default_expires),
+                };
+                if expires != 0 && expires < l.min_expires {
+                    return RegisterOutcome::IntervalTooBrief(l.min_expires);
+                }
+                let key = binding_key(&n);
+                if let Some(old) = current.iter().find(|b| b.key == key) {
+                    if old.call_id == info.call_id && info.cseq.seq <= old.cseq {
+                        return RegisterOutcome::BadRequest("CSeq out of order");
+                    }
+                }
+                updates.push((n.uri_text, key, expires.min(l.max_expires)));
+            }
+            for (uri, key, expires) in updates {
+                current.retain(|b| b.key != key);
+                if expires == 0 {
+                    continue;
+                }
+                let secs = Duration::from_secs(u64::from(expires));
+                current.push(Binding {
+                    uri,
+                    source,
+                    call_id: info.call_id.clone(),
+                    cseq: info.cseq.seq,
+                    expires_at: now + secs,
+                    expires_at_wall: wall_now + secs,
+                    key,
+                });
+            }
+            // Over the limit the least recently refreshed bindings go: a PBX that restarted
+            // (new rinstance) must not lock itself out until its old bindings expire.
+            if current.len() > l.max_contacts {
+                current.sort_by_key(|b| std::cmp::Reverse(b.expires_at));
+                current.truncate(l.max_contacts);
+            }
+        }
+        let listed = current
+            .iter()
+            .map(|b| {
+                (
+                    b.uri.clone(),
+                    b.expires_at.saturating_duration_since(now).as_secs() as u32,
+                )
+            })
+            .collect();
+        if !contacts.is_empty() {
+            self.view.publish(trunk, &current);
+            if current.is_empty() {
+                self.bindings.remove(trunk);
+            } else {
+                self.bindings.insert(trunk.to_string(), current);
+            }
+        }
+        RegisterOutcome::Ok(listed)
+    }
+
+    /// The earliest binding expiry.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.bindings
+            .values()
+            .flat_map(|v| v.iter().map(|b| b.expires_at))
+            .min()
+    }
+
+    /// Removes bindings whose time is up; returns how many expired.
+    pub fn handle_timeout(&mut self, now: Instant) -> usize {
+        let mut expired = 0;
+        let view = self.view.clone();
+        self.bindings.retain(|trunk, list| {
+            let before = list.len();
+            list.retain(|b| b.expires_at > now);
+            if list.len() != before {
+                expired += before - list.len();
+                view.publish(trunk, list);
+            }
+            !list.is_empty()
+        });
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::parse::{parse, Parsed};
+
+    fn limits() -> RegistrarLimits {
+        RegistrarLimits {
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 600,
+            max_contacts: 2,
+        }
+    }
+
+    fn register(
+        cseq: u32,
+        call_id: &str,
+        contact: Option<&str>,
+        expires: Option<&str>,
+    ) -> (Request, RequestInfo) {
+        let mut s = format!(
+            "REGISTER sip:trunk.example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK{cseq}\r\n\
+             From: <sip:1000@trunk.example.com>;tag=a\r\nTo: <sip:1000@trunk.example.com>\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nMax-Forwards: 70\r\n"
+        );
+        if let Some(c) = contact {
+            s.push_str(&format!("Contact: {c}\r\n"));
+        }
+        if let Some(e) = expires {
+            s.push_str(&format!("Expires: {e}\r\n"));
+        }
+        s.push_str("Content-Length: 0\r\n\r\n");
+        match parse(s.as_bytes(), 65535).unwrap() {
+            Parsed::Request(r, i) => (r, i),
+            _ => unreachable!(),
+        }
+    }
+
+    fn src() -> SocketAddr {
+        "10.0.0.9:5060".parse().unwrap()
+    }
+
+    #[test]
+    fn expiry_precedence_contact_param_then_header_then_default() {
+        let t0 = Instant::now();
+        let mut r = Registrar::new(limits(), Registrations::default());
+        let (q, i) = register(
+            1,
+            "c1",
+            Some("<sip:a@10.0.0.9;rinstance=x>;expires=120"),
+            Some("300"),
+        );
+        assert_eq!(
+            r.register("t", &q, &i, src(), t0),
+            RegisterOutcome::Ok(vec![("sip:a@10.0.0.9;rinstance=x".into(), 120)])
+        );
+        let (q, i) = register(2, "c1", Some("<sip:a@10.0.0.9;rinstance=x>"), Some("300"));
+        assert_eq!(
+            r.register("t", &q, &i, src(), t0),
+            RegisterOutcome::Ok(vec![("sip:a@10.0.0.9;rinstance=x".into(), 300)])
+        );
+        // Asterisk sometimes sends neither: the default applies
+        let (q, i) = register(3, "c1", Some("<sip:a@10.0.0.9;rinstance=x>"), None);
+        assert_eq!(
+            r.register("t", &q, &i, src(), t0),
+            RegisterOutcome::Ok(vec![("sip:a@10.0.0.9;rinstance=x".into(), 600)])
+        );
+        // above max: clamped
+        let (q, i) = register(
+            4,
+            "c1",
+            Some("<sip:a@10.0.0.9;rinstance=x>"),
+            Some("100000"),
+        );
+        assert_eq!(
+            r.register("t", &q, &i, src(), t0),
+            RegisterOutcome::Ok(vec![("sip:a@10.0.0.9;rinstance=x".into(), 3600)])
+        );
+        assert!(r.view().get("t").is_registered());
+        assert_eq!(r.view().get("t").primary().unwrap().source, src());
+    }
+
+    #[test]
+    fn too_brief_is_423_and_changes_nothing() {
+        let mut r = Registrar::new(limits(), Registrations::default());
+        let (q, i) = register(1, "c1", Some("<sip:a@h>"), Some("30"));
+        assert_eq!(
+            r.register("t", &q, &i, src(), Instant::now()),
+            RegisterOutcome::IntervalTooBrief(60)
+        );
+        assert!(r.bindings("t").is_empty());
+    }
+
+    #[test]
+    fn cseq_ordering_within_a_call_id() {
+        let t0 = Instant::now();
+        let mut r = Registrar::new(limits(), Registrations::default());
+        let (q, i) = register(5, "c1", Some("<sip:a@h>"), None);
+        assert!(matches!(
+            r.register("t", &q, &i, src(), t0),
+            RegisterOutcome::Ok(_)
+        ));
+        let (q, i) = register(5, "c1", Some("<sip:a@h>"), Some("0"));
+        assert_eq!(
+            r.register("t", &q, &i, src(), t0),
+            RegisterOutcome::BadRequest("CSeq out of order")
+        );
+        assert_eq!(r.bindings("t").len(), 1);
+        // another Call-ID may carry any CSeq (a restarted PBX)
+        let (q, i) = register(1, "c2", Some("<sip:a@h>"), Some("0"));
+        assert_eq!(
+            r.register("t", &q, &i, src(), t0),
+            RegisterOutcome::Ok(vec![])
+        );
+        assert!(!r.view().get("t").is_registered());
+    }
+
+    #[test]
+    fn star_unregisters_everything_and_query_lists() {
+        let t0 = Instant::now();
+        let mut r = Registrar::new(limits(), Registrations::default());
+        let (q, i) = register(1, "c1", Some("<sip:a@h>, <sip:b@h>"), None);
+        assert!(
+            matches!(r.register("t", &q, &i, src(), t0), RegisterOutcome::Ok(v) if v.len() == 2)
+        );
+        let (q, i) = register(2, "c1", None, None);
+        assert!(
+            matches!(r.register("t", &q, &i, src(), t0), RegisterOutcome::Ok(v) if v.len() == 2)
+        );
+        let (q, i) = register(3, "c1", Some("*"), Some("3600"));
+        assert!(matches!(
+            r.register("t", &q, &i, src(), t0),
+            RegisterOutcome::BadRequest(_)
+        ));
+        let (q, i) = register(3, "c1", Some("*"), Some("0"));
+        assert_eq!(
+            r.register("t", &q, &i, src(), t0),
+            RegisterOutcome::Ok(vec![])
+        );
+        assert!(r.bindings("t").is_empty());
+    }
+
+    #[test]
+    fn bindings_expire_on_time_and_limit_keeps_newest() {
+        let t0 = Instant::now();
+        let mut r = Registrar::new(limits(), Registrations::default());
+        for (n, inst) in ["x", "y", "z"].iter().enumerate() {
+            let (q, i) = register(
+                n as u32 + 1,
+                "c1",
+                Some(&format!("<sip:a@h;rinstance={inst}>")),
+                Some("100"),
+            );
+            r.register("t", &q, &i, src(), t0 + Duration::from_secs(n as u64));
+        }
+        let uris: Vec<_> = r.bindings("t").iter().map(|b| b.uri.clone()).collect();
+        assert_eq!(uris.len(), 2);
+        assert!(!uris.iter().any(|u| u.ends_with("=x")), "{uris:?}");
+        assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(101)));
+        assert_eq!(r.handle_timeout(t0 + Duration::from_secs(101)), 1);
+        assert_eq!(r.handle_timeout(t0 + Duration::from_secs(102)), 1);
+        assert!(!r.view().get("t").is_registered());
+        assert_eq!(r.poll_timeout(), None);
+    }
+}

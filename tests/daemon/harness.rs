@@ -1,0 +1,264 @@
+//! Starting the daemon on free loopback ports, talking SIP to it over UDP, and running sipp.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REALM: &str = "trunkgate.test";
+
+/// A free UDP port on 127.0.0.1 (bound and released; the tiny reuse race is acceptable here).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn shared_dir() -> PathBuf {
+    repo_root().join("..").join("shared")
+}
+
+pub fn sipp_dir() -> PathBuf {
+    repo_root().join("tests").join("sipp")
+}
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    child: Child,
+    pub sip: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts the daemon with `[sip]` extra lines and `[[trunks]]` blocks appended to a minimal
+    /// loopback config. Waits (bounded) until it answers OPTIONS.
+    pub fn start(sip_extra: &str, trunks: &str) -> Daemon {
+        let port = free_udp_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!(
+            "[log]\nlevel = \"debug\"\n\n[sip]\nlisten = \"127.0.0.1:{port}\"\nrealm = \"{REALM}\"\n{sip_extra}\n\n{trunks}\n"
+        );
+        let path = dir.path().join("trunkgate.toml");
+        std::fs::write(&path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_trunkgate"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "trunkgate=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn trunkgate");
+        let d = Daemon {
+            child,
+            sip: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        };
+        d.wait_ready();
+        d
+    }
+
+    /// One trunk `t0` / `user0` / `secret`, default settings otherwise.
+    pub fn start_default() -> Daemon {
+        Daemon::start("", &trunk("t0", "user0", "secret"))
+    }
+
+    fn wait_ready(&self) {
+        let client = SipClient::new();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Some(r) = client.request_timeout(
+                &options(self.sip, &client),
+                self.sip,
+                Duration::from_millis(200),
+            ) {
+                if r.starts_with("SIP/2.0 200") {
+                    return;
+                }
+            }
+        }
+        panic!(
+            "daemon did not answer OPTIONS within 15 s; log:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("trunkgate.toml")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn trunk(name: &str, user: &str, password: &str) -> String {
+    format!(
+        "[[trunks]]\nname = \"{name}\"\nauth_username = \"{user}\"\npassword = \"{password}\"\n"
+    )
+}
+
+/// A raw UDP SIP client on an ephemeral loopback port.
+pub struct SipClient {
+    pub socket: UdpSocket,
+}
+
+impl SipClient {
+    pub fn new() -> SipClient {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+        SipClient { socket }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().expect("local addr")
+    }
+
+    pub fn send(&self, data: &[u8], to: SocketAddr) {
+        self.socket.send_to(data, to).expect("send");
+    }
+
+    /// The next datagram within `timeout`, as text.
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        self.socket.set_read_timeout(Some(timeout)).ok()?;
+        let mut buf = vec![0u8; 65536];
+        match self.socket.recv_from(&mut buf) {
+            Ok((n, _)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => None,
+        }
+    }
+
+    pub fn request_timeout(&self, data: &str, to: SocketAddr, timeout: Duration) -> Option<String> {
+        self.send(data.as_bytes(), to);
+        self.recv(timeout)
+    }
+
+    /// Sends and returns the first final (non-1xx) response, bounded to 5 s.
+    pub fn request(&self, data: &str, to: SocketAddr) -> String {
+        self.send(data.as_bytes(), to);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(r) = self.recv(Duration::from_millis(500)) {
+                if !r.starts_with("SIP/2.0 1") {
+                    return r;
+                }
+            }
+        }
+        panic!("no final response to:\n{data}");
+    }
+}
+
+pub fn status_code(resp: &str) -> u16 {
+    resp.get(8..11).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Values of a header (case-insensitive name) in a response text.
+pub fn header_values(resp: &str, name: &str) -> Vec<String> {
+    resp.split("\r\n")
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+pub fn options(to: SocketAddr, client: &SipClient) -> String {
+    let me = client.addr();
+    let branch = format!("z9hG4bK{:x}", rand_u64());
+    format!(
+        "OPTIONS sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+         From: <sip:probe@{me}>;tag={:x}\r\nTo: <sip:{to}>\r\nCall-ID: {:x}@probe\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        rand_u64(),
+        rand_u64()
+    )
+}
+
+pub fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish()
+}
+
+/// Whether sipp is installed (the suite's entry script installs it; this makes a clear failure).
+pub fn require_sipp() {
+    assert!(
+        Command::new("sipp").arg("-v").output().is_ok(),
+        "sipp is not installed: run the README's test command, which installs Debian's sip-tester"
+    );
+}
+
+/// Runs a sipp scenario from tests/sipp against `target`, bounded by `-timeout`. Returns the
+/// process output; sipp exits 0 only when every call succeeded.
+pub fn sipp(scenario: &str, target: SocketAddr, extra: &[&str]) -> Output {
+    require_sipp();
+    let port = free_udp_port().to_string();
+    let sf = sipp_dir().join(scenario);
+    let mut cmd = Command::new("sipp");
+    cmd.arg("-sf")
+        .arg(&sf)
+        .arg(target.to_string())
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ])
+        .args(["-trace_err", "-error_file"])
+        .arg(std::env::temp_dir().join(format!("sipp-{scenario}-{port}.err")))
+        .args(extra)
+        .stdin(Stdio::null());
+    cmd.output().expect("run sipp")
+}
+
+/// Asserts a sipp run succeeded, printing its output and the daemon log otherwise.
+pub fn assert_sipp_ok(out: &Output, daemon: &Daemon, what: &str) {
+    if !out.status.success() {
+        panic!(
+            "sipp {what} failed ({:?})\nstdout:\n{}\nstderr:\n{}\ndaemon log (tail):\n{}",
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stdout), 40),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&daemon.log(), 60)
+        );
+    }
+}
+
+/// Asserts a sipp run failed (a scenario that expects what must not happen).
+pub fn assert_sipp_fails(out: &Output, what: &str) {
+    assert!(!out.status.success(), "sipp {what} unexpectedly succeeded");
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn write_csv(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, content).expect("write csv");
+    p
+}
