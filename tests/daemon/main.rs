@@ -1,0 +1,6 @@
+//! Integration tests: the real `trunkgate` binary on loopback, driven by real peers (sipp, raw
+//! UDP clients). Every socket is bound to 127.0.0.1 and every wait is bounded.
+
+mod harness;
+
+mod register_sipp;
