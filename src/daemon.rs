@@ -25,7 +25,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let local = socket.local_addr()?;
     let registrations = Registrations::default();
     let stats = Arc::new(SipStats::default());
-    let endpoint = Endpoint::new(&config, registrations, stats, Instant::now());
+    // The first number parse loads libphonenumber metadata (tens of ms): not on a call's path.
+    crate::numbers::warm_up();
+    let endpoint = Endpoint::new(&config, registrations, stats, Instant::now())?;
     info!(listen = %local, "trunkgate {} ready: {}", env!("CARGO_PKG_VERSION"), config.summary());
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -6,4 +6,5 @@
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod numbers;
 pub mod sip;

@@ -31,11 +31,79 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Test dialled numbers against the number policy: canonical form, type, region, verdict.
+    /// Exits non-zero when any input is refused.
+    Number {
+        /// Config whose [numbers] policy applies (default: /etc/trunkgate/trunkgate.toml if it
+        /// exists, else the built-in UAE defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Apply this trunk's [trunks.numbers] override.
+        #[arg(long)]
+        trunk: Option<String>,
+        #[arg(required = true)]
+        numbers: Vec<String>,
+    },
+}
+
+fn number_command(config: Option<PathBuf>, trunk: Option<String>, numbers: &[String]) -> ExitCode {
+    let path = config.or_else(|| {
+        let p = PathBuf::from(DEFAULT_CONFIG);
+        p.exists().then_some(p)
+    });
+    let cfg = match &path {
+        Some(p) => match Config::load(p) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            eprintln!("(no config file: using the built-in [numbers] defaults)");
+            None
+        }
+    };
+    let numbers_cfg = match (&cfg, &trunk) {
+        (Some(c), Some(name)) => match c.trunks.iter().position(|t| &t.name == name) {
+            Some(i) => c.trunk_numbers(i),
+            None => {
+                eprintln!("no trunk named {name:?} in the config");
+                return ExitCode::from(2);
+            }
+        },
+        (Some(c), None) => c.numbers.clone(),
+        (None, Some(_)) => {
+            eprintln!("--trunk needs a config file");
+            return ExitCode::from(2);
+        }
+        (None, None) => trunkgate::numbers::NumbersConfig::default(),
+    };
+    let policy = match trunkgate::numbers::NumberPolicy::new(&numbers_cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match trunkgate::numbers::report(&policy, numbers, &mut std::io::stdout().lock()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("cannot write the report: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Number {
+            config,
+            trunk,
+            numbers,
+        } => number_command(config, trunk, &numbers),
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
                 println!("{}: ok: {}", config.display(), c.summary());

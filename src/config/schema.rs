@@ -4,6 +4,7 @@ use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::numbers::{NumbersConfig, NumbersOverride};
 use crate::sip::digest::Algorithm;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -14,6 +15,9 @@ pub struct Config {
     pub sip: SipConfig,
     #[serde(default)]
     pub trunks: Vec<TrunkConfig>,
+    /// Dialled-number normalisation and the destination policy (UAE by default).
+    #[serde(default)]
+    pub numbers: NumbersConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +115,12 @@ pub struct TrunkConfig {
     /// Requests from other addresses are refused with 403. Empty: any source.
     #[serde(default)]
     pub allowed_sources: Vec<ipnet::IpNet>,
+    /// Caller ID used toward the carrier when the PBX sends no usable one.
+    #[serde(default)]
+    pub default_caller_id: Option<String>,
+    /// Per-trunk changes to `[numbers]` (any of its keys).
+    #[serde(default)]
+    pub numbers: NumbersOverride,
 }
 
 mod defaults {
@@ -194,6 +204,11 @@ impl TrunkConfig {
 }
 
 impl Config {
+    /// The effective number policy configuration of trunk `i` (global plus its override).
+    pub fn trunk_numbers(&self, i: usize) -> NumbersConfig {
+        self.numbers.with_override(&self.trunks[i].numbers)
+    }
+
     /// Semantic checks across the whole file: (key path, message) for every problem.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs: Vec<(String, String)> = Vec::new();
@@ -264,6 +279,9 @@ impl Config {
         if sip.server_header.trim().is_empty() || sip.server_header.contains(['\r', '\n']) {
             e("sip.server_header", "must be one non-empty line".into());
         }
+        for (k, m) in self.numbers.validate() {
+            e(&format!("numbers.{k}"), m);
+        }
         if self.trunks.is_empty() {
             e(
                 "trunks",
@@ -302,6 +320,11 @@ impl Config {
                     "give either `password` or `ha1`/`ha1_sha256`, not both".into(),
                 ),
                 _ => {}
+            }
+            if t.numbers != NumbersOverride::default() {
+                for (key, m) in self.numbers.with_override(&t.numbers).validate() {
+                    e(&k(&format!("numbers.{key}")), m);
+                }
             }
             if let Some(p) = &t.password {
                 if p.expose().is_empty() {

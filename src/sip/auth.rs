@@ -5,6 +5,7 @@
 //! Credentials are accepted in either Authorization or Proxy-Authorization. Failures are logged
 //! with the source address and the username, never with a password or response hash.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -64,6 +65,10 @@ pub struct Authenticator {
     algorithms: Vec<Algorithm>,
     offer_qop: bool,
     trunks: Vec<TrunkConfig>,
+    /// Digest username to trunk index: one hash per request, however many trunks.
+    by_username: HashMap<String, usize>,
+    /// Some trunk accepts any source, so no source can be refused before authentication.
+    any_source: bool,
     nonces: NonceFactory,
     nc: NcTracker,
 }
@@ -75,6 +80,13 @@ impl Authenticator {
             algorithms: config.sip.algorithms(),
             offer_qop: config.sip.digest_qop,
             trunks: config.trunks.clone(),
+            by_username: config
+                .trunks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.auth_username.clone(), i))
+                .collect(),
+            any_source: config.trunks.iter().any(|t| t.allowed_sources.is_empty()),
             nonces: NonceFactory::new(epoch, config.sip.nonce_lifetime),
             nc: NcTracker::new(100_000),
         }
@@ -115,11 +127,7 @@ impl Authenticator {
         now: Instant,
     ) -> AuthOutcome {
         let user = || creds.username.clone();
-        let Some(trunk) = self
-            .trunks
-            .iter()
-            .position(|t| t.auth_username == creds.username)
-        else {
+        let Some(&trunk) = self.by_username.get(&creds.username) else {
             return challenge(AuthFailure::UnknownUser(user()), false);
         };
         if !self.algorithms.contains(&creds.algorithm) {
@@ -150,7 +158,7 @@ impl Authenticator {
 
     /// True when `ip` may belong to some trunk (no restriction, or inside one's allowed_sources).
     pub fn source_possible(&self, ip: IpAddr) -> bool {
-        self.trunks.iter().any(|t| source_allowed(t, ip))
+        self.any_source || self.trunks.iter().any(|t| source_allowed(t, ip))
     }
 }
 

@@ -25,6 +25,7 @@ use super::transaction::{
     TxKey,
 };
 use crate::config::Config;
+use crate::numbers::{NumberPolicy, NumbersError, Verdict};
 
 /// Methods we answer (RFC 3261 20.5 Allow).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER";
@@ -69,22 +70,28 @@ pub struct Endpoint {
     max_message_size: usize,
     force_rport: bool,
     server_header: String,
+    /// The destination policy of each trunk (global `[numbers]` plus the trunk's override).
+    policies: Vec<NumberPolicy>,
 }
 
 impl Endpoint {
+    /// Fails only on a number policy the config validation would already have refused.
     pub fn new(
         config: &Config,
         registrations: Registrations,
         stats: Arc<SipStats>,
         now: Instant,
-    ) -> Self {
+    ) -> Result<Self, NumbersError> {
         let s = &config.sip;
+        let policies = (0..config.trunks.len())
+            .map(|i| NumberPolicy::new(&config.trunk_numbers(i)))
+            .collect::<Result<Vec<_>, _>>()?;
         let timers = TimerConfig {
             t1: s.t1,
             t2: s.t2,
             t4: s.t4,
         };
-        Endpoint {
+        Ok(Endpoint {
             server: ServerTransactions::new(timers),
             client: ClientTransactions::new(timers),
             auth: Authenticator::new(config, now),
@@ -103,7 +110,8 @@ impl Endpoint {
             max_message_size: s.max_message_size,
             force_rport: s.force_rport,
             server_header: s.server_header.clone(),
-        }
+            policies,
+        })
     }
 
     pub fn stats(&self) -> &Arc<SipStats> {
@@ -424,7 +432,32 @@ impl Endpoint {
             Err(a) => return a,
         };
         let name = &self.auth.trunks()[trunk].name;
-        warn!(trunk = %name, call_id = %info.call_id, "authenticated INVITE refused: no carrier leg is available");
+        // The dialled number: the Request-URI's user part, else To's (RFC 3261 8.2.2.1 allows a
+        // UAS to route on either; PBXs put the number in both).
+        let dialled = match super::grammar::Uri::parse(&req.uri) {
+            Ok(u) if u.user.is_some() => req.uri.as_str(),
+            _ => info.to.uri_text.as_str(),
+        };
+        match self.policies[trunk].check(dialled) {
+            Verdict::Refused(r) => {
+                SipStats::inc(&self.stats.number_refusals);
+                warn!(trunk = %name, call_id = %info.call_id, code = r.code, cause = r.cause.as_str(),
+                      reason = %r.reason, "dialled number refused");
+                return Answer::new(r.code)
+                    .header(
+                        "Warning",
+                        format!("399 trunkgate \"{}\"", sanitize(&r.reason)),
+                    )
+                    .header(
+                        "Reason",
+                        format!("SIP;cause={};text=\"{}\"", r.code, sanitize(&r.reason)),
+                    );
+            }
+            Verdict::Allowed(d) => {
+                info!(trunk = %name, call_id = %info.call_id, destination = %d.canonical,
+                      "authenticated INVITE refused: no carrier leg is available");
+            }
+        }
         Answer::new(503)
             .reason("No Carrier Available")
             .header("Retry-After", "30")

@@ -2,7 +2,9 @@
 //! replay protection does need.
 //!
 //! A nonce is `base64url(no pad)` of `issued_at_ms (u64 BE, since the factory's epoch) ||
-//! HMAC-SHA256(secret, issued_at_ms || client ip)[..16]`, 32 characters. The server can check
+//! salt (6 random bytes) || HMAC-SHA256(secret, issued_at_ms || salt || client ip)[..16]`,
+//! 40 characters. The salt makes every challenge's nonce unique even when one client is
+//! challenged twice in the same millisecond; otherwise its fresh `nc=1` would look replayed. The server can check
 //! origin, binding to the client address and age of any nonce it handed out without
 //! remembering it, so challenges cost no memory and a flood of unauthenticated requests cannot
 //! grow state. The secret is per process: a restart makes outstanding nonces `Invalid`, and
@@ -24,9 +26,10 @@ use subtle::ConstantTimeEq;
 type HmacSha256 = Hmac<Sha256>;
 
 const STAMP_LEN: usize = 8;
+const SALT_LEN: usize = 6;
 const MAC_LEN: usize = 16;
-const RAW_LEN: usize = STAMP_LEN + MAC_LEN;
-/// base64 of 24 bytes without padding; checked before decoding so oversized input costs nothing.
+const RAW_LEN: usize = STAMP_LEN + SALT_LEN + MAC_LEN;
+/// base64 of 30 bytes without padding; checked before decoding so oversized input costs nothing.
 const ENCODED_LEN: usize = RAW_LEN * 4 / 3;
 
 /// Issues and checks nonces.
@@ -92,18 +95,20 @@ impl NonceFactory {
     /// A new nonce for `client`, stamped with `now` (clamped to the epoch if earlier).
     pub fn issue(&self, now: Instant, client: IpAddr) -> String {
         let stamp = self.stamp_of(now);
+        let salt: [u8; SALT_LEN] = rand::random();
         let mut raw = [0u8; RAW_LEN];
         raw[..STAMP_LEN].copy_from_slice(&stamp.to_be_bytes());
-        raw[STAMP_LEN..].copy_from_slice(&self.tag(stamp, client));
+        raw[STAMP_LEN..STAMP_LEN + SALT_LEN].copy_from_slice(&salt);
+        raw[STAMP_LEN + SALT_LEN..].copy_from_slice(&self.tag(stamp, &salt, client));
         URL_SAFE_NO_PAD.encode(raw)
     }
 
     /// Checks a nonce sent back by `client` at `now`. The MAC is compared in constant time.
     pub fn check(&self, nonce: &str, now: Instant, client: IpAddr) -> NonceStatus {
-        let Some((stamp, tag)) = decode(nonce) else {
+        let Some((stamp, salt, tag)) = decode(nonce) else {
             return NonceStatus::Invalid;
         };
-        let expected = self.tag(stamp, client);
+        let expected = self.tag(stamp, &salt, client);
         if !bool::from(expected.ct_eq(&tag)) {
             return NonceStatus::Invalid;
         }
@@ -127,7 +132,7 @@ impl NonceFactory {
     ///
     /// [`check`]: NonceFactory::check
     pub fn valid_until(&self, nonce: &str) -> Option<Instant> {
-        let (stamp, _) = decode(nonce)?;
+        let (stamp, _, _) = decode(nonce)?;
         self.epoch
             .checked_add(Duration::from_millis(stamp))?
             .checked_add(self.lifetime)
@@ -138,9 +143,10 @@ impl NonceFactory {
         u64::try_from(ms).unwrap_or(u64::MAX)
     }
 
-    fn tag(&self, stamp: u64, client: IpAddr) -> [u8; MAC_LEN] {
+    fn tag(&self, stamp: u64, salt: &[u8; SALT_LEN], client: IpAddr) -> [u8; MAC_LEN] {
         let mut mac = self.mac.clone();
         mac.update(&stamp.to_be_bytes());
+        mac.update(salt);
         // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; fold that to plain IPv4 so
         // the nonce binds the same client whichever form the caller happens to hold.
         match client.to_canonical() {
@@ -154,8 +160,9 @@ impl NonceFactory {
     }
 }
 
-/// Splits a nonce into its timestamp and tag; `None` if it is not exactly one of our encodings.
-fn decode(nonce: &str) -> Option<(u64, [u8; MAC_LEN])> {
+/// Splits a nonce into its timestamp, salt and tag; `None` if it is not exactly one of our
+/// encodings.
+fn decode(nonce: &str) -> Option<(u64, [u8; SALT_LEN], [u8; MAC_LEN])> {
     if nonce.len() != ENCODED_LEN {
         return None;
     }
@@ -166,9 +173,11 @@ fn decode(nonce: &str) -> Option<(u64, [u8; MAC_LEN])> {
     }
     let mut stamp = [0u8; STAMP_LEN];
     stamp.copy_from_slice(&raw[..STAMP_LEN]);
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&raw[STAMP_LEN..STAMP_LEN + SALT_LEN]);
     let mut tag = [0u8; MAC_LEN];
-    tag.copy_from_slice(&raw[STAMP_LEN..]);
-    Some((u64::from_be_bytes(stamp), tag))
+    tag.copy_from_slice(&raw[STAMP_LEN + SALT_LEN..]);
+    Some((u64::from_be_bytes(stamp), salt, tag))
 }
 
 /// Remembers the highest `nc` seen per nonce so a replayed `qop=auth` request (nc not greater
@@ -320,6 +329,17 @@ mod tests {
     }
 
     #[test]
+    fn nonces_issued_in_the_same_millisecond_differ() {
+        let (base, f) = setup();
+        let now = base + secs(3);
+        let a = f.issue(now, ip4());
+        let b = f.issue(now, ip4());
+        assert_ne!(a, b, "a fresh challenge must never repeat a nonce");
+        assert_eq!(f.check(&a, now, ip4()), NonceStatus::Valid);
+        assert_eq!(f.check(&b, now, ip4()), NonceStatus::Valid);
+    }
+
+    #[test]
     fn nonce_goes_stale_after_lifetime() {
         let (base, f) = setup();
         let n = f.issue(base + secs(5), ip4());
@@ -360,12 +380,13 @@ mod tests {
     fn timestamp_cannot_be_moved() {
         let (base, f) = setup();
         let old = f.issue(base + secs(1), ip4());
-        let (_, tag) = decode(&old).unwrap();
+        let (_, salt, tag) = decode(&old).unwrap();
         let now = base + secs(1) + LIFE * 2;
         let fresh_stamp = f.stamp_of(now);
         let mut raw = [0u8; RAW_LEN];
         raw[..STAMP_LEN].copy_from_slice(&fresh_stamp.to_be_bytes());
-        raw[STAMP_LEN..].copy_from_slice(&tag);
+        raw[STAMP_LEN..STAMP_LEN + SALT_LEN].copy_from_slice(&salt);
+        raw[STAMP_LEN + SALT_LEN..].copy_from_slice(&tag);
         let forged = URL_SAFE_NO_PAD.encode(raw);
         assert_eq!(f.check(&forged, now, ip4()), NonceStatus::Invalid);
         assert_eq!(f.check(&old, now, ip4()), NonceStatus::Stale);

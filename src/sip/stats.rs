@@ -36,6 +36,8 @@ counters! {
     auth_failures,
     /// Requests refused because of `allowed_sources`.
     source_refusals,
+    /// INVITEs refused by the destination policy (484 / 403).
+    number_refusals,
     /// Successful REGISTER requests (including refreshes and removals).
     registrations,
     /// Bindings that expired without being refreshed.

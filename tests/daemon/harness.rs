@@ -262,3 +262,78 @@ pub fn write_csv(dir: &Path, name: &str, content: &str) -> PathBuf {
     std::fs::write(&p, content).expect("write csv");
     p
 }
+
+/// Sends an INVITE for `dialled` from `client`, answers the 407 with MD5 credentials for
+/// `user`/`password` in Proxy-Authorization (new branch, CSeq 2) and returns the final response
+/// to the authenticated INVITE. `extra` header lines (each ending in CRLF) go into both requests.
+pub fn authenticated_invite(
+    client: &SipClient,
+    to: SocketAddr,
+    dialled: &str,
+    user: &str,
+    password: &str,
+    extra: &str,
+) -> String {
+    use trunkgate::sip::digest::{self, Algorithm};
+    let me = client.addr();
+    let call_id = format!("{:x}@harness", rand_u64());
+    let uri = format!("sip:{dialled}@{to}");
+    let invite = |cseq: u32, auth: &str| {
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{cseq}{:x};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:100@{me}>;tag=h{cseq}\r\nTo: <{uri}>\r\nCall-ID: {call_id}\r\n\
+             CSeq: {cseq} INVITE\r\nContact: <sip:100@{me}>\r\n{extra}{auth}Content-Length: 0\r\n\r\n",
+            rand_u64()
+        )
+    };
+    let first = client.request(&invite(1, ""), to);
+    assert_eq!(status_code(&first), 407, "{first}");
+    ack(client, to, &first, &uri);
+    let challenge = header_values(&first, "Proxy-Authenticate")
+        .into_iter()
+        .find(|c| c.contains("MD5"))
+        .expect("an MD5 challenge");
+    let nonce = challenge
+        .split("nonce=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("nonce")
+        .to_string();
+    let realm = REALM;
+    let ha1 = digest::ha1(Algorithm::Md5, user, realm, password);
+    let creds = digest::parse_credentials(&format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"0\""
+    ))
+    .expect("credentials");
+    let response = digest::expected_response(Algorithm::Md5, &ha1, "INVITE", &creds).expect("hash");
+    let auth = format!(
+        "Proxy-Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5\r\n"
+    );
+    let last = client.request(&invite(2, &auth), to);
+    ack(client, to, &last, &uri);
+    last
+}
+
+/// ACKs a non-2xx final response to an INVITE (same branch as the response's Via).
+pub fn ack(client: &SipClient, to: SocketAddr, resp: &str, uri: &str) {
+    let h = |n: &str| {
+        header_values(resp, n)
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    };
+    let cseq_num = h("CSeq")
+        .split_whitespace()
+        .next()
+        .unwrap_or("1")
+        .to_string();
+    let via = h("Via");
+    let ack = format!(
+        "ACK {uri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\n\
+         CSeq: {cseq_num} ACK\r\nContent-Length: 0\r\n\r\n",
+        h("From"),
+        h("To"),
+        h("Call-ID")
+    );
+    client.send(ack.as_bytes(), to);
+}

@@ -3,4 +3,9 @@
 
 mod harness;
 
+mod cli;
+
+mod numbers;
 mod register_sipp;
+mod sha256_auth;
+mod torture;

@@ -1,0 +1,93 @@
+//! The command line: check-config on the shipped examples and on broken files.
+
+use std::process::Command;
+
+use crate::harness::repo_root;
+
+fn check_config(path: &std::path::Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_trunkgate"))
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .expect("run trunkgate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    for name in ["trunkgate.toml", "demo.toml"] {
+        let (ok, stdout, stderr) = check_config(&repo_root().join("conf").join(name));
+        assert!(ok, "conf/{name} is invalid: {stderr}");
+        assert!(stdout.contains(": ok: listen udp"), "{stdout}");
+    }
+}
+
+#[test]
+fn broken_config_lists_every_error_with_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[sip]\nrealm = \"\"\nmin_expires = 0\n\n[[trunks]]\nname = \"a\"\nauth_username = \"b\"\nha1 = \"xyz\"\n",
+    )
+    .expect("write");
+    let (ok, _, stderr) = check_config(&path);
+    assert!(!ok);
+    assert!(stderr.contains("3 errors"), "{stderr}");
+    assert!(stderr.contains("line 2, column 1: sip.realm"), "{stderr}");
+    assert!(
+        stderr.contains("line 3, column 1: sip.min_expires"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 8, column 1: trunks[0].ha1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_key_and_missing_file_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("typo.toml");
+    std::fs::write(
+        &path,
+        "[sip]\nrealm = \"r\"\nlisen = \"0.0.0.0:5060\"\n[[trunks]]\nname = \"a\"\nauth_username = \"b\"\npassword = \"p\"\n",
+    )
+    .expect("write");
+    let (ok, _, stderr) = check_config(&path);
+    assert!(!ok);
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains("unknown field `lisen`"), "{stderr}");
+    let (ok, _, stderr) = check_config(&dir.path().join("absent.toml"));
+    assert!(!ok);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn run_with_an_unbindable_address_exits_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    // the port is held by this test, so the daemon's bind fails
+    let holder = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let taken = holder.local_addr().expect("addr");
+    std::fs::write(
+        &path,
+        format!("[sip]\nrealm = \"r\"\nlisten = \"{taken}\"\n[[trunks]]\nname = \"a\"\nauth_username = \"b\"\npassword = \"p\"\n"),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_trunkgate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run trunkgate");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot bind SIP socket udp {taken} (sip.listen)")),
+        "{stderr}"
+    );
+}
