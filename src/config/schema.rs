@@ -322,7 +322,7 @@ impl Config {
                 _ => {}
             }
             if t.numbers != NumbersOverride::default() {
-                for (key, m) in self.numbers.with_override(&t.numbers).validate() {
+                for (key, m) in self.trunk_numbers(i).validate() {
                     e(&k(&format!("numbers.{key}")), m);
                 }
             }

@@ -279,9 +279,11 @@ impl Endpoint {
         src: SocketAddr,
         now: Instant,
     ) -> Answer {
-        match super::grammar::Uri::parse(&req.uri).map(|u| u.scheme) {
-            Ok(Scheme::Sip | Scheme::Sips | Scheme::Tel) => {}
-            _ => return Answer::new(416),
+        if !matches!(
+            info.request_uri.scheme,
+            Scheme::Sip | Scheme::Sips | Scheme::Tel
+        ) {
+            return Answer::new(416);
         }
         if let Method::Other(_) = req.method {
             return Answer::new(405).header("Allow", ALLOW);
@@ -434,9 +436,10 @@ impl Endpoint {
         let name = &self.auth.trunks()[trunk].name;
         // The dialled number: the Request-URI's user part, else To's (RFC 3261 8.2.2.1 allows a
         // UAS to route on either; PBXs put the number in both).
-        let dialled = match super::grammar::Uri::parse(&req.uri) {
-            Ok(u) if u.user.is_some() => req.uri.as_str(),
-            _ => info.to.uri_text.as_str(),
+        let dialled = if info.request_uri.user.is_some() {
+            req.uri.as_str()
+        } else {
+            info.to.uri_text.as_str()
         };
         match self.policies[trunk].check(dialled) {
             Verdict::Refused(r) => {

@@ -4,10 +4,10 @@
 //! A nonce is `base64url(no pad)` of `issued_at_ms (u64 BE, since the factory's epoch) ||
 //! salt (6 random bytes) || HMAC-SHA256(secret, issued_at_ms || salt || client ip)[..16]`,
 //! 40 characters. The salt makes every challenge's nonce unique even when one client is
-//! challenged twice in the same millisecond; otherwise its fresh `nc=1` would look replayed. The server can check
-//! origin, binding to the client address and age of any nonce it handed out without
-//! remembering it, so challenges cost no memory and a flood of unauthenticated requests cannot
-//! grow state. The secret is per process: a restart makes outstanding nonces `Invalid`, and
+//! challenged twice in the same millisecond; otherwise its fresh `nc=1` would look replayed.
+//! The server can check origin, binding to the client address and age of any nonce it handed
+//! out without remembering it, so challenges cost no memory and a flood of unauthenticated
+//! requests cannot grow state. The secret is per process: a restart makes outstanding nonces `Invalid`, and
 //! clients simply get a fresh challenge.
 //!
 //! Sans-IO: every time-dependent call takes `now`, so tests run on virtual time.

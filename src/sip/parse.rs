@@ -56,6 +56,8 @@ pub enum ParseFailure {
 /// The typed fields every request must carry, parsed once here so later layers never re-parse.
 #[derive(Debug, Clone)]
 pub struct RequestInfo {
+    /// The Request-URI, parsed (the raw text stays in `Request::uri`).
+    pub request_uri: Uri,
     pub top_via: Via,
     pub call_id: String,
     pub cseq: CSeq,
@@ -319,7 +321,7 @@ fn parse_request(
             request,
         ));
     }
-    match Uri::parse(&request.uri) {
+    let request_uri = match Uri::parse(&request.uri) {
         // headers are not allowed in a Request-URI (RFC 3261 19.1.1 table 1)
         Ok(u) if u.headers.is_some() => {
             return Err(reject(
@@ -328,7 +330,7 @@ fn parse_request(
                 request,
             ))
         }
-        Ok(_) => {}
+        Ok(u) => u,
         Err(_) => {
             return Err(reject(
                 400,
@@ -336,12 +338,12 @@ fn parse_request(
                 request,
             ))
         }
-    }
+    };
     match take_body(&request.headers, body) {
         Ok(b) => request.body = b,
         Err(e) => return Err(reject(400, e, request)),
     }
-    match request_info(&request) {
+    match request_info(&request, request_uri) {
         Ok(info) => Ok(Parsed::Request(request, info)),
         Err(e) => Err(reject(400, e, request)),
     }
@@ -409,7 +411,7 @@ fn bad(what: &str) -> impl Fn(super::grammar::GrammarError) -> ParseError + '_ {
     move |e| ParseError::BadHeader(format!("{what}: {e}"))
 }
 
-fn request_info(request: &Request) -> Result<RequestInfo, ParseError> {
+fn request_info(request: &Request, request_uri: Uri) -> Result<RequestInfo, ParseError> {
     let h = &request.headers;
     let mut vias = h.get_all("Via");
     let top_via =
@@ -453,6 +455,7 @@ fn request_info(request: &Request) -> Result<RequestInfo, ParseError> {
         }
     }
     Ok(RequestInfo {
+        request_uri,
         top_via,
         call_id: call_id.to_string(),
         cseq,
