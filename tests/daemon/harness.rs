@@ -247,6 +247,17 @@ pub fn assert_sipp_ok(out: &Output, daemon: &Daemon, what: &str) {
     }
 }
 
+/// Asserts the daemon log records `event` (an authentication failure, say) and never `secret`.
+pub fn assert_logged_without_secret(daemon: &Daemon, event: &str, secret: &str) {
+    let log = daemon.log();
+    assert!(
+        log.contains(event),
+        "{event:?} not logged:\n{}",
+        tail(&log, 20)
+    );
+    assert!(!log.contains(secret), "secret leaked into the log");
+}
+
 /// Asserts a sipp run failed (a scenario that expects what must not happen).
 pub fn assert_sipp_fails(out: &Output, what: &str) {
     assert!(!out.status.success(), "sipp {what} unexpectedly succeeded");

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use trunkgate::sip::digest::{self, Algorithm, Credentials};
 
-use crate::harness::{header_values, rand_u64, status_code, tail, trunk, Daemon, SipClient, REALM};
+use crate::harness::{
+    ack, assert_logged_without_secret, header_values, rand_u64, status_code, tail, trunk, Daemon,
+    SipClient, REALM,
+};
 
 /// The digest username (differs from the From/To user, as with 3CX).
 const USER: &str = "pbx-auth-id";
@@ -288,34 +291,10 @@ impl Ua {
         self.send(&req.text, &req.branch)
     }
 
-    /// ACK for a non-2xx final answer to an INVITE (RFC 3261 17.1.1.3): same branch, the
-    /// response's To (with its tag), so the daemon stops retransmitting it.
+    /// ACK for a non-2xx final answer to an INVITE, so the daemon stops retransmitting it.
     fn ack(&self, invite: &Sent, resp: &str) {
-        let to = header_values(resp, "To")
-            .into_iter()
-            .next()
-            .expect("response has To");
-        let from = header_values(&invite.text, "From")
-            .into_iter()
-            .next()
-            .expect("From");
-        let call_id = header_values(&invite.text, "Call-ID")
-            .into_iter()
-            .next()
-            .expect("Call-ID");
-        let cseq: u32 = header_values(&invite.text, "CSeq")[0]
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .expect("CSeq number");
         let uri = invite.text.split(' ').nth(1).expect("Request-URI");
-        let ack = format!(
-            "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={b};rport\r\nMax-Forwards: 70\r\n\
-             From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
-            me = self.client.addr(),
-            b = invite.branch,
-        );
-        self.client.send(ack.as_bytes(), self.daemon);
+        ack(&self.client, self.daemon, resp, uri);
     }
 }
 
@@ -434,16 +413,7 @@ fn sha256_wrong_password_is_challenged_again() {
         Algorithm::Sha256,
         "re-challenge order: {again:?}"
     );
-    let log = d.log();
-    assert!(
-        log.contains("wrong password"),
-        "failure not logged:\n{}",
-        tail(&log, 20)
-    );
-    assert!(
-        !log.contains("not-the-password"),
-        "password leaked into the log"
-    );
+    assert_logged_without_secret(&d, "wrong password", "not-the-password");
     // the same nonce with the right password (next nc) still works: only the password was wrong
     let good = Auth {
         alg: Algorithm::Sha256,
