@@ -1,4 +1,273 @@
-//! The carrier leg: the Kandy Link client (subscription, notification WebSocket, call control)
-//! that the call module uses to reach the WebRTC carrier.
+//! The carrier leg: the Kandy Link client (CARRIER.md) that the call module uses to reach the
+//! WebRTC carrier. It owns the accounts' subscriptions and notification channels, chooses an
+//! account with free capacity for each call, and gives each call a typed handle
+//! ([`CarrierCall`]) with its own event stream.
+//!
+//! `protocol` is the wire format, `lifecycle` the I/O-free subscription rules, `events` the pure
+//! notification classification; `account`, `websocket` and `call` are the async edges.
 
+pub mod account;
+pub mod call;
+pub mod events;
+pub mod lifecycle;
 pub mod protocol;
+pub mod rest;
+pub mod tls;
+mod websocket;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use account::{AccountStatus, ClientSettings};
+pub use call::{CarrierCall, Direction};
+pub use events::{CallEvent, EndCause, IncomingCall};
+pub use lifecycle::{Backoff, Phase};
+pub use rest::{RemoteCallState, RestError};
+
+use crate::config::{CarrierConfig, IceTransportPolicy};
+use account::Account;
+
+/// One ICE server for the WebRTC leg, with the subscription's TURN credentials applied.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IceServer {
+    pub url: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("credential", &self.credential.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum CarrierError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("carrier account {account}: {source}")]
+    Account { account: String, source: RestError },
+    #[error("carrier account {0} has no base_url")]
+    NoBaseUrl(String),
+}
+
+/// Why no account could take a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum Unavailable {
+    #[error("no carrier account is subscribed")]
+    NotSubscribed,
+    #[error("every carrier account is at max_calls")]
+    AtCapacity,
+}
+
+/// Capacity on one account, held from before the WebRTC offer is built until the call ends.
+pub struct Reservation {
+    account: Arc<Account>,
+    permit: OwnedSemaphorePermit,
+    ice_servers: Vec<IceServer>,
+}
+
+impl Reservation {
+    pub fn account(&self) -> &str {
+        &self.account.name
+    }
+
+    /// The ICE servers for this call's peer connection (TURN credentials applied).
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.ice_servers
+    }
+
+    /// `callStart` to an E.164 number (`+9715...`) with a complete offer.
+    pub async fn start_call(self, e164: &str, offer_sdp: &str) -> Result<CarrierCall, RestError> {
+        let from = format!("sip:{}", self.account.rest.username());
+        let to = format!("sip:{e164}@{}", self.account.domain);
+        let session = self.account.rest.call_start(&from, &to, offer_sdp).await?;
+        Ok(CarrierCall::new(
+            self.account,
+            session,
+            Direction::Outbound,
+            self.permit,
+        ))
+    }
+}
+
+pub struct Carrier {
+    accounts: Vec<Arc<Account>>,
+    tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    ice_urls: Vec<String>,
+    relay_only: bool,
+}
+
+/// Where each account's REST base is when the simulator stands in for the carrier.
+pub struct Overrides {
+    pub base_url: Option<String>,
+    pub extra_ca_pem: Option<std::path::PathBuf>,
+}
+
+impl Carrier {
+    /// Starts every account's subscription. Inbound calls arrive on the returned receiver.
+    pub fn start(
+        cfg: &CarrierConfig,
+        overrides: Overrides,
+    ) -> Result<(Carrier, mpsc::Receiver<CarrierCall>), CarrierError> {
+        let ca = overrides.extra_ca_pem.as_deref().or(cfg.ca_file.as_deref());
+        let tls = tls::client_config(ca)?;
+        let settings = Arc::new(ClientSettings {
+            tls,
+            ping_interval: cfg.ping_interval,
+            subscription_expires: cfg.subscription_expires,
+            backoff: Backoff {
+                initial: cfg.reconnect_initial,
+                max: cfg.reconnect_max,
+                multiplier: cfg.reconnect_multiplier,
+            },
+            audit_interval: cfg.audit_interval,
+            client_correlator: format!(
+                "trunkgate-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ),
+        });
+        let (inbound_tx, inbound_rx) = mpsc::channel(64);
+        let (stop, stop_rx) = watch::channel(false);
+        let mut accounts = Vec::new();
+        let mut tasks = Vec::new();
+        for a in &cfg.accounts {
+            let base = overrides
+                .base_url
+                .clone()
+                .or_else(|| a.base_url.clone())
+                .ok_or_else(|| CarrierError::NoBaseUrl(a.name.clone()))?;
+            let rest = rest::RestClient::new(
+                &base,
+                &a.username,
+                a.password.expose(),
+                settings.tls.clone(),
+                cfg.request_timeout,
+            )
+            .map_err(|source| CarrierError::Account {
+                account: a.name.clone(),
+                source,
+            })?;
+            let (account, signals) = Account::new(
+                a.name.clone(),
+                a.domain.clone(),
+                rest,
+                settings.clone(),
+                a.max_calls,
+                inbound_tx.clone(),
+            );
+            info!(account = %a.name, base = %base, max_calls = a.max_calls, "carrier account starting");
+            tasks.push(tokio::spawn(account::run(
+                account.clone(),
+                signals,
+                stop_rx.clone(),
+            )));
+            accounts.push(account);
+        }
+        Ok((
+            Carrier {
+                accounts,
+                tasks,
+                stop,
+                ice_urls: cfg.ice_servers.clone(),
+                relay_only: cfg.ice_transport_policy == IceTransportPolicy::Relay,
+            },
+            inbound_rx,
+        ))
+    }
+
+    pub fn relay_only(&self) -> bool {
+        self.relay_only
+    }
+
+    /// Takes capacity on the subscribed account with the most room.
+    pub fn reserve(&self) -> Result<Reservation, Unavailable> {
+        let mut usable: Vec<&Arc<Account>> =
+            self.accounts.iter().filter(|a| a.usable()).collect();
+        if usable.is_empty() {
+            return Err(Unavailable::NotSubscribed);
+        }
+        usable.sort_by_key(|a| std::cmp::Reverse(a.capacity.available_permits()));
+        for account in usable {
+            if let Ok(permit) = account.capacity.clone().try_acquire_owned() {
+                let turn = account.turn_credentials();
+                return Ok(Reservation {
+                    ice_servers: ice_servers(&self.ice_urls, turn.as_ref()),
+                    account: account.clone(),
+                    permit,
+                });
+            }
+        }
+        Err(Unavailable::AtCapacity)
+    }
+
+    /// ICE servers of an account for an inbound call's answer.
+    pub fn ice_servers_for(&self, call: &CarrierCall) -> Vec<IceServer> {
+        let turn = self
+            .accounts
+            .iter()
+            .find(|a| a.name == call.account())
+            .and_then(|a| a.turn_credentials());
+        ice_servers(&self.ice_urls, turn.as_ref())
+    }
+
+    pub fn status(&self) -> Vec<AccountStatus> {
+        self.accounts.iter().map(|a| a.status()).collect()
+    }
+
+    /// Stops every account: sockets closed with 1000, subscriptions deleted (bounded wait).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// The configured URLs with TURN credentials applied to every turn:/turns: entry.
+pub fn ice_servers(urls: &[String], turn: Option<&protocol::TurnCredentials>) -> Vec<IceServer> {
+    urls.iter()
+        .map(|u| {
+            let is_turn = u.starts_with("turn:") || u.starts_with("turns:");
+            IceServer {
+                url: u.clone(),
+                username: turn.filter(|_| is_turn).map(|t| t.username.clone()),
+                credential: turn.filter(|_| is_turn).map(|t| t.password.clone()),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_credentials_go_to_every_turn_server_only() {
+        let urls = vec![
+            "turns:ct-turn1.etisalat.ae:443?transport=tcp".to_string(),
+            "turns:ct-turn2.etisalat.ae:443?transport=tcp".to_string(),
+            "stun:ct-turn1.etisalat.ae:3478".to_string(),
+        ];
+        let t = protocol::TurnCredentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let s = ice_servers(&urls, Some(&t));
+        assert_eq!(s[0].username.as_deref(), Some("u"));
+        assert_eq!(s[1].credential.as_deref(), Some("p"));
+        assert_eq!(s[2].username, None);
+        assert!(!format!("{s:?}").contains("\"p\""));
+    }
+}

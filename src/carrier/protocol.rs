@@ -323,7 +323,7 @@ fn lenient_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerFrame {
     ConnCheck(ConnCheck),
-    Notification(NotificationMessage),
+    Notification(Box<NotificationMessage>),
     /// Valid JSON we do not know; ignored (and logged at debug).
     Other,
 }
@@ -342,9 +342,9 @@ pub fn parse_server_frame(text: &str) -> Result<ServerFrame, serde_json::Error> 
         return Ok(ServerFrame::ConnCheck(serde_json::from_value(c.clone())?));
     }
     if let Some(n) = v.get("notificationMessage") {
-        return Ok(ServerFrame::Notification(serde_json::from_value(
+        return Ok(ServerFrame::Notification(Box::new(serde_json::from_value(
             n.clone(),
-        )?));
+        )?)));
     }
     Ok(ServerFrame::Other)
 }

@@ -5,9 +5,11 @@
 //! an error, never silently ignored), then `validate` checks the file as a whole and reports
 //! every semantic error at once. Spans come from `toml_edit`'s view of the same text.
 
+mod carrier;
 mod locate;
 mod schema;
 
+pub use carrier::*;
 pub use schema::*;
 
 use std::path::{Path, PathBuf};

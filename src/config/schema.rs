@@ -4,6 +4,7 @@ use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::carrier::CarrierConfig;
 use crate::numbers::{NumbersConfig, NumbersOverride};
 use crate::sip::digest::Algorithm;
 
@@ -18,6 +19,9 @@ pub struct Config {
     /// Dialled-number normalisation and the destination policy (UAE by default).
     #[serde(default)]
     pub numbers: NumbersConfig,
+    /// The Kandy Link carrier; absent: no calls can leave (INVITEs get 503).
+    #[serde(default)]
+    pub carrier: Option<CarrierConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,6 +282,11 @@ impl Config {
         }
         if sip.server_header.trim().is_empty() || sip.server_header.contains(['\r', '\n']) {
             e("sip.server_header", "must be one non-empty line".into());
+        }
+        if let Some(c) = &self.carrier {
+            for (k, m) in c.validate() {
+                e(&k, m);
+            }
         }
         for (k, m) in self.numbers.validate() {
             e(&format!("numbers.{k}"), m);
