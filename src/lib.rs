@@ -7,5 +7,6 @@ pub mod carrier;
 pub mod config;
 pub mod daemon;
 pub mod logging;
+pub mod media;
 pub mod numbers;
 pub mod sip;

@@ -134,7 +134,10 @@ impl Account {
     }
 
     pub(crate) fn turn_credentials(&self) -> Option<TurnCredentials> {
-        lock(&self.shared).granted.as_ref().and_then(|g| g.turn.clone())
+        lock(&self.shared)
+            .granted
+            .as_ref()
+            .and_then(|g| g.turn.clone())
     }
 
     pub(crate) fn set_ws_connected(&self, connected: bool) {
@@ -243,7 +246,9 @@ impl Account {
                 debug!(account = %self.name, session = %session, ?event, "carrier event");
                 self.deliver(&session, event);
             }
-            Classified::Ignored(what) => debug!(account = %self.name, "ignored notification: {what}"),
+            Classified::Ignored(what) => {
+                debug!(account = %self.name, "ignored notification: {what}")
+            }
         }
     }
 
@@ -289,16 +294,15 @@ impl Account {
                         answered: state == super::rest::RemoteCallState::Answered,
                     },
                 ),
-                Err(e) if e.carrier_code() == Some(super::protocol::code::STATE_NOT_FOUND) => {
-                    self.deliver(
+                Err(e) if e.carrier_code() == Some(super::protocol::code::STATE_NOT_FOUND) => self
+                    .deliver(
                         &s,
                         CallEvent::Ended {
                             code: None,
                             reason: Some("session not found on resync".into()),
                             cause: EndCause::LostOnResync,
                         },
-                    )
-                }
+                    ),
                 Err(e) => warn!(account = %self.name, session = %s, "resync failed: {e}"),
             }
         }
@@ -404,7 +408,11 @@ pub(crate) async fn run(
                     info!(
                         expires_s = granted.expires.as_secs(),
                         "carrier subscription {}",
-                        if was == "subscribe" { "created" } else { "refreshed" }
+                        if was == "subscribe" {
+                            "created"
+                        } else {
+                            "refreshed"
+                        }
                     );
                     let channel = granted.notification_channel.clone().or_else(|| {
                         lock(&account.shared)

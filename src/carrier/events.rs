@@ -253,12 +253,10 @@ mod tests {
 
     #[test]
     fn inbound_call_and_subscription_events() {
-        let m = msg(
-            r#"{"notificationMessage":{"eventType":"call","eventId":"4",
+        let m = msg(r#"{"notificationMessage":{"eventType":"call","eventId":"4",
                "sessionParams":{"sessionData":"IN1","sdp":"v=0","actions":["reject"]},
                "callNotificationParams":{"callerName":"Ali","callerDisplayNumber":"+971501111111",
-               "calleeDisplayNumber":"+97143456789"}}}"#,
-        );
+               "calleeDisplayNumber":"+97143456789"}}}"#);
         match classify(&m, |_| false) {
             Classified::IncomingCall(c) => {
                 assert_eq!(c.session, "IN1");
@@ -268,9 +266,8 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let gone = msg(
-            r#"{"notificationMessage":{"eventType":"gone","eventId":"5","retryAfter":2000}}"#,
-        );
+        let gone =
+            msg(r#"{"notificationMessage":{"eventType":"gone","eventId":"5","retryAfter":2000}}"#);
         assert_eq!(
             classify(&gone, |_| false),
             Classified::Gone {
@@ -291,7 +288,10 @@ mod tests {
             }
         );
         let stray = msg(r#"{"notificationMessage":{"eventType":"ringing","eventId":"7"}}"#);
-        assert!(matches!(classify(&stray, |_| false), Classified::Ignored(_)));
+        assert!(matches!(
+            classify(&stray, |_| false),
+            Classified::Ignored(_)
+        ));
     }
 
     #[test]

@@ -39,11 +39,17 @@ pub enum Step {
 /// How the last subscribe or refresh went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Granted { expires: Duration },
-    Overloaded { retry_after: Option<Duration> },
+    Granted {
+        expires: Duration,
+    },
+    Overloaded {
+        retry_after: Option<Duration>,
+    },
     Unauthorized,
     /// The subscription no longer exists on the server.
-    Gone { retry_after: Option<Duration> },
+    Gone {
+        retry_after: Option<Duration>,
+    },
     /// Transport or unexpected error.
     Failed,
 }
@@ -246,7 +252,10 @@ mod tests {
         let t0 = Instant::now();
         let mut lc = Lifecycle::new(t0, backoff(), 1);
         assert_eq!(lc.poll(t0), Step::Subscribe);
-        assert!(matches!(lc.poll(t0), Step::Wait(_)), "one request at a time");
+        assert!(
+            matches!(lc.poll(t0), Step::Wait(_)),
+            "one request at a time"
+        );
         lc.on_outcome(
             t0,
             Outcome::Granted {

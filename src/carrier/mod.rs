@@ -30,25 +30,8 @@ pub use lifecycle::{Backoff, Phase};
 pub use rest::{RemoteCallState, RestError};
 
 use crate::config::{CarrierConfig, IceTransportPolicy};
+pub use crate::media::webrtc_peer::IceServer;
 use account::Account;
-
-/// One ICE server for the WebRTC leg, with the subscription's TURN credentials applied.
-#[derive(Clone, PartialEq, Eq)]
-pub struct IceServer {
-    pub url: String,
-    pub username: Option<String>,
-    pub credential: Option<String>,
-}
-
-impl std::fmt::Debug for IceServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IceServer")
-            .field("url", &self.url)
-            .field("username", &self.username)
-            .field("credential", &self.credential.as_ref().map(|_| "***"))
-            .finish()
-    }
-}
 
 #[derive(Debug, Error)]
 pub enum CarrierError {
@@ -193,8 +176,7 @@ impl Carrier {
 
     /// Takes capacity on the subscribed account with the most room.
     pub fn reserve(&self) -> Result<Reservation, Unavailable> {
-        let mut usable: Vec<&Arc<Account>> =
-            self.accounts.iter().filter(|a| a.usable()).collect();
+        let mut usable: Vec<&Arc<Account>> = self.accounts.iter().filter(|a| a.usable()).collect();
         if usable.is_empty() {
             return Err(Unavailable::NotSubscribed);
         }
@@ -241,7 +223,7 @@ pub fn ice_servers(urls: &[String], turn: Option<&protocol::TurnCredentials>) ->
         .map(|u| {
             let is_turn = u.starts_with("turn:") || u.starts_with("turns:");
             IceServer {
-                url: u.clone(),
+                urls: vec![u.clone()],
                 username: turn.filter(|_| is_turn).map(|t| t.username.clone()),
                 credential: turn.filter(|_| is_turn).map(|t| t.password.clone()),
             }

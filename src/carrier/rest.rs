@@ -87,7 +87,8 @@ impl RestClient {
         tls: Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> Result<Self, RestError> {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
         let mut auth = HeaderValue::from_str(&format!("Basic {token}"))
             .map_err(|e| RestError::Transport(e.to_string()))?;
         auth.set_sensitive(true);
@@ -263,7 +264,11 @@ impl RestClient {
         }
         .into_body();
         let r = self
-            .call_op(Method::POST, &call_control_path(&self.username), Some(&body))
+            .call_op(
+                Method::POST,
+                &call_control_path(&self.username),
+                Some(&body),
+            )
             .await?;
         r.session_data
             .filter(|s| !s.is_empty())
@@ -302,9 +307,12 @@ impl RestClient {
     }
 
     pub async fn start_update(&self, session: &str, sdp: &str) -> Result<(), RestError> {
-        self.put_session(session, CallControlRequest::StartCallUpdate { sdp: sdp.into() })
-            .await
-            .map(|_| ())
+        self.put_session(
+            session,
+            CallControlRequest::StartCallUpdate { sdp: sdp.into() },
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn respond_update(&self, session: &str, sdp: &str) -> Result<(), RestError> {
@@ -329,7 +337,11 @@ impl RestClient {
 
     pub async fn state(&self, session: &str) -> Result<RemoteCallState, RestError> {
         let r = self
-            .call_op(Method::GET, &call_session_path(&self.username, session), None)
+            .call_op(
+                Method::GET,
+                &call_session_path(&self.username, session),
+                None,
+            )
             .await?;
         Ok(match r.state.as_deref() {
             Some("RINGING") => RemoteCallState::Ringing,
@@ -359,7 +371,10 @@ impl RestClient {
 }
 
 /// `statusCode`, `reasonText`, `retryAfter` from an error envelope (any envelope name tolerated).
-fn envelope_fields(v: &serde_json::Value, name: &str) -> (Option<i64>, Option<String>, Option<u64>) {
+fn envelope_fields(
+    v: &serde_json::Value,
+    name: &str,
+) -> (Option<i64>, Option<String>, Option<u64>) {
     let inner = v
         .get(name)
         .or_else(|| {

@@ -172,7 +172,10 @@ mod tests {
     #[test]
     fn channel_url_swaps_the_scheme_and_keeps_the_port() {
         assert_eq!(
-            channel_url("https://127.0.0.1:8443/", "/rest/version/1/user/u/websocket/w"),
+            channel_url(
+                "https://127.0.0.1:8443/",
+                "/rest/version/1/user/u/websocket/w"
+            ),
             "wss://127.0.0.1:8443/rest/version/1/user/u/websocket/w"
         );
         assert_eq!(
