@@ -8,4 +8,5 @@ pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod numbers;
+pub mod sim;
 pub mod sip;

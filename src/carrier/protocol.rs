@@ -22,7 +22,10 @@ pub fn call_control_path(username: &str) -> String {
 }
 
 pub fn call_session_path(username: &str, session: &str) -> String {
-    format!("{}/callControl/callSessions/{session}", user_prefix(username))
+    format!(
+        "{}/callControl/callSessions/{session}",
+        user_prefix(username)
+    )
 }
 
 pub fn call_disposition_path(username: &str) -> String {
@@ -417,7 +420,10 @@ mod tests {
         assert_eq!(audit, r#"{"callControlRequest":{"type":"audit"}}"#);
         for (req, ty) in [
             (CallControlRequest::Ringing, "ringing"),
-            (CallControlRequest::CallAnswer { sdp: "a".into() }, "callAnswer"),
+            (
+                CallControlRequest::CallAnswer { sdp: "a".into() },
+                "callAnswer",
+            ),
             (
                 CallControlRequest::StartCallUpdate { sdp: "a".into() },
                 "startCallUpdate",
