@@ -38,14 +38,14 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// An empty body counts as `{}`; anything unparsable is a 400 naming the problem.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+/// An empty body counts as `{}`; anything unparsable is an error text for a 400.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
+    serde_json::from_slice(body).map_err(|e| e.to_string())
 }
 
 async fn subscriptions(State(sim): State<Arc<Sim>>) -> Response {
@@ -74,7 +74,7 @@ async fn faults(State(sim): State<Arc<Sim>>) -> Response {
 async fn originate(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let req: OriginateRequest = match parse(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match sim.originate(req).await {
         Ok(r) => Json(r).into_response(),
@@ -96,7 +96,7 @@ struct EndRequest {
 async fn cancel(State(sim): State<Arc<Sim>>, Path(session): Path<String>, body: Bytes) -> Response {
     let req: EndRequest = match parse(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match sim.with_live_call(&session, |c| c.state) {
         None => return error(StatusCode::NOT_FOUND, "no such live call"),
@@ -122,7 +122,7 @@ async fn cancel(State(sim): State<Arc<Sim>>, Path(session): Path<String>, body: 
 async fn hangup(State(sim): State<Arc<Sim>>, Path(session): Path<String>, body: Bytes) -> Response {
     let req: EndRequest = match parse(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let Some(state) = sim.with_live_call(&session, |c| c.state) else {
         return error(StatusCode::NOT_FOUND, "no such live call");
@@ -177,7 +177,7 @@ async fn end(
 async fn set_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let req: FaultRequest = match parse(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let now = Instant::now();
     lock(&sim.faults).apply(&req, now);
