@@ -301,6 +301,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let cfg = SimConfig::from_toml_str(include_str!("../../conf/sim.toml")).unwrap();
+        assert_eq!(cfg.users[0].username, "trunkgate");
+        assert_eq!(cfg.behaviour.busy, vec!["+971500000486"]);
+    }
+
+    #[test]
     fn duplicate_users_are_refused() {
         let e = SimConfig::from_toml_str(&format!("{USERS}{USERS}")).unwrap_err();
         assert!(e.to_string().contains("repeated"), "{e}");
