@@ -29,6 +29,8 @@ pub mod tls;
 mod ws;
 
 #[cfg(test)]
+mod test_client;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
