@@ -9,4 +9,5 @@ pub mod daemon;
 pub mod logging;
 pub mod media;
 pub mod numbers;
+pub mod sim;
 pub mod sip;

@@ -44,6 +44,52 @@ enum Command {
         #[arg(required = true)]
         numbers: Vec<String>,
     },
+    /// Run the Kandy Link carrier simulator (REST + WebSocket over TLS, control API) until
+    /// interrupted.
+    Sim {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn sim_command(config: &std::path::Path) -> ExitCode {
+    let cfg = match trunkgate::sim::SimConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    trunkgate::logging::init("info");
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let handle = match trunkgate::sim::start(cfg).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("trunkgate sim: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!(
+            "carrier simulator: REST/WSS {}  control {}",
+            handle.base_url(),
+            handle.control_url()
+        );
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("cannot wait for a signal: {e}");
+        }
+        handle.stop().await;
+        ExitCode::SUCCESS
+    })
 }
 
 fn number_command(config: Option<PathBuf>, trunk: Option<String>, numbers: &[String]) -> ExitCode {
@@ -104,6 +150,7 @@ fn main() -> ExitCode {
             trunk,
             numbers,
         } => number_command(config, trunk, &numbers),
+        Command::Sim { config } => sim_command(&config),
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
                 println!("{}: ok: {}", config.display(), c.summary());
