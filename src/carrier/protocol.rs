@@ -323,8 +323,6 @@ fn lenient_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, 
 }
 
 /// One frame from the server, classified.
-// A frame lives for one receive; boxing the notification would only add an allocation.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerFrame {
     ConnCheck(ConnCheck),

@@ -1,27 +1,25 @@
-//! The simulator's media edge: everything about SDP and (later) the WebRTC peer lives here,
-//! behind four calls: [`answer_call`], [`make_offer`], [`PendingOffer::accept_answer`] and
-//! [`MediaSession::update`] / [`MediaSession::close`].
-//!
-//! TEMPORARY PLACEHOLDER: this version negotiates SDP only. It builds syntactically valid
-//! WebRTC-style SDP (same G.711 / telephone-event codecs as the offer, dummy ICE credentials and
-//! a dummy `a=fingerprint`) but opens no socket and moves no media, so the packet counters in
-//! [`CallMediaStats`] stay at zero. The real peer (webrtc 0.21: ICE, DTLS-SRTP, echo and tone)
-//! replaces the bodies of these functions without changing their signatures.
+//! The simulator's media: a real WebRTC peer per call (ICE, DTLS-SRTP, G.711, RFC 4733; the
+//! same `media::webrtc_peer` the gateway uses) behind four calls: [`answer_call`],
+//! [`make_offer`], [`PendingOffer::accept_answer`] and [`MediaSession::update`] /
+//! [`MediaSession::close`]. It counts what it receives (packets, bytes, DTMF digits) and either
+//! echoes every packet back or plays a known tone.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use tokio::task::JoinHandle;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+use crate::media::webrtc_peer::{
+    AudioFormat, Codec, InRtp, MediaEvents, MediaPeer, OutRtp, PeerError, PeerSettings,
+};
+
+#[derive(Debug, Error)]
 pub enum MediaError {
-    #[error("the SDP has no audio m-line")]
-    NoAudio,
-    #[error("no common codec (PCMU, PCMA) in the SDP")]
-    NoCodec,
+    #[error("WebRTC: {0}")]
+    Peer(#[from] PeerError),
     #[error("the media session is closed")]
     Closed,
 }
@@ -70,57 +68,105 @@ impl CallMediaStats {
     }
 }
 
-/// One established media leg. Dropping it without `close` is allowed (placeholder).
-#[derive(Debug)]
+/// One established media leg: the peer and the task that serves it.
 pub struct MediaSession {
     mode: MediaMode,
-    media_ip: IpAddr,
-    _stats: Arc<CallMediaStats>,
-    closed: bool,
+    peer: Arc<MediaPeer>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MediaSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaSession")
+            .field("mode", &self.mode)
+            .finish()
+    }
 }
 
 impl MediaSession {
+    fn start(
+        mode: MediaMode,
+        peer: MediaPeer,
+        events: MediaEvents,
+        format: AudioFormat,
+        stats: Arc<CallMediaStats>,
+    ) -> Self {
+        let peer = Arc::new(peer);
+        let mut tasks = vec![tokio::spawn(receive(
+            peer.clone(),
+            events,
+            format,
+            stats.clone(),
+            mode == MediaMode::Echo,
+        ))];
+        if mode == MediaMode::Tone {
+            tasks.push(tokio::spawn(play_tone(peer.clone(), format, stats)));
+        }
+        MediaSession { mode, peer, tasks }
+    }
+
     pub fn mode(&self) -> MediaMode {
         self.mode
     }
 
     /// Answers a re-offer (hold, resume, ICE restart) on the established leg.
     pub async fn update(&mut self, offer: &str) -> Result<String, MediaError> {
-        if self.closed {
-            return Err(MediaError::Closed);
-        }
-        let m = parse_offer(offer)?;
-        Ok(build_sdp(self.media_ip, &m, Role::Answer))
+        let (answer, _format) = self.peer.answer_reoffer(offer).await?;
+        Ok(answer)
     }
 
-    pub async fn close(mut self) {
-        self.closed = true;
+    pub async fn close(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.peer.close().await;
+    }
+}
+
+impl Drop for MediaSession {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
 /// An offer the simulator made (inbound origination), waiting for the client's answer.
-#[derive(Debug)]
 pub struct PendingOffer {
     mode: MediaMode,
-    media_ip: IpAddr,
+    peer: MediaPeer,
+    events: MediaEvents,
     stats: Arc<CallMediaStats>,
-    payload_types: Vec<u8>,
+}
+
+impl std::fmt::Debug for PendingOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingOffer")
+            .field("mode", &self.mode)
+            .finish()
+    }
 }
 
 impl PendingOffer {
     /// Completes the leg with the client's `callAnswer` SDP.
     pub async fn accept_answer(self, answer: &str) -> Result<MediaSession, MediaError> {
-        let m = parse_offer(answer)?;
-        if !m.codecs.iter().any(|c| self.payload_types.contains(&c.pt)) {
-            return Err(MediaError::NoCodec);
-        }
-        Ok(MediaSession {
-            mode: self.mode,
-            media_ip: self.media_ip,
-            _stats: self.stats,
-            closed: false,
-        })
+        let format = self.peer.accept_answer(answer).await?;
+        Ok(MediaSession::start(
+            self.mode,
+            self.peer,
+            self.events,
+            format,
+            self.stats,
+        ))
     }
+}
+
+fn settings(media_ip: IpAddr) -> PeerSettings {
+    let mut s = PeerSettings::new(media_ip);
+    // The simulator runs next to the gateway: fast checks keep call set-up short.
+    s.ice_check_interval = std::time::Duration::from_millis(20);
+    s.ice_max_binding_requests = 50;
+    s
 }
 
 /// Answers a client's offer: returns the answer SDP and the running leg.
@@ -130,17 +176,8 @@ pub async fn answer_call(
     stats: Arc<CallMediaStats>,
     media_ip: IpAddr,
 ) -> Result<(String, MediaSession), MediaError> {
-    let m = parse_offer(offer)?;
-    let sdp = build_sdp(media_ip, &m, Role::Answer);
-    Ok((
-        sdp,
-        MediaSession {
-            mode,
-            media_ip,
-            _stats: stats,
-            closed: false,
-        },
-    ))
+    let (peer, sdp, format, events) = MediaPeer::answer(&settings(media_ip), offer).await?;
+    Ok((sdp, MediaSession::start(mode, peer, events, format, stats)))
 }
 
 /// Makes an offer for a call the simulator originates.
@@ -149,254 +186,201 @@ pub async fn make_offer(
     stats: Arc<CallMediaStats>,
     media_ip: IpAddr,
 ) -> Result<(String, PendingOffer), MediaError> {
-    let m = Media {
-        mid: "0".into(),
-        setup: "actpass".into(),
-        codecs: vec![
-            Codec::new(0, "PCMU/8000", None),
-            Codec::new(8, "PCMA/8000", None),
-            Codec::new(101, "telephone-event/8000", Some("0-16".into())),
-        ],
-    };
-    let sdp = build_sdp(media_ip, &m, Role::Offer);
+    let (peer, sdp, events) =
+        MediaPeer::offer(&settings(media_ip), &[Codec::Pcmu, Codec::Pcma]).await?;
     Ok((
         sdp,
         PendingOffer {
             mode,
-            media_ip,
+            peer,
+            events,
             stats,
-            payload_types: m.codecs.iter().map(|c| c.pt).collect(),
         },
     ))
 }
 
-// ---- the SDP-only placeholder ---------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq)]
-struct Codec {
-    pt: u8,
-    rtpmap: String,
-    fmtp: Option<String>,
-}
-
-impl Codec {
-    fn new(pt: u8, rtpmap: &str, fmtp: Option<String>) -> Self {
-        Codec {
-            pt,
-            rtpmap: rtpmap.into(),
-            fmtp,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Media {
-    mid: String,
-    setup: String,
-    codecs: Vec<Codec>,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Role {
-    Offer,
-    Answer,
-}
-
-/// The audio m-section of an SDP, keeping only PCMU, PCMA and telephone-event/8000.
-fn parse_offer(sdp: &str) -> Result<Media, MediaError> {
-    let mut in_audio = false;
-    let mut found = false;
-    let mut pts: Vec<u8> = Vec::new();
-    let mut rtpmaps: Vec<(u8, String)> = Vec::new();
-    let mut fmtps: Vec<(u8, String)> = Vec::new();
-    let mut mid = None;
-    let mut setup = None;
-    for line in sdp.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("m=") {
-            if found {
-                in_audio = false;
-                continue;
+/// Counts every packet, decodes RFC 4733 digits, and in echo mode sends each packet back.
+async fn receive(
+    peer: Arc<MediaPeer>,
+    mut events: MediaEvents,
+    format: AudioFormat,
+    stats: Arc<CallMediaStats>,
+    echo: bool,
+) {
+    let mut digits = DigitTracker::default();
+    while let Some(p) = events.recv_rtp().await {
+        stats.rtp_in.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes_in
+            .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+        if Some(p.payload_type) == format.telephone_event_pt {
+            if let Some(d) = digits.on_event(&p) {
+                lock(&stats.dtmf).push(d);
             }
-            let mut f = rest.split_whitespace();
-            in_audio = f.next() == Some("audio");
-            if in_audio {
-                found = true;
-                pts = f.skip(2).filter_map(|p| p.parse().ok()).collect();
+        }
+        if echo {
+            let out = OutRtp {
+                payload_type: p.payload_type,
+                marker: p.marker,
+                sequence: p.sequence,
+                timestamp: p.timestamp,
+                payload: &p.payload,
+            };
+            if peer.send_rtp_bytes(&out, p.payload.clone()).await.is_ok() {
+                stats.rtp_out.fetch_add(1, Ordering::Relaxed);
             }
-            continue;
-        }
-        if !in_audio {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("a=rtpmap:") {
-            if let Some((pt, enc)) = rest.split_once(' ') {
-                if let Ok(pt) = pt.parse() {
-                    rtpmaps.push((pt, enc.trim().to_string()));
-                }
-            }
-        } else if let Some(rest) = line.strip_prefix("a=fmtp:") {
-            if let Some((pt, p)) = rest.split_once(' ') {
-                if let Ok(pt) = pt.parse() {
-                    fmtps.push((pt, p.trim().to_string()));
-                }
-            }
-        } else if let Some(m) = line.strip_prefix("a=mid:") {
-            mid = Some(m.to_string());
-        } else if let Some(s) = line.strip_prefix("a=setup:") {
-            setup = Some(s.to_string());
         }
     }
-    if !found {
-        return Err(MediaError::NoAudio);
-    }
-    let mut codecs = Vec::new();
-    for pt in pts {
-        let rtpmap = rtpmaps
-            .iter()
-            .find(|(p, _)| *p == pt)
-            .map(|(_, e)| e.clone())
-            .or(match pt {
-                0 => Some("PCMU/8000".to_string()),
-                8 => Some("PCMA/8000".to_string()),
-                _ => None,
-            });
-        let Some(rtpmap) = rtpmap else { continue };
-        let name = rtpmap.to_ascii_lowercase();
-        let wanted = name.starts_with("pcmu/8000")
-            || name.starts_with("pcma/8000")
-            || name.starts_with("telephone-event/8000");
-        if wanted {
-            let fmtp = fmtps.iter().find(|(p, _)| *p == pt).map(|(_, f)| f.clone());
-            codecs.push(Codec { pt, rtpmap, fmtp });
-        }
-    }
-    if !codecs
-        .iter()
-        .any(|c| !c.rtpmap.to_ascii_lowercase().starts_with("telephone-event"))
-    {
-        return Err(MediaError::NoCodec);
-    }
-    Ok(Media {
-        mid: mid.unwrap_or_else(|| "0".into()),
-        setup: setup.unwrap_or_else(|| "actpass".into()),
-        codecs,
-    })
 }
 
-fn build_sdp(ip: IpAddr, m: &Media, role: Role) -> String {
-    let mut rng = rand::thread_rng();
-    let session_id: u64 = rng.gen_range(1..u64::MAX / 2);
-    let ufrag: String = (0..8)
-        .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
-        .collect();
-    let pwd: String = (0..24)
-        .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
-        .collect();
-    let fingerprint: Vec<String> = (0..32)
-        .map(|_| format!("{:02X}", rng.gen::<u8>()))
-        .collect();
-    let setup = match (role, m.setup.as_str()) {
-        (Role::Offer, _) => "actpass",
-        (Role::Answer, "active") => "passive",
-        (Role::Answer, _) => "active",
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One digit per RFC 4733 event: reported on its first end packet (the end packet is sent
+/// three times, all with the event's timestamp).
+#[derive(Debug, Default)]
+struct DigitTracker {
+    last_ended: Option<u32>,
+}
+
+impl DigitTracker {
+    fn on_event(&mut self, p: &InRtp) -> Option<char> {
+        let (&event, &flags) = (p.payload.first()?, p.payload.get(1)?);
+        if flags & 0x80 == 0 || self.last_ended == Some(p.timestamp) {
+            return None;
+        }
+        self.last_ended = Some(p.timestamp);
+        digit_of(event)
+    }
+}
+
+fn digit_of(event: u8) -> Option<char> {
+    match event {
+        0..=9 => Some((b'0' + event) as char),
+        10 => Some('*'),
+        11 => Some('#'),
+        12..=15 => Some((b'A' + event - 12) as char),
+        _ => None,
+    }
+}
+
+/// The tone the simulator plays: 1 kHz (8 samples per cycle at 8 kHz), encoded in the call's
+/// G.711 law. Every packet carries the same 160 bytes, so a test can compare exactly.
+pub fn tone_payload(codec: Codec) -> [u8; 160] {
+    const CYCLE: [i16; 8] = [0, 5792, 8191, 5792, 0, -5792, -8191, -5792];
+    let mut out = [0u8; 160];
+    for (i, b) in out.iter_mut().enumerate() {
+        let s = CYCLE[i % 8];
+        *b = match codec {
+            Codec::Pcmu => linear_to_ulaw(s),
+            Codec::Pcma => linear_to_alaw(s),
+        };
+    }
+    out
+}
+
+async fn play_tone(peer: Arc<MediaPeer>, format: AudioFormat, stats: Arc<CallMediaStats>) {
+    let payload = bytes::Bytes::copy_from_slice(&tone_payload(format.codec));
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+    loop {
+        tick.tick().await;
+        let out = OutRtp {
+            payload_type: format.codec.payload_type(),
+            marker: false,
+            sequence: seq,
+            timestamp: ts,
+            payload: &payload,
+        };
+        if peer.send_rtp_bytes(&out, payload.clone()).await.is_ok() {
+            stats.rtp_out.fetch_add(1, Ordering::Relaxed);
+        }
+        seq = seq.wrapping_add(1);
+        ts = ts.wrapping_add(160);
+    }
+}
+
+/// G.711 mu-law of a 16-bit linear sample (ITU-T G.711 segment encoding).
+fn linear_to_ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    const CLIP: i32 = 32635;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 { 0x80 } else { 0 };
+    if s < 0 {
+        s = -s;
+    }
+    s = s.min(CLIP) + BIAS;
+    let exponent = (7 - ((s as u32) << 17).leading_zeros().min(7)) as i32;
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) as u8 as i32 | mantissa) as u8
+}
+
+/// G.711 A-law of a 16-bit linear sample.
+fn linear_to_alaw(sample: i16) -> u8 {
+    let s = i32::from(sample) >> 3;
+    let (sign, mag) = if s >= 0 { (0x80, s) } else { (0x00, -s - 1) };
+    let mag = mag.min(0x0fff);
+    let code = if mag < 32 {
+        (mag >> 1) as u8
+    } else {
+        let exponent = 31 - (mag as u32).leading_zeros() - 4;
+        ((exponent as u8) << 4) | ((mag >> exponent) & 0x0f) as u8
     };
-    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    let pts: Vec<String> = m.codecs.iter().map(|c| c.pt.to_string()).collect();
-    let mut s = String::new();
-    let mut line = |l: String| {
-        s.push_str(&l);
-        s.push_str("\r\n");
-    };
-    line("v=0".into());
-    line(format!("o=- {session_id} 2 IN {family} {ip}"));
-    line("s=trunkgate-sim".into());
-    line("t=0 0".into());
-    line(format!("a=group:BUNDLE {}", m.mid));
-    line("a=msid-semantic: WMS".into());
-    line(format!("m=audio 9 UDP/TLS/RTP/SAVPF {}", pts.join(" ")));
-    line(format!("c=IN {family} {ip}"));
-    line(format!("a=rtcp:9 IN {family} {ip}"));
-    line(format!("a=ice-ufrag:{ufrag}"));
-    line(format!("a=ice-pwd:{pwd}"));
-    line(format!("a=fingerprint:sha-256 {}", fingerprint.join(":")));
-    line(format!("a=setup:{setup}"));
-    line(format!("a=mid:{}", m.mid));
-    line("a=sendrecv".into());
-    line("a=rtcp-mux".into());
-    for c in &m.codecs {
-        line(format!("a=rtpmap:{} {}", c.pt, c.rtpmap));
-        if let Some(f) = &c.fmtp {
-            line(format!("a=fmtp:{} {f}", c.pt));
-        }
-    }
-    line(format!(
-        "a=candidate:1 1 udp 2130706431 {ip} 9 typ host generation 0"
-    ));
-    line("a=end-of-candidates".into());
-    s
+    (code | sign) ^ 0x55
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
-        m=audio 50000 UDP/TLS/RTP/SAVPF 111 0 8 101\r\nc=IN IP4 127.0.0.1\r\n\
-        a=mid:audio0\r\na=setup:actpass\r\na=rtpmap:111 opus/48000/2\r\n\
-        a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-        a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n";
-
-    fn ip() -> IpAddr {
-        "127.0.0.1".parse().unwrap()
+    #[test]
+    fn g711_encoders_match_reference_points() {
+        // Silence and full scale, from the G.711 tables.
+        assert_eq!(linear_to_ulaw(0), 0xff);
+        assert_eq!(linear_to_ulaw(-1), 0x7f);
+        assert_eq!(linear_to_ulaw(32767), 0x80);
+        assert_eq!(linear_to_ulaw(-32768), 0x00);
+        assert_eq!(linear_to_alaw(0), 0xd5);
+        assert_eq!(linear_to_alaw(-8), 0x55);
+        assert_eq!(linear_to_alaw(32767), 0xaa);
+        assert_eq!(linear_to_alaw(-32768), 0x2a);
     }
 
-    #[tokio::test]
-    async fn the_answer_keeps_the_g711_codecs_of_the_offer() {
-        let (sdp, session) = answer_call(OFFER, MediaMode::Echo, Arc::default(), ip())
-            .await
-            .unwrap();
-        assert!(
-            sdp.contains("m=audio 9 UDP/TLS/RTP/SAVPF 0 8 101\r\n"),
-            "{sdp}"
-        );
-        assert!(sdp.contains("a=mid:audio0\r\n"));
-        assert!(sdp.contains("a=setup:active\r\n"));
-        assert!(sdp.contains("a=fmtp:101 0-15\r\n"));
-        assert!(sdp.contains("a=fingerprint:sha-256 "));
-        assert!(!sdp.contains("opus"));
-        assert_eq!(session.mode(), MediaMode::Echo);
-        session.close().await;
+    #[test]
+    fn the_tone_is_periodic_and_not_silence() {
+        let t = tone_payload(Codec::Pcmu);
+        assert_eq!(t[0], t[8]);
+        assert_ne!(t[0], t[2]);
+        assert!(t.iter().any(|&b| b != 0xff));
     }
 
-    #[tokio::test]
-    async fn offers_without_audio_or_g711_are_refused() {
-        let video = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
-        assert_eq!(
-            answer_call(video, MediaMode::Echo, Arc::default(), ip())
-                .await
-                .err(),
-            Some(MediaError::NoAudio)
-        );
-        let opus = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n";
-        assert_eq!(
-            answer_call(opus, MediaMode::Echo, Arc::default(), ip())
-                .await
-                .err(),
-            Some(MediaError::NoCodec)
-        );
+    fn event(ev: u8, end: bool, ts: u32) -> InRtp {
+        InRtp {
+            payload_type: 101,
+            marker: false,
+            sequence: 0,
+            timestamp: ts,
+            ssrc: 1,
+            payload: bytes::Bytes::from(vec![ev, if end { 0x8a } else { 0x0a }, 0, 160]),
+        }
     }
 
-    #[tokio::test]
-    async fn an_originated_offer_accepts_a_matching_answer() {
-        let (offer, pending) = make_offer(MediaMode::Tone, Arc::default(), ip())
-            .await
-            .unwrap();
-        assert!(offer.contains("a=setup:actpass"));
-        let (answer, _) = answer_call(&offer, MediaMode::Echo, Arc::default(), ip())
-            .await
-            .unwrap();
-        let mut session = pending.accept_answer(&answer).await.unwrap();
-        assert_eq!(session.mode(), MediaMode::Tone);
-        assert!(session.update(OFFER).await.is_ok());
+    #[test]
+    fn one_digit_per_event_despite_repeated_end_packets() {
+        let mut t = DigitTracker::default();
+        let got: String = [
+            event(1, false, 100),
+            event(1, true, 100),
+            event(1, true, 100),
+            event(1, true, 100),
+            event(11, false, 900),
+            event(11, true, 900),
+            event(10, true, 1700),
+        ]
+        .iter()
+        .filter_map(|e| t.on_event(e))
+        .collect();
+        assert_eq!(got, "1#*");
     }
 }

@@ -14,6 +14,7 @@ use super::*;
 use crate::carrier::protocol::{
     self as p, CallControlRequest, NotificationMessage, SubscribeRequest, SubscribeRequestBody,
 };
+use crate::media::webrtc_peer::{Codec, Direction, MediaPeer, PeerSettings};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -21,10 +22,6 @@ pub const USER: &str = "gw";
 pub const PASS: &str = "secret";
 pub const BUSY: &str = "+971500000486";
 pub const NO_ANSWER: &str = "+971500000480";
-pub const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
-    m=audio 40000 UDP/TLS/RTP/SAVPF 0 8 101\r\nc=IN IP4 127.0.0.1\r\na=mid:0\r\n\
-    a=setup:actpass\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-    a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n";
 
 pub fn config() -> SimConfig {
     SimConfig {
@@ -53,6 +50,15 @@ pub struct Client {
     pub sim: SimHandle,
     pub http: reqwest::Client,
     pub tls: Arc<rustls::ClientConfig>,
+    /// The gateway-side WebRTC peer of each call this client started, by session.
+    peers: std::sync::Mutex<std::collections::HashMap<String, Arc<MediaPeer>>>,
+}
+
+fn loopback_peer_settings() -> PeerSettings {
+    let mut s = PeerSettings::new("127.0.0.1".parse().unwrap());
+    s.ice_check_interval = Duration::from_millis(20);
+    s.ice_max_binding_requests = 50;
+    s
 }
 
 impl Client {
@@ -68,6 +74,7 @@ impl Client {
             sim,
             http,
             tls: Arc::new(tls),
+            peers: Default::default(),
         }
     }
 
@@ -166,11 +173,36 @@ impl Client {
         panic!("socket never registered");
     }
 
+    fn peer(&self, session: &str) -> Arc<MediaPeer> {
+        self.peers.lock().unwrap()[session].clone()
+    }
+
+    /// Applies the carrier's answer to the call's own peer.
+    pub async fn accept_answer(&self, session: &str, sdp: &str) {
+        self.peer(session)
+            .accept_answer(sdp)
+            .await
+            .expect("answer applies");
+    }
+
+    /// A mid-call offer (hold) from the call's own peer.
+    pub async fn reoffer(&self, session: &str) -> String {
+        self.peer(session)
+            .create_reoffer(Direction::SendOnly)
+            .await
+            .expect("re-offer")
+    }
+
+    /// `callStart` with a real WebRTC offer; the peer is kept for the call's life.
     pub async fn call_start(&self, to: &str) -> String {
+        let (peer, offer, _events) =
+            MediaPeer::offer(&loopback_peer_settings(), &[Codec::Pcmu, Codec::Pcma])
+                .await
+                .expect("offer");
         let body = CallControlRequest::CallStart {
             from: format!("sip:{USER}"),
             to: format!("sip:{to}@ims.test"),
-            sdp: OFFER.into(),
+            sdp: offer,
             supported: vec!["earlymedia".into()],
         }
         .into_body();
@@ -183,10 +215,15 @@ impl Client {
             .await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["callControlResponse"]["statusCode"], 0);
-        v["callControlResponse"]["sessionData"]
+        let session = v["callControlResponse"]["sessionData"]
             .as_str()
             .expect("sessionData")
-            .to_string()
+            .to_string();
+        self.peers
+            .lock()
+            .unwrap()
+            .insert(session.clone(), Arc::new(peer));
+        session
     }
 
     pub async fn session_put(&self, session: &str, req: CallControlRequest) -> (u16, Value) {
@@ -205,7 +242,7 @@ pub async fn next_event(ws: &mut Ws) -> NotificationMessage {
         let msg = ws.next().await.expect("socket open").expect("frame");
         if let Message::Text(t) = msg {
             if let p::ServerFrame::Notification(n) = p::parse_server_frame(&t).expect("JSON") {
-                return n;
+                return *n;
             }
         }
     }

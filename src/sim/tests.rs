@@ -335,16 +335,23 @@ async fn cancel_duplicates_and_glare_faults() {
         assert_eq!(next_event(&mut ws).await.event_type, "callCancel");
 
         let s = c.call_start("+971501111111").await;
+        let mut answer = None;
         for want in ["trying", "ringing", "respondCallUpdate"] {
-            assert_eq!(next_event(&mut ws).await.event_type, want);
+            let n = next_event(&mut ws).await;
+            assert_eq!(n.event_type, want);
+            answer = n.session_params.and_then(|p| p.sdp);
         }
+        c.accept_answer(&s, &answer.expect("answer sdp")).await;
+        let reoffer = c.reoffer(&s).await;
         c.control(
             reqwest::Method::POST,
             "/faults",
             Some(json!({"glare_next_update":true,"glare_retry_after_ms":250})),
         )
         .await;
-        let update = || CallControlRequest::StartCallUpdate { sdp: OFFER.into() };
+        let update = || CallControlRequest::StartCallUpdate {
+            sdp: reoffer.clone(),
+        };
         let (status, v) = c.session_put(&s, update()).await;
         assert_eq!(status, 409);
         assert_eq!(v["callControlResponse"]["statusCode"], 49);

@@ -135,7 +135,7 @@ mod tests {
         );
         assert_eq!(
             response_destination(Some(&plain), src, false),
-            "198.51.100.7:5062".parse().unwrap()
+            "198.51.100.7:5062".parse::<std::net::SocketAddr>().unwrap()
         );
         assert_eq!(response_destination(Some(&plain), src, true), src);
     }
