@@ -236,8 +236,14 @@ mod tests {
     #[test]
     fn defaults_apply_to_a_minimal_file() {
         let cfg = SimConfig::from_toml_str(USERS).unwrap();
-        assert_eq!(cfg.listen, "127.0.0.1:8443".parse::<std::net::SocketAddr>().unwrap());
-        assert_eq!(cfg.control_listen, "127.0.0.1:8444".parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(
+            cfg.listen,
+            "127.0.0.1:8443".parse::<std::net::SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            cfg.control_listen,
+            "127.0.0.1:8444".parse::<std::net::SocketAddr>().unwrap()
+        );
         assert_eq!(cfg.conn_check_interval, Duration::ZERO);
         assert_eq!(cfg.subscription_expires, 3600);
         assert_eq!(cfg.audit_timeout, Duration::from_secs(75));
