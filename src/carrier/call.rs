@@ -28,7 +28,8 @@ pub struct CarrierCall {
     incoming: Option<IncomingCall>,
     audit: Option<AbortHandle>,
     finished: bool,
-    _permit: OwnedSemaphorePermit,
+    /// Capacity on the account, given back when the call is finished.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for CarrierCall {
@@ -60,7 +61,7 @@ impl CarrierCall {
             incoming: None,
             audit: Some(audit),
             finished: false,
-            _permit: permit,
+            permit: Some(permit),
         }
     }
 
@@ -134,6 +135,7 @@ impl CarrierCall {
         if !self.finished {
             self.finished = true;
             self.account.forget_call(&self.session);
+            self.permit = None;
             if let Some(a) = self.audit.take() {
                 a.abort();
             }

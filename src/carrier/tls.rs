@@ -25,9 +25,15 @@ pub enum TlsError {
     Setup(#[from] rustls::Error),
 }
 
-/// The process-wide crypto provider; installing twice is harmless.
+/// The crypto provider every TLS config of the process is built with.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Makes `ring` the process default too, for libraries that ask for the default (reqwest
+/// builds a plain-HTTP client's TLS stack eagerly). Installing twice is harmless.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Reads every certificate in a PEM file.
@@ -49,8 +55,12 @@ pub fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsEr
     Ok(certs)
 }
 
-/// Builds the client config: system roots (unreadable ones are skipped) plus `extra`.
-pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+/// Builds the client config: system roots (unreadable ones are skipped), plus the certificates
+/// of `ca_file`, plus `extra_pem` (the in-process simulator's certificate).
+pub fn client_config(
+    ca_file: Option<&Path>,
+    extra_pem: Option<&str>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
@@ -61,6 +71,18 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
         for cert in read_pem_certs(path)? {
             roots.add(cert).map_err(|e| TlsError::Rejected {
                 path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    if let Some(pem) = extra_pem {
+        for cert in rustls_pemfile::certs(&mut pem.as_bytes()) {
+            let cert = cert.map_err(|source| TlsError::Read {
+                path: "(simulator certificate)".into(),
+                source,
+            })?;
+            roots.add(cert).map_err(|e| TlsError::Rejected {
+                path: "(simulator certificate)".into(),
                 reason: e.to_string(),
             })?;
         }
