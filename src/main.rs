@@ -84,7 +84,7 @@ fn sim_command(config: &std::path::Path) -> ExitCode {
             handle.base_url(),
             handle.control_url()
         );
-        if let Err(e) = tokio::signal::ctrl_c().await {
+        if let Err(e) = trunkgate::daemon::wait_for_stop_signal().await {
             eprintln!("cannot wait for a signal: {e}");
         }
         handle.stop().await;
