@@ -348,3 +348,170 @@ pub fn ack(client: &SipClient, to: SocketAddr, resp: &str, uri: &str) {
     );
     client.send(ack.as_bytes(), to);
 }
+
+impl Daemon {
+    /// SIGTERM, then the exit status (bounded wait; killed after it).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "daemon did not stop within 15 s of SIGTERM; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "log never showed {needle:?}; log:\n{}",
+            tail(&self.log(), 40)
+        );
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}
+
+/// One plain HTTP/1.1 request to a loopback server; (status, JSON body or Null).
+pub fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// `trunkgate sim` as its own process, on free loopback ports; killed when dropped.
+pub struct SimProcess {
+    child: Child,
+    pub rest: SocketAddr,
+    pub control: SocketAddr,
+    pub cert: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl SimProcess {
+    pub fn start(username: &str, password: &str) -> SimProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rest = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        let control = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+        let cert = dir.path().join("sim-cert.pem");
+        let cfg = format!(
+            "listen = \"{rest}\"\ncontrol_listen = \"{control}\"\ncert_out = \"{}\"\n\
+             [[users]]\nusername = \"{username}\"\npassword = \"{password}\"\n\
+             [behaviour]\nring_delay = \"50ms\"\nanswer_delay = \"50ms\"\n",
+            cert.display()
+        );
+        let path = dir.path().join("sim.toml");
+        std::fs::write(&path, cfg).expect("write sim config");
+        let log = std::fs::File::create(dir.path().join("sim.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_trunkgate"))
+            .args(["sim", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn trunkgate sim");
+        let sim = SimProcess {
+            child,
+            rest,
+            control,
+            cert,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(control).is_ok() && sim.cert.exists() {
+                return sim;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("simulator did not start; log:\n{}", sim.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sim.log")).unwrap_or_default()
+    }
+
+    pub fn subscriptions(&self) -> Vec<serde_json::Value> {
+        match http_json(self.control, "GET", "/subscriptions", None) {
+            (200, serde_json::Value::Array(a)) => a,
+            other => panic!("GET /subscriptions: {other:?}"),
+        }
+    }
+
+    /// Polls (bounded) until `f` holds for the subscription list.
+    pub fn wait_subscriptions(&self, what: &str, f: impl Fn(&[serde_json::Value]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if f(&self.subscriptions()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("{what}: subscriptions {:?}", self.subscriptions());
+    }
+
+    /// The `[carrier]` section pointing a daemon at this simulator.
+    pub fn carrier_toml(&self, username: &str, password: &str) -> String {
+        format!(
+            "[carrier]\nca_file = \"{}\"\nreconnect_initial = \"100ms\"\nreconnect_max = \"400ms\"\n\
+             [[carrier.accounts]]\nname = \"sim\"\nbase_url = \"https://{}\"\nusername = \"{username}\"\n\
+             password = \"{password}\"\ndomain = \"sim.test\"\n",
+            self.cert.display(),
+            self.rest
+        )
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

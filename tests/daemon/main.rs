@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod carrier;
 mod cli;
 
 mod numbers;
