@@ -112,3 +112,47 @@ fn ha1_allows_only_its_own_algorithm() {
     );
     assert!(c.trunks[0].ha1_for(Algorithm::Sha256, "x").is_none());
 }
+
+#[test]
+fn carrier_errors_name_the_key_and_line() {
+    let text = format!(
+        "{GOOD}\n[carrier]\nice_servers = [\"http://stun.example\"]\nice_transport_policy = \"relay\"\n\
+         [[carrier.accounts]]\nname = \"a\"\nbase_url = \"http://carrier.example\"\n\
+         username = \"u\"\npassword = \"p\"\ndomain = \"d.example\"\nmax_calls = 0\n"
+    );
+    let errs = Config::from_toml(&text).unwrap_err();
+    let find = |k: &str| {
+        errs.iter()
+            .find(|e| e.key == k)
+            .unwrap_or_else(|| panic!("no error for {k}: {errs:?}"))
+    };
+    let url = find("carrier.accounts[0].base_url");
+    assert!(url.message.contains("https"), "{url}");
+    let url_line = text
+        .lines()
+        .position(|l| l.starts_with("base_url"))
+        .unwrap()
+        + 1;
+    assert_eq!(url.line, Some(url_line));
+    find("carrier.accounts[0].max_calls");
+    find("carrier.ice_servers[0]");
+    find("carrier.ice_transport_policy");
+}
+
+#[test]
+fn carrier_needs_accounts_unless_simulated() {
+    let errs = Config::from_toml(&format!("{GOOD}\n[carrier]\n")).unwrap_err();
+    assert_eq!(errs[0].key, "carrier.accounts");
+    let c = Config::from_toml(&format!("{GOOD}\n[carrier]\nsimulate = true\n")).unwrap();
+    assert!(c.carrier.unwrap().simulate);
+}
+
+#[test]
+fn carrier_password_is_hidden_in_debug_output() {
+    let c = Config::from_toml(&format!(
+        "{GOOD}\n[carrier]\n[[carrier.accounts]]\nname = \"a\"\nbase_url = \"https://c.example\"\n\
+         username = \"u\"\npassword = \"carrier-pass-77\"\ndomain = \"d.example\"\n"
+    ))
+    .unwrap();
+    assert!(!format!("{c:?}").contains("carrier-pass-77"));
+}
