@@ -52,6 +52,16 @@ enum Command {
     },
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn sim_command(config: &std::path::Path) -> ExitCode {
     let cfg = match trunkgate::sim::SimConfig::load(config) {
         Ok(c) => c,
@@ -61,15 +71,9 @@ fn sim_command(config: &std::path::Path) -> ExitCode {
         }
     };
     trunkgate::logging::init("info");
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async {
         let handle = match trunkgate::sim::start(cfg).await {
@@ -170,15 +174,9 @@ fn main() -> ExitCode {
                 }
             };
             trunkgate::logging::init(&cfg.log.level);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime() {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match rt.block_on(trunkgate::daemon::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
