@@ -222,6 +222,7 @@ async fn subscribes_refreshes_applies_turn_credentials_and_unsubscribes() {
         let mut sim_cfg = sim_config();
         // A short grant: the client must refresh at about half of it.
         sim_cfg.subscription_expires = 2;
+        sim_cfg.conn_check_interval = Duration::from_secs(1);
         let rig = Rig::start(sim_cfg, client_config(PASS)).await;
         rig.subscribed().await;
         rig.until("a refresh", |r| {
@@ -237,6 +238,12 @@ async fn subscribes_refreshes_applies_turn_credentials_and_unsubscribes() {
         );
         rig.until("keepalive pings", |r| {
             r.live_subscriptions().first().is_some_and(|s| s.pings >= 2)
+        })
+        .await;
+        rig.until("connCheck answered with connAck", |r| {
+            r.live_subscriptions()
+                .first()
+                .is_some_and(|s| s.conn_acks >= 1)
         })
         .await;
         let reservation = rig.carrier.reserve().expect("capacity");
