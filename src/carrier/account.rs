@@ -356,21 +356,18 @@ pub(crate) async fn run(
                 Step::Wait(at) => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(at.into()) => {}
-                        sig = signals.recv() => match sig {
-                            Some(Signal::Gone(retry)) => {
-                                lc.on_gone(Instant::now(), retry);
-                                account.set_phase(lc.phase());
-                                lock(&account.shared).granted = None;
-                                stop_ws(&mut ws);
-                            }
-                            Some(Signal::Overridden) => {
-                                lc.on_gone(Instant::now(), None);
-                                account.set_phase(lc.phase());
-                                lock(&account.shared).granted = None;
-                                stop_ws(&mut ws);
-                            }
-                            None => break,
-                        },
+                        sig = signals.recv() => {
+                            // Either way the subscription is dead: subscribe again.
+                            let retry = match sig {
+                                Some(Signal::Gone(retry)) => retry,
+                                Some(Signal::Overridden) => None,
+                                None => break,
+                            };
+                            lc.on_gone(Instant::now(), retry);
+                            account.set_phase(lc.phase());
+                            lock(&account.shared).granted = None;
+                            stop_ws(&mut ws);
+                        }
                         _ = stop.changed() => {}
                     }
                     continue;

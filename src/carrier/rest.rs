@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
@@ -410,9 +410,4 @@ fn describe(e: &reqwest::Error) -> String {
         src = cause.source();
     }
     s
-}
-
-/// HTTP status helper for tests and callers.
-pub fn is_not_found(e: &RestError) -> bool {
-    e.http() == Some(StatusCode::NOT_FOUND.as_u16())
 }

@@ -142,10 +142,7 @@ fn control_client() -> reqwest::Client {
 }
 
 fn peer_settings() -> PeerSettings {
-    let mut s = PeerSettings::new("127.0.0.1".parse().unwrap());
-    s.ice_check_interval = Duration::from_millis(20);
-    s.ice_max_binding_requests = 50;
-    s
+    PeerSettings::nearby("127.0.0.1".parse().unwrap())
 }
 
 async fn within<F: std::future::Future<Output = ()>>(f: F) {

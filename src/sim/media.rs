@@ -161,12 +161,9 @@ impl PendingOffer {
     }
 }
 
+/// The simulator runs next to the gateway: fast checks keep call set-up short.
 fn settings(media_ip: IpAddr) -> PeerSettings {
-    let mut s = PeerSettings::new(media_ip);
-    // The simulator runs next to the gateway: fast checks keep call set-up short.
-    s.ice_check_interval = std::time::Duration::from_millis(20);
-    s.ice_max_binding_requests = 50;
-    s
+    PeerSettings::nearby(media_ip)
 }
 
 /// Answers a client's offer: returns the answer SDP and the running leg.

@@ -55,10 +55,7 @@ pub struct Client {
 }
 
 fn loopback_peer_settings() -> PeerSettings {
-    let mut s = PeerSettings::new("127.0.0.1".parse().unwrap());
-    s.ice_check_interval = Duration::from_millis(20);
-    s.ice_max_binding_requests = 50;
-    s
+    PeerSettings::nearby("127.0.0.1".parse().unwrap())
 }
 
 impl Client {

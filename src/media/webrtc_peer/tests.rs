@@ -12,10 +12,7 @@ use tokio::time::timeout;
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn loopback() -> PeerSettings {
-    let mut s = PeerSettings::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
-    s.ice_check_interval = Duration::from_millis(20);
-    s.ice_max_binding_requests = 50;
-    s
+    PeerSettings::nearby(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 /// Echoes every packet the answerer receives back with the same PT/seq/ts/marker.
