@@ -5,10 +5,12 @@
 //! an error, never silently ignored), then `validate` checks the file as a whole and reports
 //! every semantic error at once. Spans come from `toml_edit`'s view of the same text.
 
+mod calls;
 mod carrier;
 mod locate;
 mod schema;
 
+pub use calls::*;
 pub use carrier::*;
 pub use schema::*;
 

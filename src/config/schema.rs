@@ -4,6 +4,7 @@ use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::calls::{CallsConfig, InboundConfig, MediaConfig};
 use super::carrier::CarrierConfig;
 use crate::numbers::{NumbersConfig, NumbersOverride};
 use crate::sip::digest::Algorithm;
@@ -22,6 +23,15 @@ pub struct Config {
     /// The Kandy Link carrier; absent: no calls can leave (INVITEs get 503).
     #[serde(default)]
     pub carrier: Option<CarrierConfig>,
+    /// RTP toward the PBX and the WebRTC leg's sockets.
+    #[serde(default)]
+    pub media: MediaConfig,
+    /// Call limits and timers.
+    #[serde(default)]
+    pub calls: CallsConfig,
+    /// Routing of carrier calls to trunks.
+    #[serde(default)]
+    pub inbound: InboundConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -125,6 +135,15 @@ pub struct TrunkConfig {
     /// Per-trunk changes to `[numbers]` (any of its keys).
     #[serde(default)]
     pub numbers: NumbersOverride,
+    /// Concurrent calls on this trunk (both directions); none: only `calls.max_calls` applies.
+    #[serde(default)]
+    pub max_calls: Option<usize>,
+    /// Credentials we answer with when the PBX challenges our INVITE (3CX can, when it cannot
+    /// tell which trunk a call is for).
+    #[serde(default)]
+    pub outbound_username: Option<String>,
+    #[serde(default)]
+    pub outbound_password: Option<Secret>,
 }
 
 mod defaults {
@@ -291,6 +310,33 @@ impl Config {
         for (k, m) in self.numbers.validate() {
             e(&format!("numbers.{k}"), m);
         }
+        if let Err(m) = self.media.port_range() {
+            e("media.rtp_ports", m);
+        }
+        for (k, m) in self.calls.validate() {
+            e(&k, m);
+        }
+        let trunk_known = |n: &str| self.trunks.iter().any(|t| t.name == n);
+        for (i, r) in self.inbound.routes.iter().enumerate() {
+            if !trunk_known(&r.trunk) {
+                e(
+                    &format!("inbound.routes[{i}].trunk"),
+                    format!("names no trunk ({:?})", r.trunk),
+                );
+            }
+            let digits = r.did.trim_start_matches('+').trim_end_matches('*');
+            if !r.did.starts_with('+') || !digits.chars().all(|c| c.is_ascii_digit()) {
+                e(
+                    &format!("inbound.routes[{i}].did"),
+                    "must be +E.164 digits, optionally ending in '*'".into(),
+                );
+            }
+        }
+        if let Some(t) = &self.inbound.default_trunk {
+            if !trunk_known(t) {
+                e("inbound.default_trunk", format!("names no trunk ({t:?})"));
+            }
+        }
         if self.trunks.is_empty() {
             e(
                 "trunks",
@@ -329,6 +375,15 @@ impl Config {
                     "give either `password` or `ha1`/`ha1_sha256`, not both".into(),
                 ),
                 _ => {}
+            }
+            if t.max_calls == Some(0) {
+                e(&k("max_calls"), "must be at least 1 (leave it out for no limit)".into());
+            }
+            if t.outbound_username.is_some() != t.outbound_password.is_some() {
+                e(
+                    &k("outbound_password"),
+                    "outbound_username and outbound_password go together".into(),
+                );
             }
             if t.numbers != NumbersOverride::default() {
                 for (key, m) in self.trunk_numbers(i).validate() {

@@ -131,6 +131,13 @@ impl NumberPolicy {
         &self.cfg
     }
 
+    /// Any number (bare, URI or header value) in `format`, read in the home plan; `None` when
+    /// it is not a number. No policy applies: this is for numbers the carrier gives us.
+    pub fn reformat(&self, number: &str, format: super::OutputFormat) -> Option<String> {
+        let parsed = normalize::normalize(number, self.region).ok()?;
+        Some(parsed.format(format, self.home))
+    }
+
     /// Full check of a dialled string (a bare number or a URI / header value).
     pub fn check(&self, dialled: &str) -> Verdict {
         match self.judge(dialled) {

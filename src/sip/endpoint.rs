@@ -6,6 +6,9 @@
 //! order: method (405), header inspection (416, 420), content (415, 406), then authentication
 //! and the method itself.
 
+mod client_auth;
+mod dialogs;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,15 +25,18 @@ use super::response;
 use super::stats::SipStats;
 use super::transaction::{
     ClientRx, ClientTransactions, ServerRx, ServerTransactions, TimerConfig, Transmit, TxEvent,
-    TxKey,
+    TxId, TxKey,
 };
+use crate::call::record::CallRecord;
+use crate::call::signal::{CallRef, CallRefs, ToCall};
 use crate::config::Config;
-use crate::numbers::{NumberPolicy, NumbersError, Verdict};
+use crate::numbers::{NumberPolicy, NumbersError};
+use dialogs::Dialogs;
 
 /// Methods we answer (RFC 3261 20.5 Allow).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER";
-/// Option tags we support (none required of peers yet).
-const SUPPORTED: &[&str] = &[];
+/// Option tags we support: RFC 4028 session timers.
+const SUPPORTED: &[&str] = &["timer"];
 
 /// What the TU decided for a new request.
 struct Answer {
@@ -72,6 +78,14 @@ pub struct Endpoint {
     server_header: String,
     /// The destination policy of each trunk (global `[numbers]` plus the trunk's override).
     policies: Vec<NumberPolicy>,
+    timers: TimerConfig,
+    /// The calls' dialogs.
+    dialogs: Dialogs,
+    /// Our address in Via, Contact and toward PBXs.
+    advertise: SocketAddr,
+    next_call: Arc<CallRefs>,
+    max_calls: usize,
+    limit_response: u16,
 }
 
 impl Endpoint {
@@ -111,7 +125,43 @@ impl Endpoint {
             force_rport: s.force_rport,
             server_header: s.server_header.clone(),
             policies,
+            timers,
+            dialogs: Dialogs::default(),
+            advertise: SocketAddr::new(s.advertise.unwrap_or(s.listen.ip()), s.listen.port()),
+            next_call: Arc::new(CallRefs::default()),
+            max_calls: config.calls.max_calls,
+            limit_response: config.calls.limit_response.code(),
         })
+    }
+
+    /// The address written in our Via and Contact (the bound socket's, when `sip.advertise`
+    /// and `sip.listen` leave it open).
+    pub fn set_advertise(&mut self, addr: SocketAddr) {
+        self.advertise = addr;
+    }
+
+    /// Call numbers, shared with the inbound side so both directions draw from one sequence.
+    pub fn call_refs(&self) -> Arc<CallRefs> {
+        self.next_call.clone()
+    }
+
+    /// Calls with a dialog (both directions).
+    pub fn active_calls(&self) -> usize {
+        self.dialogs.active()
+    }
+
+    /// The next event for a call.
+    pub fn poll_call_event(&mut self) -> Option<(CallRef, ToCall)> {
+        if self.dialogs.to_calls.is_empty() {
+            None
+        } else {
+            Some(self.dialogs.to_calls.remove(0))
+        }
+    }
+
+    /// Records of call attempts the core refused itself (number policy, limits).
+    pub fn poll_record(&mut self) -> Option<CallRecord> {
+        self.dialogs.records.pop()
     }
 
     pub fn stats(&self) -> &Arc<SipStats> {
@@ -131,6 +181,7 @@ impl Endpoint {
             self.server.poll_timeout(),
             self.client.poll_timeout(),
             self.registrar.poll_timeout(),
+            self.dialogs.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -147,10 +198,14 @@ impl Endpoint {
                 TxEvent::ServerNoAck { id } => {
                     debug!(tx = id, "no ACK for final response (Timer H)")
                 }
-                TxEvent::ClientTimeout { id } => debug!(tx = id, "client transaction timed out"),
+                TxEvent::ClientTimeout { id } => {
+                    debug!(tx = id, "client transaction timed out");
+                    self.call_client_timeout(id);
+                }
             }
         }
         self.events = events;
+        self.dialog_timeouts(now);
         let expired = self.registrar.handle_timeout(now);
         if expired > 0 {
             self.stats
@@ -168,15 +223,7 @@ impl Endpoint {
                 let rx = TxKey::for_response(&info.top_via, &info.cseq)
                     .map(|k| self.client.on_response(&k, resp.code, now))
                     .unwrap_or(ClientRx::Stray);
-                match rx {
-                    ClientRx::Stray => {
-                        SipStats::inc(&self.stats.stray_responses);
-                        debug!(%src, code = resp.code, "stray response dropped");
-                    }
-                    ClientRx::Absorbed(Some(t)) => self.out.push_back(t),
-                    // No client-side TU yet: the calls module consumes these.
-                    _ => {}
-                }
+                self.client_response(rx, &resp, &info, now);
             }
             Err(ParseFailure::Drop(e)) => {
                 if !e.is_keepalive() {
@@ -229,7 +276,9 @@ impl Endpoint {
         match self.server.on_request(key, is_ack, now) {
             ServerRx::New(id) => {
                 SipStats::inc(&self.stats.requests_received);
-                let answer = self.answer(&req, &info, src, now);
+                let Some(answer) = self.answer(id, &req, &info, src, now) else {
+                    return; // the call answers
+                };
                 let resp = self.response(&req, &info, src, answer);
                 let dest =
                     response::response_destination(Some(&info.top_via), src, self.force_rport);
@@ -248,9 +297,7 @@ impl Endpoint {
                 }
             }
             ServerRx::AckAbsorbed => {}
-            ServerRx::AckForTu => {
-                debug!(call_id = %info.call_id, "ACK outside any transaction ignored")
-            }
+            ServerRx::AckForTu => self.ack(&req, &info, now),
         }
     }
 
@@ -271,25 +318,52 @@ impl Endpoint {
         r
     }
 
-    /// RFC 3261 8.2 checks, then the method.
+    /// RFC 3261 8.2 checks, then the method. `None`: a call will answer.
     fn answer(
         &mut self,
+        id: TxId,
         req: &Request,
         info: &RequestInfo,
         src: SocketAddr,
         now: Instant,
-    ) -> Answer {
+    ) -> Option<Answer> {
+        if let Err(a) = self.precheck(req, info) {
+            return Some(a);
+        }
+        Some(match req.method {
+            Method::Options => Answer::new(200)
+                .header("Allow", ALLOW)
+                .header("Accept", "application/sdp")
+                .header("Supported", SUPPORTED.join(", ")),
+            Method::Register => self.register(req, info, src, now),
+            Method::Invite => return self.invite(id, req, info, src, now),
+            Method::Bye => return self.in_dialog(id, req, info, src),
+            Method::Cancel => self.cancel(info, now),
+            Method::Ack | Method::Other(_) => Answer::new(405).header("Allow", ALLOW),
+        })
+    }
+
+    /// RFC 3261 8.2.1-8.2.3: method, Max-Forwards, Require, content.
+    fn precheck(&mut self, req: &Request, info: &RequestInfo) -> Result<(), Answer> {
+        let a = self.precheck_answer(req, info);
+        match a {
+            Some(a) => Err(a),
+            None => Ok(()),
+        }
+    }
+
+    fn precheck_answer(&mut self, req: &Request, info: &RequestInfo) -> Option<Answer> {
         if !matches!(
             info.request_uri.scheme,
             Scheme::Sip | Scheme::Sips | Scheme::Tel
         ) {
-            return Answer::new(416);
+            return Some(Answer::new(416));
         }
         if let Method::Other(_) = req.method {
-            return Answer::new(405).header("Allow", ALLOW);
+            return Some(Answer::new(405).header("Allow", ALLOW));
         }
         if info.max_forwards == Some(0) && req.method != Method::Options {
-            return Answer::new(483);
+            return Some(Answer::new(483));
         }
         if !matches!(req.method, Method::Ack | Method::Cancel) {
             let unsupported: Vec<&str> = req
@@ -298,7 +372,7 @@ impl Endpoint {
                 .filter(|o| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(o)))
                 .collect();
             if !unsupported.is_empty() {
-                return Answer::new(420).header("Unsupported", unsupported.join(", "));
+                return Some(Answer::new(420).header("Unsupported", unsupported.join(", ")));
             }
         }
         if !req.body.is_empty() {
@@ -310,16 +384,18 @@ impl Endpoint {
                     .to_ascii_lowercase()
             });
             if ctype.as_deref() != Some("application/sdp") {
-                return Answer::new(415).header("Accept", "application/sdp");
+                return Some(Answer::new(415).header("Accept", "application/sdp"));
             }
             if req
                 .headers
                 .list_items("Content-Encoding")
                 .any(|e| !e.eq_ignore_ascii_case("identity"))
             {
-                return Answer::new(415)
-                    .header("Accept", "application/sdp")
-                    .header("Accept-Encoding", "identity");
+                return Some(
+                    Answer::new(415)
+                        .header("Accept", "application/sdp")
+                        .header("Accept-Encoding", "identity"),
+                );
             }
         }
         if req.method == Method::Invite && req.headers.get("Accept").is_some() {
@@ -333,19 +409,10 @@ impl Endpoint {
                 a == "application/sdp" || a == "application/*" || a == "*/*"
             });
             if !ok {
-                return Answer::new(406).header("Accept", "application/sdp");
+                return Some(Answer::new(406).header("Accept", "application/sdp"));
             }
         }
-        match req.method {
-            Method::Options => Answer::new(200)
-                .header("Allow", ALLOW)
-                .header("Accept", "application/sdp")
-                .header("Supported", SUPPORTED.join(", ")),
-            Method::Register => self.register(req, info, src, now),
-            Method::Invite => self.invite(req, info, src, now),
-            Method::Bye | Method::Cancel => Answer::new(481),
-            Method::Ack | Method::Other(_) => Answer::new(405).header("Allow", ALLOW),
-        }
+        None
     }
 
     /// Authentication shared by REGISTER (401) and other requests (407).
@@ -420,50 +487,20 @@ impl Endpoint {
 
     fn invite(
         &mut self,
+        id: TxId,
         req: &Request,
         info: &RequestInfo,
         src: SocketAddr,
         now: Instant,
-    ) -> Answer {
+    ) -> Option<Answer> {
         if info.to.tag().is_some() {
-            // a re-INVITE for a dialog we do not have
-            return Answer::new(481);
+            return self.in_dialog(id, req, info, src);
         }
         let trunk = match self.authenticate(req, src, now) {
             Ok(t) => t,
-            Err(a) => return a,
+            Err(a) => return Some(a),
         };
-        let name = &self.auth.trunks()[trunk].name;
-        // The dialled number: the Request-URI's user part, else To's (RFC 3261 8.2.2.1 allows a
-        // UAS to route on either; PBXs put the number in both).
-        let dialled = if info.request_uri.user.is_some() {
-            req.uri.as_str()
-        } else {
-            info.to.uri_text.as_str()
-        };
-        match self.policies[trunk].check(dialled) {
-            Verdict::Refused(r) => {
-                SipStats::inc(&self.stats.number_refusals);
-                warn!(trunk = %name, call_id = %info.call_id, code = r.code, cause = r.cause.as_str(),
-                      reason = %r.reason, "dialled number refused");
-                return Answer::new(r.code)
-                    .header(
-                        "Warning",
-                        format!("399 trunkgate \"{}\"", sanitize(&r.reason)),
-                    )
-                    .header(
-                        "Reason",
-                        format!("SIP;cause={};text=\"{}\"", r.code, sanitize(&r.reason)),
-                    );
-            }
-            Verdict::Allowed(d) => {
-                info!(trunk = %name, call_id = %info.call_id, destination = %d.canonical,
-                      "authenticated INVITE refused: no carrier leg is available");
-            }
-        }
-        Answer::new(503)
-            .reason("No Carrier Available")
-            .header("Retry-After", "30")
+        self.new_call(id, trunk, req, info, src, now)
     }
 }
 

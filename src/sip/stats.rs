@@ -42,6 +42,10 @@ counters! {
     registrations,
     /// Bindings that expired without being refreshed.
     registrations_expired,
+    /// INVITEs refused by the concurrent call limits.
+    call_limit_refusals,
+    /// Requests we originated (first transmissions: INVITE, re-INVITE, BYE, CANCEL).
+    requests_sent,
 }
 
 impl SipStats {

@@ -1,0 +1,57 @@
+//! What every call task shares: the carrier client, the RTP port pool, WebRTC settings, the
+//! channel to the SIP core, the record sink and the call settings. Built once at start.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::record::Records;
+use super::session_timer::TimerConfig;
+use super::signal::{CallCmd, CallRef, CallRefs};
+use crate::carrier::Carrier;
+use crate::config::{CallsConfig, InboundConfig};
+use crate::media::rtp_leg::PortPool;
+use crate::media::webrtc_peer::PeerSettings;
+use crate::numbers::NumberPolicy;
+
+pub struct CallContext {
+    pub carrier: Option<Arc<Carrier>>,
+    pub ports: PortPool,
+    /// The address in our SDP toward PBXs.
+    pub sdp_ip: IpAddr,
+    /// WebRTC settings without ICE servers (those come with each reservation).
+    pub peer: PeerSettings,
+    pub cmds: mpsc::UnboundedSender<CallCmd>,
+    pub records: Records,
+    pub calls: CallsConfig,
+    pub timer: TimerConfig,
+    pub inbound: InboundConfig,
+    /// Trunk names in configuration order (the inbound default is the first).
+    pub trunks: Vec<String>,
+    /// The global number plan, for writing carrier numbers toward the PBX.
+    pub numbers: NumberPolicy,
+    pub refs: Arc<CallRefs>,
+}
+
+impl CallContext {
+    pub fn send(&self, cmd: CallCmd) {
+        // The core outlives every call except at shutdown, when nothing is left to tell.
+        let _ = self.cmds.send(cmd);
+    }
+
+    /// The trunk a carrier call to `did` (E.164) goes to.
+    pub fn route(&self, did: &str) -> Option<&str> {
+        self.inbound
+            .routes
+            .iter()
+            .find(|r| r.matches(did))
+            .map(|r| r.trunk.as_str())
+            .or(self.inbound.default_trunk.as_deref())
+            .or(self.trunks.first().map(String::as_str))
+    }
+
+    pub fn done(&self, call: CallRef) {
+        self.send(CallCmd::Done(call));
+    }
+}

@@ -1,0 +1,397 @@
+//! An outbound call (PBX → carrier) from the accepted INVITE to the confirmed bridge: SDP
+//! checks, the session timer, capacity, the WebRTC offer and `callStart`, then the carrier's
+//! progress mapped onto the PBX's INVITE (CARRIER.md section 3), CANCEL and the no-answer timer.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tracing::{info, warn, Instrument};
+
+use super::bridge::{Bridge, PbxFlow};
+use super::context::CallContext;
+use super::pbx_leg::{pbx_media, PbxLeg};
+use super::record::{CallDirection, CallRecord, EndedBy};
+use super::session_timer::{self, SessionTimer, TimerRequest, UasDecision};
+use super::signal::{CallRef, OutboundInvite, Reply, ToCall};
+use crate::carrier::events::CallEvent;
+use crate::carrier::rest::RestError;
+use crate::carrier::{CarrierCall, Unavailable};
+use crate::media::pbx_sdp::{self, AudioOffer, Negotiated};
+use crate::media::relay::Relay;
+use crate::media::rtp_leg::RtpLeg;
+use crate::media::webrtc_peer::{Codec, Direction, MediaEvents, MediaPeer};
+
+/// Runs one outbound call to its end; always reports `Done` and one record.
+pub async fn run(
+    ctx: Arc<CallContext>,
+    call: CallRef,
+    inv: OutboundInvite,
+    rx: mpsc::UnboundedReceiver<ToCall>,
+) {
+    let span = tracing::info_span!("call", call, call_id = %inv.call_id, session = tracing::field::Empty);
+    async move {
+        let mut record = CallRecord::new(call, CallDirection::Outbound, inv.dialled.clone());
+        record.sip_call_id = Some(inv.call_id.clone());
+        record.trunk = Some(inv.trunk.clone());
+        record.called = Some(inv.destination.e164.clone());
+        record.caller = inv.caller.number.clone();
+        let mut leg = PbxLeg::new(ctx.clone(), call, 0);
+        outbound(&ctx, &mut leg, inv, rx, &mut record).await;
+        record.ended = SystemTime::now();
+        info!(code = record.sip_code, ended_by = ?record.ended_by,
+              from_pbx = record.rtp_packets_from_pbx, to_pbx = record.rtp_packets_to_pbx,
+              "call ended");
+        ctx.done(call);
+        ctx.records.record(record);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Refuses the INVITE with `reply`, noting it in the record.
+fn refuse(leg: &PbxLeg, record: &mut CallRecord, reply: Reply) {
+    record.sip_code = reply.code;
+    record.sip_reason = reply
+        .reason
+        .clone()
+        .unwrap_or_else(|| crate::sip::message::reason_phrase(reply.code).into());
+    leg.respond(reply);
+}
+
+/// A carrier `callEnd` before answer as the PBX's final response: SIP codes pass through,
+/// anything else is 503 so the PBX fails over (CARRIER.md section 3).
+pub fn map_failure(code: i64) -> u16 {
+    match u16::try_from(code) {
+        Ok(c @ 400..=699) => c,
+        _ => 503,
+    }
+}
+
+struct Setup {
+    carrier: CarrierCall,
+    peer: Arc<MediaPeer>,
+    events: MediaEvents,
+    rtp: RtpLeg,
+}
+
+async fn outbound(
+    ctx: &Arc<CallContext>,
+    leg: &mut PbxLeg,
+    inv: OutboundInvite,
+    mut rx: mpsc::UnboundedReceiver<ToCall>,
+    record: &mut CallRecord,
+) {
+    // The PBX's offer (or none: then we offer in the 200 and it answers in the ACK).
+    let offer: Option<(AudioOffer, Negotiated)> = match inv.sdp.as_deref().map(pbx_sdp::parse) {
+        None => None,
+        Some(Err(e)) => {
+            warn!(error = %e, "PBX offer refused");
+            return refuse(
+                leg,
+                record,
+                Reply::new(488).header("Warning", format!("399 trunkgate \"{e}\"")),
+            );
+        }
+        Some(Ok(o)) => match pbx_sdp::negotiate(&o) {
+            Some(n) => Some((o, n)),
+            None => {
+                warn!("no common codec: the PBX offers no PCMU or PCMA");
+                return refuse(
+                    leg,
+                    record,
+                    Reply::new(488).header("Warning", "305 trunkgate \"PCMU or PCMA required\""),
+                );
+            }
+        },
+    };
+    let timer = match session_timer::on_request(
+        &TimerRequest {
+            session_expires: inv.timer.session_expires.as_deref(),
+            min_se: inv.timer.min_se.as_deref(),
+            timer_supported: inv.timer.supports_timer,
+        },
+        &ctx.timer,
+    ) {
+        Ok(UasDecision::Reject422 { min_se }) => {
+            return refuse(
+                leg,
+                record,
+                Reply::new(422).header("Min-SE", min_se.to_string()),
+            );
+        }
+        Ok(UasDecision::Accept(n)) => Some(n),
+        Ok(UasDecision::NoTimer) => None,
+        Err(e) => return refuse(leg, record, Reply::new(400).reason(e.to_string())),
+    };
+    let Some(carrier) = ctx.carrier.clone() else {
+        return refuse(
+            leg,
+            record,
+            Reply::new(503)
+                .reason("No Carrier Available")
+                .header("Retry-After", "30"),
+        );
+    };
+    let reservation = match carrier.reserve() {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(reason = %e, "no carrier capacity");
+            let retry = if e == Unavailable::AtCapacity { "5" } else { "30" };
+            return refuse(
+                leg,
+                record,
+                Reply::new(503)
+                    .reason("No Carrier Available")
+                    .header("Retry-After", retry),
+            );
+        }
+    };
+    record.carrier_account = Some(reservation.account().to_string());
+    let codecs: Vec<Codec> = match &offer {
+        Some((o, _)) => pbx_sdp::codecs_in_order(o),
+        None => vec![Codec::Pcmu, Codec::Pcma],
+    };
+    let rtp = match ctx.ports.allocate() {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "no RTP port for the call");
+            return refuse(leg, record, Reply::new(503).header("Retry-After", "5"));
+        }
+    };
+    leg.rtp_port = rtp.port;
+    let mut settings = ctx.peer.clone();
+    settings.ice_servers = reservation.ice_servers().to_vec();
+    let e164 = inv.destination.e164.clone();
+    let setup = async {
+        let (peer, offer_sdp, events) = MediaPeer::offer(&settings, &codecs)
+            .await
+            .map_err(|e| format!("WebRTC offer: {e}"))?;
+        let carrier = reservation
+            .start_call(&e164, &offer_sdp)
+            .await
+            .map_err(|e| match &e {
+                RestError::Refused { code, .. } => format!("callStart refused ({code:?}): {e}"),
+                _ => format!("callStart: {e}"),
+            })?;
+        Ok::<_, String>((peer, carrier, events))
+    };
+    // The PBX may give up while the carrier leg is set up.
+    let setup = tokio::select! {
+        r = setup => r,
+        ev = wait_cancel(&mut rx) => {
+            record.ended_by = EndedBy::Pbx;
+            record.sip_code = 487;
+            record.sip_reason = "Request Terminated".into();
+            info!(event = ?ev, "cancelled by the PBX during set-up");
+            return;
+        }
+    };
+    let Setup {
+        mut carrier,
+        peer,
+        events,
+        rtp,
+    } = match setup {
+        Ok((peer, carrier, events)) => Setup {
+            carrier,
+            peer: Arc::new(peer),
+            events,
+            rtp,
+        },
+        Err(e) => {
+            warn!(error = %e, "carrier leg failed");
+            return refuse(leg, record, Reply::new(503).header("Retry-After", "5"));
+        }
+    };
+    tracing::Span::current().record("session", carrier.session());
+    record.carrier_session = Some(carrier.session().to_string());
+    info!(destination = %e164, account = %carrier.account(), "carrier call started");
+
+    let rtp_socket = Arc::new(rtp.rtp);
+    let _rtcp = rtp.rtcp;
+    let mut events = Some(events);
+    let mut relay: Option<Relay> = None;
+    let mut ringing_sent = false;
+    let no_answer = tokio::time::sleep(ctx.calls.no_answer_timeout);
+    tokio::pin!(no_answer);
+    // Early phase: until the carrier answers, fails, or the PBX gives up.
+    let answer_sdp = loop {
+        tokio::select! {
+            ev = carrier.next_event() => match ev {
+                Some(CallEvent::Ringing) if !ringing_sent => {
+                    ringing_sent = true;
+                    leg.respond(Reply::new(180));
+                }
+                Some(CallEvent::Progress { sdp }) => {
+                    // Early media: answer the PBX provisionally and relay at once.
+                    match early_media(leg, &peer, &sdp, &offer, &rtp_socket, &mut events, &mut relay).await {
+                        Ok(our) => {
+                            ringing_sent = true;
+                            leg.respond(Reply::new(183).sdp(our));
+                        }
+                        Err(e) => warn!(error = %e, "early media SDP unusable; waiting for the answer"),
+                    }
+                }
+                Some(CallEvent::Answered { sdp }) => break sdp,
+                Some(CallEvent::Ended { code, reason, .. }) => {
+                    let sip = map_failure(code);
+                    record.carrier_code = Some(code);
+                    record.carrier_reason = Some(reason.clone());
+                    record.ended_by = EndedBy::Carrier;
+                    info!(carrier_code = code, %reason, sip, "carrier call failed");
+                    return refuse(leg, record, Reply::new(sip).header(
+                        "Reason", format!("SIP;cause={sip};text=\"{}\"", crate::sip::endpoint::sanitize(&reason))));
+                }
+                Some(CallEvent::Cancelled) | None => {
+                    record.ended_by = EndedBy::Carrier;
+                    return refuse(leg, record, Reply::new(503).header("Retry-After", "5"));
+                }
+                Some(_) => {}
+            },
+            msg = rx.recv() => match msg {
+                Some(ToCall::Cancelled) | None => {
+                    record.ended_by = EndedBy::Pbx;
+                    record.sip_code = 487;
+                    record.sip_reason = "Request Terminated".into();
+                    if let Err(e) = carrier.end(Some("cancelled")).await {
+                        warn!(error = %e, "carrier session delete failed");
+                    }
+                    return;
+                }
+                Some(_) => {}
+            },
+            _ = &mut no_answer => {
+                info!("no answer in time: 480");
+                record.ended_by = EndedBy::Gateway;
+                if let Err(e) = carrier.end(Some("no answer")).await {
+                    warn!(error = %e, "carrier session delete failed");
+                }
+                return refuse(leg, record, Reply::new(480).reason("No Answer"));
+            }
+        }
+    };
+
+    // Answered: the carrier's SDP completes the WebRTC leg (unless early media did).
+    let format = match peer.format() {
+        Some(f) if relay.is_some() => f,
+        _ => match peer.accept_answer(&answer_sdp).await {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "carrier answer unusable");
+                let _ = carrier.end(Some("unusable answer")).await;
+                record.ended_by = EndedBy::Gateway;
+                return refuse(leg, record, Reply::new(503).header("Retry-After", "5"));
+            }
+        },
+    };
+    let mut flow = PbxFlow::Answered;
+    let body = match &offer {
+        Some((o, n)) => {
+            let Some(media) = pbx_media(o, format.codec, n.event_pt) else {
+                let _ = carrier.end(Some("codec mismatch")).await;
+                return refuse(leg, record, Reply::new(488));
+            };
+            leg.pbx = Some(media);
+            let direction = pbx_sdp::answer_direction(o.effective_direction());
+            let line = PbxLeg::answer_line(n, &format, direction);
+            leg.render(line)
+        }
+        None => {
+            // Offerless INVITE: our offer goes in the 200, the answer comes in the ACK.
+            flow = PbxFlow::AwaitingAckAnswer;
+            let line = crate::media::pbx_sdp::MediaLine {
+                codec: format.codec,
+                audio_pt: format.codec.payload_type(),
+                event_pt: format.telephone_event_pt.map(|_| crate::media::webrtc_peer::TELEPHONE_EVENT_PT),
+                direction: Direction::SendRecv,
+            };
+            leg.render(line)
+        }
+    };
+    let relay = match (relay, leg.pbx) {
+        (Some(r), Some(p)) => {
+            r.update(p);
+            r
+        }
+        (r, pbx) => {
+            drop(r);
+            let pbx = pbx.unwrap_or(crate::media::relay::PbxMedia {
+                addr: None,
+                audio_pt: format.codec.payload_type(),
+                event_pt: None,
+                receives: false,
+            });
+            match events.take() {
+                Some(ev) => Relay::start(rtp_socket.clone(), peer.clone(), ev, pbx),
+                None => {
+                    let _ = carrier.end(Some("media lost")).await;
+                    return refuse(leg, record, Reply::new(500));
+                }
+            }
+        }
+    };
+    let mut reply = Reply::new(200).sdp(body);
+    if let Some(t) = &timer {
+        for (n, v) in t.response_headers() {
+            reply = reply.header(n, v);
+        }
+    }
+    leg.respond(reply);
+    record.sip_code = 200;
+    record.sip_reason = "OK".into();
+    record.answered = Some(SystemTime::now());
+    info!(codec = ?format.codec, "answered");
+    let session_timer = timer.map(|t| SessionTimer::new(&t, t.we_refresh(true), Instant::now()));
+    let bridge = Bridge {
+        leg,
+        carrier,
+        peer,
+        relay,
+        format,
+        timer: session_timer,
+        timer_negotiated: timer,
+        we_are_uas: true,
+        flow,
+        pbx_direction: offer
+            .as_ref()
+            .map_or(Direction::SendRecv, |(o, _)| o.effective_direction()),
+    };
+    bridge.run(rx, record).await;
+}
+
+/// Waits for the PBX to cancel (or the channel to close); other messages cannot come yet.
+async fn wait_cancel(rx: &mut mpsc::UnboundedReceiver<ToCall>) -> Option<ToCall> {
+    loop {
+        match rx.recv().await {
+            Some(ToCall::Cancelled) => return Some(ToCall::Cancelled),
+            None => return None,
+            Some(_) => {}
+        }
+    }
+}
+
+/// Applies a `sessionProgress` SDP as the WebRTC answer, starts the relay and returns our
+/// provisional SDP for the 183.
+async fn early_media(
+    leg: &mut PbxLeg,
+    peer: &Arc<MediaPeer>,
+    sdp: &str,
+    offer: &Option<(AudioOffer, Negotiated)>,
+    socket: &Arc<tokio::net::UdpSocket>,
+    events: &mut Option<MediaEvents>,
+    relay: &mut Option<Relay>,
+) -> Result<String, String> {
+    let Some((o, n)) = offer else {
+        return Err("offerless INVITE: early media needs the PBX's offer".into());
+    };
+    let format = peer.accept_answer(sdp).await.map_err(|e| e.to_string())?;
+    let media = pbx_media(o, format.codec, n.event_pt).ok_or("codec mismatch")?;
+    leg.pbx = Some(media);
+    if relay.is_none() {
+        let ev = events.take().ok_or("media events gone")?;
+        *relay = Some(Relay::start(socket.clone(), peer.clone(), ev, media));
+    }
+    let direction = pbx_sdp::answer_direction(o.effective_direction());
+    Ok(leg.render(PbxLeg::answer_line(n, &format, direction)))
+}

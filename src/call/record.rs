@@ -1,0 +1,136 @@
+//! The record one call attempt leaves behind (refused ones included), and the interface that
+//! receives it. Operations write records to disk and count them; here they are produced.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallDirection {
+    /// PBX → carrier.
+    Outbound,
+    /// Carrier → PBX.
+    Inbound,
+}
+
+/// Who ended the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndedBy {
+    Pbx,
+    Carrier,
+    /// trunkgate itself: a policy or limit, a timer, a failure.
+    Gateway,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    /// trunkgate's own call number (unique while the process runs).
+    pub id: u64,
+    /// The SIP Call-ID of the PBX-side dialog.
+    pub sip_call_id: Option<String>,
+    /// The carrier's session name.
+    pub carrier_session: Option<String>,
+    pub carrier_account: Option<String>,
+    pub trunk: Option<String>,
+    pub direction: CallDirection,
+    /// Called number as received, and as E.164.
+    pub called_raw: String,
+    pub called: Option<String>,
+    /// Calling number as received, and normalised.
+    pub caller_raw: Option<String>,
+    pub caller: Option<String>,
+    #[serde(with = "unix_ms")]
+    pub started: SystemTime,
+    #[serde(with = "unix_ms_opt")]
+    pub answered: Option<SystemTime>,
+    #[serde(with = "unix_ms")]
+    pub ended: SystemTime,
+    /// The final SIP status of the PBX-side INVITE (200 for an answered call).
+    pub sip_code: u16,
+    pub sip_reason: String,
+    pub carrier_code: Option<i64>,
+    pub carrier_reason: Option<String>,
+    pub ended_by: EndedBy,
+    pub rtp_packets_from_pbx: u64,
+    pub rtp_packets_to_pbx: u64,
+}
+
+impl CallRecord {
+    pub fn new(id: u64, direction: CallDirection, called_raw: impl Into<String>) -> CallRecord {
+        let now = SystemTime::now();
+        CallRecord {
+            id,
+            sip_call_id: None,
+            carrier_session: None,
+            carrier_account: None,
+            trunk: None,
+            direction,
+            called_raw: called_raw.into(),
+            called: None,
+            caller_raw: None,
+            caller: None,
+            started: now,
+            answered: None,
+            ended: now,
+            sip_code: 0,
+            sip_reason: String::new(),
+            carrier_code: None,
+            carrier_reason: None,
+            ended_by: EndedBy::Gateway,
+            rtp_packets_from_pbx: 0,
+            rtp_packets_to_pbx: 0,
+        }
+    }
+
+    /// Seconds from answer to end (0 when never answered).
+    pub fn duration_secs(&self) -> f64 {
+        self.answered
+            .and_then(|a| self.ended.duration_since(a).ok())
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
+}
+
+/// Receives every finished record exactly once.
+pub trait RecordSink: Send + Sync {
+    fn record(&self, record: CallRecord);
+}
+
+/// Until the operations issue writes them to a file: each record as one JSON log line.
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl RecordSink for LogSink {
+    fn record(&self, record: CallRecord) {
+        match serde_json::to_string(&record) {
+            Ok(json) => tracing::info!(target: "trunkgate::cdr", record = %json, "call record"),
+            Err(e) => tracing::warn!(error = %e, id = record.id, "call record not serialisable"),
+        }
+    }
+}
+
+pub type Records = Arc<dyn RecordSink>;
+
+mod unix_ms {
+    use serde::Serializer;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        s.serialize_u64(ms)
+    }
+}
+
+mod unix_ms_opt {
+    use serde::Serializer;
+    use std::time::SystemTime;
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::unix_ms::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The `[media]`, `[calls]` and `[inbound]` sections: where RTP toward the PBX is bound and
+//! advertised, the call limits and timers of the bridge, and how carrier calls are routed to a
+//! trunk by their called number (DID).
+
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::numbers::OutputFormat;
+
+/// `[media]`: the PBX-side RTP sockets and the WebRTC leg's host candidates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// RTP port range toward the PBX, `"first-last"`; each call takes an even port and the odd
+    /// one after it (RTCP).
+    pub rtp_ports: String,
+    /// Where the PBX-side RTP sockets bind; default: `sip.listen`'s address.
+    pub rtp_bind: Option<IpAddr>,
+    /// Where the WebRTC leg's host candidates bind; default: `sip.listen`'s address.
+    pub webrtc_bind: Option<IpAddr>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_ports: "10000-20000".into(),
+            rtp_bind: None,
+            webrtc_bind: None,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The port range, if it parses and holds at least one even/odd pair.
+    pub fn port_range(&self) -> Result<(u16, u16), String> {
+        let (a, b) = self
+            .rtp_ports
+            .split_once('-')
+            .ok_or("must be \"first-last\", e.g. \"10000-20000\"")?;
+        let first: u16 = a.trim().parse().map_err(|_| "first port is not a number")?;
+        let last: u16 = b.trim().parse().map_err(|_| "last port is not a number")?;
+        if first < 1024 {
+            return Err("ports below 1024 are privileged: start at 1024 or above".into());
+        }
+        let first_even = first + (first % 2);
+        if last <= first_even {
+            return Err("must hold at least one even/odd port pair".into());
+        }
+        Ok((first_even, last))
+    }
+}
+
+/// What a call over a limit is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitResponse {
+    /// 486 Busy Here: the PBX tells the caller the line is busy.
+    Busy,
+    /// 503 Service Unavailable: 3CX and Asterisk fail over to the next trunk.
+    Unavailable,
+}
+
+impl LimitResponse {
+    pub fn code(self) -> u16 {
+        match self {
+            LimitResponse::Busy => 486,
+            LimitResponse::Unavailable => 503,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LimitResponse {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u16::deserialize(d)? {
+            486 => Ok(LimitResponse::Busy),
+            503 => Ok(LimitResponse::Unavailable),
+            other => Err(serde::de::Error::custom(format!(
+                "must be 486 or 503, not {other}"
+            ))),
+        }
+    }
+}
+
+/// `[calls]`: limits and timers of the bridge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsConfig {
+    /// Concurrent calls, both directions, all trunks.
+    pub max_calls: usize,
+    /// 486 or 503 for a call over a limit.
+    pub limit_response: LimitResponse,
+    /// From the carrier call starting to its answer; then 480 and the carrier session ends.
+    #[serde(with = "humantime_serde")]
+    pub no_answer_timeout: Duration,
+    /// RFC 4028 session interval we ask for and accept at most.
+    #[serde(with = "humantime_serde")]
+    pub session_expires: Duration,
+    /// RFC 4028 smallest session interval we accept (422 below it); at least 90 s.
+    #[serde(with = "humantime_serde")]
+    pub min_se: Duration,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            max_calls: 500,
+            limit_response: LimitResponse::Unavailable,
+            no_answer_timeout: Duration::from_secs(90),
+            session_expires: Duration::from_secs(1800),
+            min_se: Duration::from_secs(90),
+        }
+    }
+}
+
+/// One DID route: called numbers matching `did` go to `trunk`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundRoute {
+    /// An E.164 number (`+97145551234`) or a prefix ending in `*` (`+9714555*`).
+    pub did: String,
+    pub trunk: String,
+}
+
+impl InboundRoute {
+    pub fn matches(&self, e164: &str) -> bool {
+        match self.did.strip_suffix('*') {
+            Some(prefix) => e164.starts_with(prefix),
+            None => self.did == e164,
+        }
+    }
+}
+
+/// `[inbound]`: carrier calls toward the PBXs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundConfig {
+    /// Routes tried in order; the first match wins.
+    pub routes: Vec<InboundRoute>,
+    /// Trunk for DIDs no route matches; default: the first trunk.
+    pub default_trunk: Option<String>,
+    /// How the caller's number is written in From and P-Asserted-Identity toward the PBX.
+    pub caller_format: OutputFormat,
+    /// How the DID is written in the Request-URI user part and To.
+    pub did_format: OutputFormat,
+}
+
+impl CallsConfig {
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        let mut e = |k: &str, m: &str| errs.push((format!("calls.{k}"), m.to_string()));
+        if self.max_calls == 0 {
+            e("max_calls", "must be at least 1");
+        }
+        if self.no_answer_timeout < Duration::from_secs(1) {
+            e("no_answer_timeout", "must be at least 1s");
+        }
+        if self.min_se < Duration::from_secs(90) {
+            e("min_se", "must be at least 90s (RFC 4028)");
+        }
+        if self.session_expires < self.min_se {
+            e("session_expires", "must not be smaller than calls.min_se");
+        }
+        errs
+    }
+}
