@@ -3,6 +3,7 @@
 //! The protocol logic lives in I/O-free state machines (`sip`); sockets, clocks and tasks sit
 //! at the edges (`sip::transport`, `daemon`).
 
+pub mod call;
 pub mod carrier;
 pub mod config;
 pub mod daemon;
