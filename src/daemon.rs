@@ -1,16 +1,25 @@
-//! Wiring of the running daemon: binds the SIP socket, starts the endpoint and the carrier client
-//! (with the in-process simulator when `carrier.simulate` is set), and stops cleanly on SIGTERM
-//! or SIGINT: the SIP loop ends, carrier subscriptions are deleted.
+//! Wiring of the running daemon: binds the SIP socket, starts the carrier client (with the
+//! in-process simulator when `carrier.simulate` is set), the call context the call tasks share,
+//! and the endpoint; carrier-originated calls become inbound call tasks. Stops cleanly on
+//! SIGTERM or SIGINT: the SIP loop ends, carrier subscriptions are deleted.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::call::context::CallContext;
+use crate::call::record::{LogSink, Records};
+use crate::call::router::CallRouter;
+use crate::call::session_timer::TimerConfig;
 use crate::carrier::{Carrier, CarrierCall, Overrides};
+use crate::media::rtp_leg::PortPool;
+use crate::media::webrtc_peer::PeerSettings;
+use crate::numbers::NumberPolicy;
 use crate::config::{CarrierAccount, CarrierConfig, Config, Secret};
 use crate::sim::{SimConfig, SimHandle, SimUser};
 use crate::sip::endpoint::Endpoint;
@@ -26,15 +35,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
     })?;
     let local = socket.local_addr()?;
+    let advertise = SocketAddr::new(advertised_ip(&config, local)?, local.port());
     let registrations = Registrations::default();
     let stats = Arc::new(SipStats::default());
     // The first number parse loads libphonenumber metadata (tens of ms): not on a call's path.
     crate::numbers::warm_up();
-    let endpoint = Endpoint::new(&config, registrations, stats, Instant::now())?;
-    info!(listen = %local, "trunkgate {} ready: {}", env!("CARGO_PKG_VERSION"), config.summary());
+    let mut endpoint = Endpoint::new(&config, registrations, stats, Instant::now())?;
+    endpoint.set_advertise(advertise);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let sip = tokio::spawn(transport::serve(socket, endpoint, stop_rx));
     let carrier = match &config.carrier {
         Some(c) => Some(start_carrier(c).await?),
         None => {
@@ -42,22 +50,107 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(call_context(
+        &config,
+        advertise.ip(),
+        carrier.as_ref().map(|c| c.0.clone()),
+        cmd_tx,
+        endpoint.call_refs(),
+        Arc::new(LogSink),
+    )?);
+    info!(listen = %local, advertise = %advertise, "trunkgate {} ready: {}", env!("CARGO_PKG_VERSION"), config.summary());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let router = CallRouter::new(ctx.clone());
+    let sip = tokio::spawn(transport::serve(socket, endpoint, stop_rx, cmd_rx, router));
+    let (carrier, sim, inbound) = match carrier {
+        Some((carrier, sim, calls)) => (
+            Some(carrier),
+            sim,
+            Some(tokio::spawn(accept_inbound(ctx.clone(), calls))),
+        ),
+        None => (None, None, None),
+    };
     wait_for_stop_signal().await?;
     info!("stopping");
     let _ = stop_tx.send(true);
     let _ = sip.await;
-    if let Some((carrier, sim, inbound)) = carrier {
-        carrier.shutdown().await;
+    if let Some(inbound) = inbound {
         inbound.abort();
-        if let Some(sim) = sim {
-            sim.stop().await;
-        }
+    }
+    drop(ctx);
+    if let Some(carrier) = carrier {
+        carrier.shutdown().await;
+    }
+    if let Some(sim) = sim {
+        sim.stop().await;
     }
     info!("stopped");
     Ok(())
 }
 
-type CarrierParts = (Carrier, Option<SimHandle>, tokio::task::JoinHandle<()>);
+/// The address PBXs reach us at: `sip.advertise`, else the bound address, else (bound to all
+/// interfaces) the source address the routing table picks for a public destination. The
+/// lookup is a `connect` on an unbound UDP socket: no packet is sent.
+fn advertised_ip(config: &Config, local: SocketAddr) -> anyhow::Result<IpAddr> {
+    if let Some(ip) = config.sip.advertise {
+        return Ok(ip);
+    }
+    if !local.ip().is_unspecified() {
+        return Ok(local.ip());
+    }
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    probe
+        .connect("192.0.2.1:9")
+        .context("sip.listen binds all interfaces and no route exists to pick an address: set sip.advertise")?;
+    let ip = probe.local_addr()?.ip();
+    warn!(%ip, "sip.advertise not set: advertising the default route's address");
+    Ok(ip)
+}
+
+fn call_context(
+    config: &Config,
+    sdp_ip: IpAddr,
+    carrier: Option<Arc<Carrier>>,
+    cmds: mpsc::UnboundedSender<crate::call::signal::CallCmd>,
+    refs: Arc<crate::call::signal::CallRefs>,
+    records: Records,
+) -> anyhow::Result<CallContext> {
+    let (first, last) = config
+        .media
+        .port_range()
+        .map_err(|e| anyhow::anyhow!("media.rtp_ports: {e}"))?;
+    let listen_ip = config.sip.listen.ip();
+    let rtp_ip = config.media.rtp_bind.unwrap_or(listen_ip);
+    let webrtc_ip = config
+        .media
+        .webrtc_bind
+        .unwrap_or(if listen_ip.is_unspecified() { sdp_ip } else { listen_ip });
+    let mut peer = PeerSettings::new(webrtc_ip);
+    peer.relay_only = carrier.as_ref().is_some_and(|c| c.relay_only());
+    Ok(CallContext {
+        carrier,
+        ports: PortPool::new(rtp_ip, first, last),
+        sdp_ip,
+        peer,
+        cmds,
+        records,
+        calls: config.calls.clone(),
+        timer: TimerConfig::new(config.calls.session_expires, config.calls.min_se)
+            .map_err(|e| anyhow::anyhow!("calls.session_expires / calls.min_se: {e}"))?,
+        inbound: config.inbound.clone(),
+        trunks: config.trunks.iter().map(|t| t.name.clone()).collect(),
+        numbers: NumberPolicy::new(&config.numbers)?,
+        refs,
+    })
+}
+
+type CarrierParts = (
+    Arc<Carrier>,
+    Option<SimHandle>,
+    tokio::sync::mpsc::Receiver<CarrierCall>,
+);
 
 /// Starts the carrier client, and first the simulator when `simulate` is set.
 async fn start_carrier(cfg: &CarrierConfig) -> anyhow::Result<CarrierParts> {
@@ -101,21 +194,14 @@ async fn start_carrier(cfg: &CarrierConfig) -> anyhow::Result<CarrierParts> {
     }
     let (carrier, inbound) =
         Carrier::start(&cfg, overrides).context("cannot start the carrier client")?;
-    let inbound = tokio::spawn(refuse_inbound(inbound));
-    Ok((carrier, sim, inbound))
+    Ok((Arc::new(carrier), sim, inbound))
 }
 
-/// Until calls are bridged, a carrier-originated call is rejected at the carrier, visibly.
-async fn refuse_inbound(mut inbound: tokio::sync::mpsc::Receiver<CarrierCall>) {
-    while let Some(mut call) = inbound.recv().await {
-        let from = call
-            .incoming()
-            .and_then(|c| c.caller_number.clone())
-            .unwrap_or_default();
-        warn!(session = %call.session(), %from, "inbound carrier call rejected: no call bridge in this build");
-        if let Err(e) = call.reject().await {
-            warn!(session = %call.session(), "reject failed: {e}");
-        }
+/// Each carrier-originated call becomes an inbound call task.
+async fn accept_inbound(ctx: Arc<CallContext>, mut inbound: mpsc::Receiver<CarrierCall>) {
+    while let Some(call) = inbound.recv().await {
+        let id = ctx.refs.next();
+        tokio::spawn(crate::call::inbound::run(ctx.clone(), id, call));
     }
 }
 

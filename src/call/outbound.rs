@@ -235,11 +235,12 @@ async fn outbound(
                 }
                 Some(CallEvent::Answered { sdp }) => break sdp,
                 Some(CallEvent::Ended { code, reason, .. }) => {
-                    let sip = map_failure(code);
-                    record.carrier_code = Some(code);
+                    let reason = reason.unwrap_or_default();
+                    let sip = map_failure(code.unwrap_or(0));
+                    record.carrier_code = code;
                     record.carrier_reason = Some(reason.clone());
                     record.ended_by = EndedBy::Carrier;
-                    info!(carrier_code = code, %reason, sip, "carrier call failed");
+                    info!(carrier_code = ?code, %reason, sip, "carrier call failed");
                     return refuse(leg, record, Reply::new(sip).header(
                         "Reason", format!("SIP;cause={sip};text=\"{}\"", crate::sip::endpoint::sanitize(&reason))));
                 }

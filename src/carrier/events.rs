@@ -83,7 +83,7 @@ pub enum Classified {
 }
 
 /// The offer and identities of a carrier-originated call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct IncomingCall {
     pub session: String,
     /// `None` for a "slow start" call without an offer (we only answer offers).

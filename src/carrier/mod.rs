@@ -88,7 +88,7 @@ impl Reservation {
 
 pub struct Carrier {
     accounts: Vec<Arc<Account>>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
     ice_urls: Vec<String>,
     relay_only: bool,
@@ -165,7 +165,7 @@ impl Carrier {
         Ok((
             Carrier {
                 accounts,
-                tasks,
+                tasks: std::sync::Mutex::new(tasks),
                 stop,
                 ice_urls: cfg.ice_servers.clone(),
                 relay_only: cfg.ice_transport_policy == IceTransportPolicy::Relay,
@@ -213,9 +213,10 @@ impl Carrier {
     }
 
     /// Stops every account: sockets closed with 1000, subscriptions deleted (bounded wait).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
     }

@@ -53,6 +53,12 @@ mod tests;
 pub use events::{InRtp, MediaEvent, MediaEvents, PeerState};
 use sdp::{first_g711_in_sdp, format_in_sdp, g711, sdp_audio_direction, telephone_event};
 
+/// The audio direction an SDP states (media level first, then session level; sendrecv by
+/// default).
+pub fn sdp_direction(sdp: &str) -> Direction {
+    sdp_audio_direction(sdp)
+}
+
 /// Payload type we offer for `telephone-event/8000` (an answerer follows the offer's).
 pub const TELEPHONE_EVENT_PT: u8 = 101;
 

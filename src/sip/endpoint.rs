@@ -152,11 +152,7 @@ impl Endpoint {
 
     /// The next event for a call.
     pub fn poll_call_event(&mut self) -> Option<(CallRef, ToCall)> {
-        if self.dialogs.to_calls.is_empty() {
-            None
-        } else {
-            Some(self.dialogs.to_calls.remove(0))
-        }
+        self.dialogs.to_calls.pop_front()
     }
 
     /// Records of call attempts the core refused itself (number policy, limits).
@@ -504,7 +500,7 @@ impl Endpoint {
     }
 }
 
-fn sanitize(s: &str) -> String {
+pub fn sanitize(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
         .collect()

@@ -5,7 +5,7 @@
 //! ACK) built and handed to client transactions. Calls see only `ToCall` / `CallCmd`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,7 +99,7 @@ pub(super) struct Dialogs {
     by_invite_tx: HashMap<TxId, CallRef>,
     client_owner: HashMap<TxId, (CallRef, CallRequest)>,
     timers: BinaryHeap<Reverse<(Instant, CallRef)>>,
-    pub(super) to_calls: Vec<(CallRef, ToCall)>,
+    pub(super) to_calls: VecDeque<(CallRef, ToCall)>,
     pub(super) records: Vec<CallRecord>,
     per_trunk: HashMap<usize, usize>,
 }
@@ -341,7 +341,7 @@ impl Endpoint {
               "outbound call accepted for the carrier");
         self.dialogs.by_invite_tx.insert(id, call);
         self.dialogs.insert(call, dialog);
-        self.dialogs.to_calls.push((
+        self.dialogs.to_calls.push_back((
             call,
             ToCall::Outbound(Box::new(OutboundInvite {
                 trunk: name,
@@ -475,7 +475,7 @@ impl Endpoint {
             Method::Bye => {
                 d.ended = true;
                 d.unacked = None;
-                self.dialogs.to_calls.push((call, ToCall::Bye));
+                self.dialogs.to_calls.push_back((call, ToCall::Bye));
                 Some(Answer::new(200))
             }
             Method::Invite => {
@@ -494,7 +494,7 @@ impl Endpoint {
                     info: info.clone(),
                     src,
                 });
-                self.dialogs.to_calls.push((
+                self.dialogs.to_calls.push_back((
                     call,
                     ToCall::Reinvite {
                         sdp: sdp_of(&req.body),
@@ -519,7 +519,7 @@ impl Endpoint {
         match &d.unacked {
             Some(u) if u.cseq == info.cseq.seq => {
                 d.unacked = None;
-                self.dialogs.to_calls.push((
+                self.dialogs.to_calls.push_back((
                     call,
                     ToCall::Ack {
                         sdp: sdp_of(&req.body),
@@ -552,7 +552,7 @@ impl Endpoint {
                     d.ended = true;
                     d.unacked = None;
                 }
-                self.dialogs.to_calls.push((call, ToCall::Cancelled));
+                self.dialogs.to_calls.push_back((call, ToCall::Cancelled));
             }
         }
         Answer::new(200)
@@ -578,7 +578,7 @@ impl Endpoint {
             if now >= u.give_up {
                 d.unacked = None;
                 warn!(call, call_id = %d.call_id, "no ACK for our 2xx: ending the call");
-                self.dialogs.to_calls.push((call, ToCall::NoAck));
+                self.dialogs.to_calls.push_back((call, ToCall::NoAck));
                 continue;
             }
             self.out.push_back(Transmit {
@@ -701,7 +701,7 @@ impl Endpoint {
         };
         if d.ended || !d.confirmed || d.reinvite_out || d.reinvite.is_some() {
             // Glare or a dead dialog: tell the call as a 491 so it retries later.
-            self.dialogs.to_calls.push((
+            self.dialogs.to_calls.push_back((
                 call,
                 ToCall::Response {
                     request: CallRequest::Reinvite,
@@ -726,7 +726,7 @@ impl Endpoint {
     /// An inbound call: INVITE to the trunk's registered contact.
     fn send_invite(&mut self, call: CallRef, inv: InboundInvite, now: Instant) {
         let fail = |this: &mut Endpoint, code: u16, reason: &str| {
-            this.dialogs.to_calls.push((
+            this.dialogs.to_calls.push_back((
                 call,
                 ToCall::Response {
                     request: CallRequest::Invite,
@@ -874,7 +874,7 @@ impl Endpoint {
         let timer = timer_headers(&resp.headers);
         let sdp = sdp_of(&resp.body);
         let deliver = |this: &mut Endpoint, sdp: Option<String>| {
-            this.dialogs.to_calls.push((
+            this.dialogs.to_calls.push_back((
                 call,
                 ToCall::Response {
                     request: purpose,
@@ -989,7 +989,7 @@ impl Endpoint {
             }
         }
         if purpose != CallRequest::Bye {
-            self.dialogs.to_calls.push((
+            self.dialogs.to_calls.push_back((
                 call,
                 ToCall::Response {
                     request: purpose,

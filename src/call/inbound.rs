@@ -1,0 +1,233 @@
+//! An inbound call (carrier → PBX): the DID routed to a trunk, the WebRTC answer prepared, an
+//! INVITE to the trunk's registered contact, the PBX's progress mapped onto the carrier
+//! (`ringing`, `callAnswer`, `reject`), and the carrier's `callCancel` as CANCEL.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tracing::{info, warn, Instrument};
+
+use super::bridge::{Bridge, PbxFlow};
+use super::context::CallContext;
+use super::pbx_leg::{pbx_media, PbxLeg};
+use super::record::{CallDirection, CallRecord, EndedBy};
+use super::session_timer::{self, SessionTimer};
+use super::signal::{CallCmd, CallRef, InboundInvite, Request, ToCall};
+use crate::carrier::events::CallEvent;
+use crate::carrier::CarrierCall;
+use crate::media::pbx_sdp::{self, MediaLine};
+use crate::media::relay::Relay;
+use crate::media::webrtc_peer::{Direction, MediaPeer, TELEPHONE_EVENT_PT};
+
+/// Runs one carrier call toward the PBX to its end; always reports `Done` and one record.
+pub async fn run(ctx: Arc<CallContext>, call: CallRef, carrier: CarrierCall) {
+    let span = tracing::info_span!("call", call, session = %carrier.session());
+    async move {
+        let incoming = carrier.incoming().cloned().unwrap_or_default();
+        let called_raw = incoming.callee_number.clone().unwrap_or_default();
+        let mut record = CallRecord::new(call, CallDirection::Inbound, called_raw.clone());
+        record.carrier_session = Some(carrier.session().to_string());
+        record.carrier_account = Some(carrier.account().to_string());
+        record.caller_raw = incoming.caller_number.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        ctx.send(CallCmd::Attach(call, tx));
+        let mut leg = PbxLeg::new(ctx.clone(), call, 0);
+        inbound(&ctx, &mut leg, carrier, rx, &mut record).await;
+        record.ended = SystemTime::now();
+        info!(code = record.sip_code, ended_by = ?record.ended_by, "call ended");
+        ctx.done(call);
+        ctx.records.record(record);
+    }
+    .instrument(span)
+    .await
+}
+
+async fn reject(carrier: &mut CarrierCall, record: &mut CallRecord, code: u16, why: &str) {
+    record.sip_code = code;
+    record.sip_reason = why.to_string();
+    if let Err(e) = carrier.reject().await {
+        warn!(error = %e, "carrier reject failed");
+    }
+}
+
+async fn inbound(
+    ctx: &Arc<CallContext>,
+    leg: &mut PbxLeg,
+    mut carrier: CarrierCall,
+    mut rx: mpsc::UnboundedReceiver<ToCall>,
+    record: &mut CallRecord,
+) {
+    let incoming = carrier.incoming().cloned().unwrap_or_default();
+    let callee = incoming.callee_number.clone().unwrap_or_default();
+    let did_e164 = ctx
+        .numbers
+        .reformat(&callee, crate::numbers::OutputFormat::E164)
+        .unwrap_or_else(|| callee.clone());
+    record.called = Some(did_e164.clone());
+    let caller = incoming
+        .caller_number
+        .as_deref()
+        .and_then(|n| ctx.numbers.reformat(n, ctx.inbound.caller_format));
+    record.caller = caller.clone();
+    let Some(trunk) = ctx.route(&did_e164).map(str::to_owned) else {
+        warn!(did = %did_e164, "inbound carrier call rejected: no trunk to route it to");
+        record.ended_by = EndedBy::Gateway;
+        return reject(&mut carrier, record, 404, "No Route").await;
+    };
+    record.trunk = Some(trunk.clone());
+    let Some(offer) = incoming.offer.clone() else {
+        record.ended_by = EndedBy::Gateway;
+        return reject(&mut carrier, record, 488, "No Offer").await;
+    };
+    let Some(service) = ctx.carrier.clone() else {
+        return;
+    };
+    let rtp = match ctx.ports.allocate() {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "inbound carrier call rejected: no RTP port");
+            record.ended_by = EndedBy::Gateway;
+            return reject(&mut carrier, record, 503, "No RTP Port").await;
+        }
+    };
+    leg.rtp_port = rtp.port;
+    let mut settings = ctx.peer.clone();
+    settings.ice_servers = service.ice_servers_for(&carrier);
+    let (peer, answer_sdp, format, events) = match MediaPeer::answer(&settings, &offer).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "inbound carrier call rejected: its offer is unusable");
+            record.ended_by = EndedBy::Gateway;
+            return reject(&mut carrier, record, 488, "Offer Unusable").await;
+        }
+    };
+    let peer = Arc::new(peer);
+    let line = MediaLine {
+        codec: format.codec,
+        audio_pt: format.codec.payload_type(),
+        event_pt: format.telephone_event_pt.map(|_| TELEPHONE_EVENT_PT),
+        direction: Direction::SendRecv,
+    };
+    let our_offer = leg.render(line);
+    let did = ctx
+        .numbers
+        .reformat(&did_e164, ctx.inbound.did_format)
+        .unwrap_or_else(|| did_e164.clone());
+    ctx.send(CallCmd::Invite(
+        leg.call,
+        Box::new(InboundInvite {
+            trunk: trunk.clone(),
+            did,
+            caller_number: if caller.is_some() { caller.clone() } else { None },
+            caller_name: incoming.caller_name.clone(),
+            sdp: our_offer,
+            headers: session_timer::request_headers(&ctx.timer),
+        }),
+    ));
+    let rtp_socket = Arc::new(rtp.rtp);
+    let _rtcp = rtp.rtcp;
+    let mut ringing = false;
+    let mut cancelled = false;
+    let no_answer = tokio::time::sleep(ctx.calls.no_answer_timeout);
+    tokio::pin!(no_answer);
+    let (pbx_sdp_text, timer_headers) = loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(ToCall::Response { request: Request::Invite, code, reason, sdp, timer }) => match code {
+                    180..=183 if !ringing && !cancelled => {
+                        ringing = true;
+                        if let Err(e) = carrier.ringing().await {
+                            warn!(error = %e, "carrier ringing failed");
+                        }
+                    }
+                    100..=199 => {}
+                    200..=299 if cancelled => {
+                        // the answer crossed our CANCEL: the core hangs up with BYE
+                        record.sip_code = code;
+                        record.ended_by = EndedBy::Carrier;
+                        return;
+                    }
+                    200..=299 => break (sdp, timer),
+                    _ => {
+                        if cancelled {
+                            record.sip_code = code;
+                            record.sip_reason = reason;
+                            return;
+                        }
+                        match code {
+                            480 if reason.contains("Not Registered") => {
+                                warn!(%trunk, "inbound carrier call rejected: trunk is not registered")
+                            }
+                            _ => info!(code, %reason, "the PBX refused the call"),
+                        }
+                        record.ended_by = EndedBy::Pbx;
+                        return reject(&mut carrier, record, code, &reason).await;
+                    }
+                },
+                Some(_) => {}
+                None => return,
+            },
+            ev = carrier.next_event(), if !cancelled => match ev {
+                Some(CallEvent::Cancelled) | Some(CallEvent::Ended { .. }) | None => {
+                    info!("the carrier caller gave up: CANCEL");
+                    record.ended_by = EndedBy::Carrier;
+                    record.sip_code = 487;
+                    cancelled = true;
+                    ctx.send(CallCmd::Cancel(leg.call));
+                }
+                Some(_) => {}
+            },
+            _ = &mut no_answer, if !cancelled => {
+                info!("the PBX did not answer in time");
+                record.ended_by = EndedBy::Gateway;
+                record.sip_code = 480;
+                cancelled = true;
+                ctx.send(CallCmd::Cancel(leg.call));
+                if let Err(e) = carrier.reject().await {
+                    warn!(error = %e, "carrier reject failed");
+                }
+            }
+        }
+    };
+    let Some(answer) = pbx_sdp_text.as_deref().and_then(|s| pbx_sdp::parse(s).ok()) else {
+        warn!("the PBX answered without a usable SDP");
+        leg.bye(Some("SIP;cause=488;text=\"no usable SDP\"".into()));
+        record.ended_by = EndedBy::Gateway;
+        return reject(&mut carrier, record, 488, "No Usable Answer").await;
+    };
+    let Some(media) = pbx_media(&answer, format.codec, None) else {
+        warn!(codec = ?format.codec, "the PBX answered without the offered codec");
+        leg.bye(Some("SIP;cause=488;text=\"codec\"".into()));
+        record.ended_by = EndedBy::Gateway;
+        return reject(&mut carrier, record, 488, "Codec Mismatch").await;
+    };
+    leg.pbx = Some(media);
+    let relay = Relay::start(rtp_socket, peer.clone(), events, media);
+    if let Err(e) = carrier.answer(&answer_sdp).await {
+        warn!(error = %e, "carrier callAnswer failed");
+        leg.bye(Some("Q.850;cause=41;text=\"carrier answer failed\"".into()));
+        record.ended_by = EndedBy::Gateway;
+        record.sip_code = 200;
+        return;
+    }
+    record.sip_code = 200;
+    record.sip_reason = "OK".into();
+    record.answered = Some(SystemTime::now());
+    info!(%trunk, codec = ?format.codec, "answered by the PBX");
+    let negotiated = session_timer::on_2xx(timer_headers.session_expires.as_deref());
+    let timer = negotiated.map(|n| SessionTimer::new(&n, n.we_refresh(false), Instant::now()));
+    let bridge = Bridge {
+        leg,
+        carrier,
+        peer,
+        relay,
+        format,
+        timer,
+        timer_negotiated: negotiated,
+        we_are_uas: false,
+        flow: PbxFlow::Answered,
+        pbx_direction: answer.effective_direction(),
+    };
+    bridge.run(rx, record).await;
+}
