@@ -36,6 +36,7 @@ pub async fn run(
         record.trunk = Some(inv.trunk.clone());
         record.called = Some(inv.destination.e164.clone());
         record.caller = inv.caller.number.clone();
+        record.caller_raw = Some(inv.from_uri.clone());
         let mut leg = PbxLeg::new(ctx.clone(), call, 0);
         outbound(&ctx, &mut leg, inv, rx, &mut record).await;
         record.ended = SystemTime::now();

@@ -21,6 +21,8 @@ pub struct OutboundInvite {
     pub dialled: String,
     pub destination: Destination,
     pub caller: CallerId,
+    /// The From URI as received.
+    pub from_uri: String,
     pub source: SocketAddr,
     /// The SDP offer; `None` for an offerless INVITE (we offer in the 200, it answers in ACK).
     pub sdp: Option<String>,

@@ -88,6 +88,7 @@ impl Continuity {
     /// a new source (the caller then sets the marker bit, RFC 3551 4.1).
     pub fn map(&mut self, ssrc: u32, sequence: u16, timestamp: u32) -> (u16, u32, bool) {
         let new_source = self.source != Some(ssrc);
+        let switched = new_source && self.last.is_some();
         if new_source {
             self.source = Some(ssrc);
             if let Some((seq, ts)) = self.last {
@@ -102,7 +103,7 @@ impl Continuity {
             Some((seq, _)) if (out_seq.wrapping_sub(seq) as i16) <= 0 && !new_source => {}
             _ => self.last = Some((out_seq, out_ts)),
         }
-        (out_seq, out_ts, new_source && self.last.is_some())
+        (out_seq, out_ts, switched)
     }
 }
 

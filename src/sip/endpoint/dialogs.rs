@@ -349,6 +349,7 @@ impl Endpoint {
                 dialled: dialled_user,
                 destination,
                 caller,
+                from_uri: info.from.uri_text.clone(),
                 source: src,
                 sdp: sdp_of(&req.body),
                 timer: timer_headers(&req.headers),
