@@ -8,5 +8,6 @@ mod cli;
 
 mod numbers;
 mod register_sipp;
+mod rtp_capture;
 mod sha256_auth;
 mod torture;
