@@ -3,6 +3,9 @@
 
 mod harness;
 
+mod call_scenarios;
+mod call_support;
+mod calls;
 mod carrier;
 mod cli;
 
