@@ -340,7 +340,7 @@ impl Drop for Sipp {
 
 /// The PBX's trunk credentials for sipp (`-au`/`-ap`, used by `[authentication]`) and the
 /// dialled number (`-s`, the Request-URI user).
-pub fn uac_args<'a>(dialled: &'a str) -> Vec<&'a str> {
+pub fn uac_args(dialled: &str) -> Vec<&str> {
     vec!["-s", dialled, "-au", TRUNK_USER, "-ap", TRUNK_PASS]
 }
 
