@@ -206,9 +206,15 @@ pub struct SippRun {
 impl SippRun {
     pub fn describe(&self) -> String {
         format!(
-            "status {}\nstdout (tail):\n{}\nstderr:\n{}\nerror file (tail):\n{}\nscenario log:\n{}",
+            "status {}\nsipp screen (tail):\n{}\nstderr:\n{}\nerror file (tail):\n{}\nscenario log:\n{}",
             self.status,
-            tail(&self.stdout, 30),
+            // the last scenario screen (message counts per step), not the statistics after it
+            tail(
+                self.stdout
+                    .rsplit_once("Test Terminated")
+                    .map_or(self.stdout.as_str(), |(screen, _)| screen),
+                40
+            ),
             tail(&self.stderr, 10),
             tail(&self.errors, 40),
             self.log
