@@ -437,6 +437,12 @@ pub struct SimProcess {
 
 impl SimProcess {
     pub fn start(username: &str, password: &str) -> SimProcess {
+        SimProcess::start_with(username, password, "")
+    }
+
+    /// As [`SimProcess::start`], with more `[behaviour]` lines (the per-number lists: `busy`,
+    /// `no_answer`, `reject`, `tone`, `early_media`, each of E.164 numbers).
+    pub fn start_with(username: &str, password: &str, behaviour: &str) -> SimProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let rest = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let control = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
@@ -444,7 +450,7 @@ impl SimProcess {
         let cfg = format!(
             "listen = \"{rest}\"\ncontrol_listen = \"{control}\"\ncert_out = \"{}\"\n\
              [[users]]\nusername = \"{username}\"\npassword = \"{password}\"\n\
-             [behaviour]\nring_delay = \"50ms\"\nanswer_delay = \"50ms\"\n",
+             [behaviour]\nring_delay = \"50ms\"\nanswer_delay = \"50ms\"\n{behaviour}\n",
             cert.display()
         );
         let path = dir.path().join("sim.toml");

@@ -3,10 +3,14 @@
 
 mod harness;
 
+mod call_scenarios;
+mod call_support;
+mod calls;
 mod carrier;
 mod cli;
 
 mod numbers;
 mod register_sipp;
+mod rtp_capture;
 mod sha256_auth;
 mod torture;

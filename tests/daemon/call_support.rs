@@ -1,0 +1,393 @@
+//! What the call tests share: sipp as a child process on chosen SIP and media ports (killed on
+//! drop, bounded), the daemon configured for bridging against a simulator, and polling the
+//! simulator's calls.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::rtp_capture::{pcap_rtp, Datagram, Rtp};
+
+pub const CARRIER_USER: &str = "gw@sim.test";
+pub const CARRIER_PASS: &str = "carrier-secret-c417";
+pub const TRUNK: &str = "t0";
+pub const TRUNK_USER: &str = "user0";
+pub const TRUNK_PASS: &str = "secret";
+
+/// The numbers the simulator scripts (E.164, the form its behaviour lists match) and what the
+/// PBX dials to reach them (UAE national form, normalised by the daemon to the E.164 one).
+pub const ANSWER_DIALLED: &str = "0501234567";
+pub const ANSWER_E164: &str = "+971501234567";
+pub const BUSY_DIALLED: &str = "0500000486";
+pub const NO_ANSWER_DIALLED: &str = "0500000480";
+pub const REJECT_DIALLED: &str = "0500000603";
+pub const EARLY_DIALLED: &str = "0500000183";
+pub const SIM_BEHAVIOUR: &str = "busy = [\"+971500000486\"]\nno_answer = [\"+971500000480\"]\n\
+     reject = [\"+971500000603\"]\nearly_media = [\"+971500000183\"]\n";
+
+pub const G711A_PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
+
+/// A block of 100 ports below the kernel's ephemeral range (32768-60999), different for every
+/// test in this process, for the daemon's `[media] rtp_ports`: parallel tests never share one.
+pub fn rtp_port_block() -> (u16, u16) {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    assert!(n < 120, "out of RTP port blocks");
+    let low = 20000 + n * 100;
+    (low, low + 99)
+}
+
+/// A free even UDP port whose +1 and +2 are free too (sipp binds its media port and the +2
+/// "video" port).
+pub fn free_media_port() -> u16 {
+    for _ in 0..50 {
+        let p = free_udp_port() & !1;
+        let ok = [p, p + 1, p + 2]
+            .iter()
+            .all(|&q| std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok());
+        if ok {
+            return p;
+        }
+    }
+    panic!("no free media port triple on loopback");
+}
+
+/// The simulator with the scripted numbers above, and the daemon bridging to it: trunk `t0`
+/// (`user0` / `secret`, plus `trunk_extra` lines), `[media] rtp_ports` from `rtp`, `[calls]`
+/// with `calls_extra`, `[inbound] default_trunk = "t0"`. Returns once the carrier subscription
+/// has its notification channel.
+pub struct Bridge {
+    pub sim: SimProcess,
+    pub daemon: Daemon,
+    pub rtp: (u16, u16),
+}
+
+impl Bridge {
+    pub fn start() -> Bridge {
+        Bridge::start_with("", "")
+    }
+
+    pub fn start_with(trunk_extra: &str, calls_extra: &str) -> Bridge {
+        let sim = SimProcess::start_with(CARRIER_USER, CARRIER_PASS, SIM_BEHAVIOUR);
+        let rtp = rtp_port_block();
+        let config = format!(
+            "{}{trunk_extra}\n\n[media]\nrtp_ports = \"{}-{}\"\n\n[calls]\nno_answer_timeout = \"60s\"\n\
+             {calls_extra}\n\n[inbound]\ndefault_trunk = \"{TRUNK}\"\n\n{}",
+            trunk(TRUNK, TRUNK_USER, TRUNK_PASS),
+            rtp.0,
+            rtp.1,
+            sim.carrier_toml(CARRIER_USER, CARRIER_PASS)
+        );
+        let daemon = Daemon::start("", &config);
+        daemon.wait_log("notification channel connected");
+        sim.wait_subscriptions("the daemon's subscription with its socket", |s| {
+            s.iter().any(|s| s["ws_connected"] == true)
+        });
+        Bridge { sim, daemon, rtp }
+    }
+
+    pub fn calls(&self) -> Vec<Value> {
+        match http_json(self.sim.control, "GET", "/calls", None) {
+            (200, Value::Array(a)) => a,
+            other => panic!("GET /calls: {other:?}"),
+        }
+    }
+
+    /// Polls the simulator (bounded) until `f` holds for its call list; panics with the list
+    /// and both logs otherwise.
+    pub fn wait_calls(&self, what: &str, timeout: Duration, f: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let calls = self.calls();
+            if f(&calls) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "simulator never showed {what} within {timeout:?}\nsim calls: {}\n{}",
+                    pretty(&calls),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The single call the simulator saw, after it ended (bounded wait).
+    pub fn only_call_ended(&self) -> Value {
+        self.wait_calls("exactly one call, ENDED", Duration::from_secs(10), |c| {
+            c.len() == 1 && c[0]["state"] == "ENDED"
+        });
+        self.calls().remove(0)
+    }
+
+    /// The tails of the daemon and simulator logs, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "daemon log (tail):\n{}\nsimulator log (tail):\n{}",
+            tail(&self.daemon.log(), 60),
+            tail(&self.sim.log(), 20)
+        )
+    }
+
+    /// Panics with a description, the simulator's calls and both logs.
+    pub fn fail(&self, what: &str) -> ! {
+        panic!(
+            "{what}\nsim calls: {}\n{}",
+            pretty(&self.calls()),
+            self.logs()
+        )
+    }
+
+    pub fn check(&self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.fail(&what());
+        }
+    }
+
+    /// Asserts a finished sipp run succeeded; the failure names the scenario, sipp's output
+    /// and error file, the simulator's calls and both logs.
+    pub fn assert_sipp_ok(&self, run: &SippRun, what: &str) {
+        if !run.success {
+            self.fail(&format!("sipp {what} failed:\n{}", run.describe()));
+        }
+    }
+}
+
+pub fn pretty(v: &[Value]) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// The states a simulator call went through, from its `history`.
+pub fn states(call: &Value) -> Vec<String> {
+    call["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|s| s["state"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn media_u64(call: &Value, key: &str) -> u64 {
+    call["media"][key].as_u64().unwrap_or(0)
+}
+
+/// sipp on fixed SIP and media ports (127.0.0.1), running as a child process.
+pub struct Sipp {
+    child: Option<Child>,
+    pub scenario: String,
+    pub sip_port: u16,
+    pub media_port: u16,
+    dir: tempfile::TempDir,
+    deadline: Instant,
+}
+
+/// What a finished sipp run left.
+#[derive(Debug)]
+pub struct SippRun {
+    pub success: bool,
+    pub status: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub errors: String,
+    /// The `<log>` lines (the scenario's `-log_file`).
+    pub log: String,
+}
+
+impl SippRun {
+    pub fn describe(&self) -> String {
+        format!(
+            "status {}\nsipp screen (tail):\n{}\nstderr:\n{}\nerror file (tail):\n{}\nscenario log:\n{}",
+            self.status,
+            // the last scenario screen (message counts per step), not the statistics after it
+            tail(
+                self.stdout
+                    .rsplit_once("Test Terminated")
+                    .map_or(self.stdout.as_str(), |(screen, _)| screen),
+                40
+            ),
+            tail(&self.stderr, 10),
+            tail(&self.errors, 40),
+            self.log
+        )
+    }
+}
+
+impl Sipp {
+    /// Starts `tests/sipp/<scenario>` toward `target` (None: a UAS, no target) with
+    /// `-i 127.0.0.1 -p sip_port -mi 127.0.0.1 -mp media_port`, sipp's own `-timeout` and
+    /// `max` as a hard bound after which the process is killed; one call (`-m 1`) unless
+    /// `extra` gives `-m`.
+    pub fn spawn(
+        scenario: &str,
+        target: Option<SocketAddr>,
+        sip_port: u16,
+        media_port: u16,
+        extra: &[&str],
+        max: Duration,
+    ) -> Sipp {
+        require_sipp();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf").arg(sipp_dir().join(scenario));
+        if let Some(t) = target {
+            cmd.arg(t.to_string());
+        }
+        let sip = sip_port.to_string();
+        let media = media_port.to_string();
+        let timeout = format!("{}s", max.as_secs().saturating_sub(5).max(5));
+        cmd.args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &sip,
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media,
+        ])
+        .args(["-nostdin", "-timeout", &timeout, "-timeout_error"])
+        .args(["-trace_err", "-error_file"])
+        .arg(dir.path().join("errors.log"))
+        .args(["-trace_logs", "-log_file"])
+        .arg(dir.path().join("scenario.log"))
+        .args(extra)
+        .args(if extra.contains(&"-m") {
+            &[][..]
+        } else {
+            &["-m", "1"][..]
+        })
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.path().join("stdout")).expect("stdout file"))
+        .stderr(std::fs::File::create(dir.path().join("stderr")).expect("stderr file"));
+        let child = cmd.spawn().expect("run sipp");
+        Sipp {
+            child: Some(child),
+            scenario: scenario.to_string(),
+            sip_port,
+            media_port,
+            dir,
+            deadline: Instant::now() + max,
+        }
+    }
+
+    /// A UAC run to completion (`-m 1` unless `extra` says otherwise).
+    pub fn run(
+        scenario: &str,
+        target: SocketAddr,
+        media_port: u16,
+        extra: &[&str],
+        max: Duration,
+    ) -> SippRun {
+        Sipp::spawn(
+            scenario,
+            Some(target),
+            free_udp_port(),
+            media_port,
+            extra,
+            max,
+        )
+        .wait()
+    }
+
+    /// Whether sipp is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Waits until sipp exits, killing it at the deadline given to `spawn`.
+    pub fn wait(mut self) -> SippRun {
+        let mut child = self.child.take().expect("sipp child");
+        let status = loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                break format!("{s}");
+            }
+            if Instant::now() >= self.deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break "killed at the test's deadline".to_string();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        SippRun {
+            success: status == "exit status: 0",
+            status,
+            stdout: read("stdout"),
+            stderr: read("stderr"),
+            errors: read("errors.log"),
+            log: read("scenario.log"),
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The PBX's trunk credentials for sipp (`-au`/`-ap`, used by `[authentication]`) and the
+/// dialled number (`-s`, the Request-URI user).
+pub fn uac_args(dialled: &str) -> Vec<&str> {
+    vec!["-s", dialled, "-au", TRUNK_USER, "-ap", TRUNK_PASS]
+}
+
+/// The final response `call_final.xml` logged ("final NNN"), if any.
+pub fn logged_final(run: &SippRun) -> Option<u16> {
+    run.log
+        .split("final ")
+        .nth(1)
+        .and_then(|s| s.get(..3))
+        .and_then(|c| c.parse().ok())
+}
+
+/// The audio packets sipp plays from g711a.pcap.
+pub fn g711a_packets() -> Vec<Rtp> {
+    pcap_rtp(std::path::Path::new(G711A_PCAP))
+}
+
+/// Checks the echo: at least 90 % of the audio payloads sipp sent (all but the first five,
+/// which may meet a leg still connecting) came back byte-identical. Returns a description of
+/// the mismatch, or None when it holds.
+pub fn echo_shortfall(sent: &[Rtp], captured: &[Datagram], calls: usize) -> Option<String> {
+    let received: Vec<Vec<u8>> = captured
+        .iter()
+        .filter_map(|d| Rtp::parse(&d.payload))
+        .map(|r| r.payload)
+        .collect();
+    let mut expected: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..calls {
+        expected.extend(sent.iter().skip(5).map(|r| r.payload.clone()));
+    }
+    let matched = crate::rtp_capture::matched_payloads(&expected, &received);
+    let need = expected.len() * 9 / 10;
+    if matched >= need {
+        None
+    } else {
+        Some(format!(
+            "echo: {matched} of {} sent audio payloads came back byte-identical (need {need}); \
+             captured {} datagrams, {} of them RTP",
+            expected.len(),
+            captured.len(),
+            received.len()
+        ))
+    }
+}
