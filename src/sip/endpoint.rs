@@ -285,6 +285,7 @@ impl Endpoint {
                     SipStats::inc(&self.stats.responses_sent);
                     self.out.push_back(t);
                 }
+                self.finish_cancel(now);
             }
             ServerRx::Retransmission(t) => {
                 SipStats::inc(&self.stats.retransmissions_absorbed);
@@ -334,7 +335,7 @@ impl Endpoint {
             Method::Register => self.register(req, info, src, now),
             Method::Invite => return self.invite(id, req, info, src, now),
             Method::Bye => return self.in_dialog(id, req, info, src),
-            Method::Cancel => self.cancel(info, now),
+            Method::Cancel => self.cancel(info),
             Method::Ack | Method::Other(_) => Answer::new(405).header("Allow", ALLOW),
         })
     }

@@ -102,6 +102,8 @@ pub(super) struct Dialogs {
     pub(super) to_calls: VecDeque<(CallRef, ToCall)>,
     pub(super) records: Vec<CallRecord>,
     per_trunk: HashMap<usize, usize>,
+    /// A call whose INVITE gets its 487 once the CANCEL's 200 is out (the order PBXs expect).
+    pub(super) cancelled: Option<CallRef>,
 }
 
 impl Dialogs {
@@ -535,7 +537,7 @@ impl Endpoint {
     }
 
     /// CANCEL: 200 to it and 487 to the INVITE while that has no final response; else 481.
-    pub(super) fn cancel(&mut self, info: &RequestInfo, now: Instant) -> Answer {
+    pub(super) fn cancel(&mut self, info: &RequestInfo) -> Answer {
         let key = TxKey::for_request(
             &Method::Invite,
             &info.top_via,
@@ -548,7 +550,7 @@ impl Endpoint {
         };
         if let Some(call) = self.dialogs.by_invite_tx.get(&invite_tx).copied() {
             if self.server.is_pending_invite(invite_tx) {
-                self.respond_invite(call, Reply::new(487), now);
+                self.dialogs.cancelled = Some(call);
                 if let Some(d) = self.dialogs.by_ref.get_mut(&call) {
                     d.ended = true;
                     d.unacked = None;
@@ -557,6 +559,13 @@ impl Endpoint {
             }
         }
         Answer::new(200)
+    }
+
+    /// The 487 of a cancelled INVITE, after the CANCEL's own response.
+    pub(super) fn finish_cancel(&mut self, now: Instant) {
+        if let Some(call) = self.dialogs.cancelled.take() {
+            self.respond_invite(call, Reply::new(487), now);
+        }
     }
 
     /// Dialog timers: 2xx retransmission and giving up on the ACK.
