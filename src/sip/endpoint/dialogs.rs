@@ -598,7 +598,8 @@ impl Endpoint {
                 bytes: u.bytes.clone(),
             });
             u.interval = (u.interval * 2).min(t2);
-            u.next = now + u.interval;
+            // never past 64*T1: that is when the call hears NoAck
+            u.next = (now + u.interval).min(u.give_up);
             self.dialogs.timers.push(Reverse((u.next, call)));
         }
     }
