@@ -1160,6 +1160,15 @@ impl Endpoint {
         now: Instant,
     ) {
         match rx {
+            ClientRx::Deliver(id)
+                if (200..300).contains(&resp.code)
+                    && info.cseq.method == "INVITE"
+                    && !self.dialogs.client_owner.contains_key(&id) =>
+            {
+                // A retransmitted 2xx while our INVITE's transaction is Accepted (the first one
+                // took the owner): our ACK again, as for one after the transaction ended.
+                self.client_response(ClientRx::Stray, resp, info, now)
+            }
             ClientRx::Deliver(id) => self.call_response(id, resp, info, false, now),
             ClientRx::DeliverNeedsAck(id) => self.call_response(id, resp, info, true, now),
             ClientRx::Absorbed(Some(t)) => self.out.push_back(t),
