@@ -17,10 +17,10 @@ use crate::call::record::{LogSink, Records};
 use crate::call::router::CallRouter;
 use crate::call::session_timer::TimerConfig;
 use crate::carrier::{Carrier, CarrierCall, Overrides};
+use crate::config::{CarrierAccount, CarrierConfig, Config, Secret};
 use crate::media::rtp_leg::PortPool;
 use crate::media::webrtc_peer::PeerSettings;
 use crate::numbers::NumberPolicy;
-use crate::config::{CarrierAccount, CarrierConfig, Config, Secret};
 use crate::sim::{SimConfig, SimHandle, SimUser};
 use crate::sip::endpoint::Endpoint;
 use crate::sip::registrar::Registrations;
@@ -101,9 +101,9 @@ fn advertised_ip(config: &Config, local: SocketAddr) -> anyhow::Result<IpAddr> {
         return Ok(local.ip());
     }
     let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
-    probe
-        .connect("192.0.2.1:9")
-        .context("sip.listen binds all interfaces and no route exists to pick an address: set sip.advertise")?;
+    probe.connect("192.0.2.1:9").context(
+        "sip.listen binds all interfaces and no route exists to pick an address: set sip.advertise",
+    )?;
     let ip = probe.local_addr()?.ip();
     warn!(%ip, "sip.advertise not set: advertising the default route's address");
     Ok(ip)
@@ -126,7 +126,11 @@ fn call_context(
     let webrtc_ip = config
         .media
         .webrtc_bind
-        .unwrap_or(if listen_ip.is_unspecified() { sdp_ip } else { listen_ip });
+        .unwrap_or(if listen_ip.is_unspecified() {
+            sdp_ip
+        } else {
+            listen_ip
+        });
     let mut peer = PeerSettings::new(webrtc_ip);
     peer.relay_only = carrier.as_ref().is_some_and(|c| c.relay_only());
     Ok(CallContext {

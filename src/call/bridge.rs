@@ -209,7 +209,11 @@ impl Bridge<'_> {
 
     /// A PBX re-INVITE: hold, resume, a new address, or a session refresh. Returns false when
     /// it was refused (nothing changed).
-    async fn on_reinvite(&mut self, sdp: Option<String>, timer: super::signal::TimerHeaders) -> bool {
+    async fn on_reinvite(
+        &mut self,
+        sdp: Option<String>,
+        timer: super::signal::TimerHeaders,
+    ) -> bool {
         let decision = session_timer::on_request(
             &session_timer::TimerRequest {
                 session_expires: timer.session_expires.as_deref(),
@@ -220,7 +224,8 @@ impl Bridge<'_> {
         );
         let timer_headers = match decision {
             Ok(session_timer::UasDecision::Reject422 { min_se }) => {
-                self.leg.respond_reinvite(Reply::new(422).header("Min-SE", min_se.to_string()));
+                self.leg
+                    .respond_reinvite(Reply::new(422).header("Min-SE", min_se.to_string()));
                 return false;
             }
             Ok(session_timer::UasDecision::Accept(n)) => {
@@ -240,7 +245,8 @@ impl Bridge<'_> {
                 Vec::new()
             }
             Err(e) => {
-                self.leg.respond_reinvite(Reply::new(400).reason(e.to_string()));
+                self.leg
+                    .respond_reinvite(Reply::new(400).reason(e.to_string()));
                 return false;
             }
         };
@@ -248,7 +254,10 @@ impl Bridge<'_> {
             None => {
                 // RFC 3261 14.2: offer in the 200, answer in the ACK. Offer everything we do.
                 self.flow = PbxFlow::AwaitingAckAnswer;
-                let line = self.leg.line.map(|l| MediaLine { direction: Direction::SendRecv, ..l });
+                let line = self.leg.line.map(|l| MediaLine {
+                    direction: Direction::SendRecv,
+                    ..l
+                });
                 match line {
                     Some(l) => self.leg.render(l),
                     None => {
@@ -313,7 +322,11 @@ impl Bridge<'_> {
     /// A carrier re-offer: answer it on the WebRTC leg, tell the carrier, and offer the PBX the
     /// matching direction in a re-INVITE.
     async fn carrier_reoffer(&mut self, sdp: &str) -> Result<(), String> {
-        let (answer, format) = self.peer.answer_reoffer(sdp).await.map_err(|e| e.to_string())?;
+        let (answer, format) = self
+            .peer
+            .answer_reoffer(sdp)
+            .await
+            .map_err(|e| e.to_string())?;
         self.format = format;
         self.carrier
             .respond_update(&answer)
@@ -323,11 +336,16 @@ impl Bridge<'_> {
         let Some(line) = self.leg.line else {
             return Err("no SDP sent to the PBX yet".into());
         };
-        let body = self.leg.render(MediaLine { direction: carrier_dir, ..line });
+        let body = self.leg.render(MediaLine {
+            direction: carrier_dir,
+            ..line
+        });
         let headers = self.refresh_headers();
-        self.leg
-            .ctx
-            .send(super::signal::CallCmd::Reinvite(self.leg.call, body, headers));
+        self.leg.ctx.send(super::signal::CallCmd::Reinvite(
+            self.leg.call,
+            body,
+            headers,
+        ));
         Ok(())
     }
 

@@ -119,7 +119,11 @@ async fn inbound(
         Box::new(InboundInvite {
             trunk: trunk.clone(),
             did,
-            caller_number: if caller.is_some() { caller.clone() } else { None },
+            caller_number: if caller.is_some() {
+                caller.clone()
+            } else {
+                None
+            },
             caller_name: incoming.caller_name.clone(),
             sdp: our_offer,
             headers: session_timer::request_headers(&ctx.timer),

@@ -29,7 +29,8 @@ pub async fn run(
     inv: OutboundInvite,
     rx: mpsc::UnboundedReceiver<ToCall>,
 ) {
-    let span = tracing::info_span!("call", call, call_id = %inv.call_id, session = tracing::field::Empty);
+    let span =
+        tracing::info_span!("call", call, call_id = %inv.call_id, session = tracing::field::Empty);
     async move {
         let mut record = CallRecord::new(call, CallDirection::Outbound, inv.dialled.clone());
         record.sip_call_id = Some(inv.call_id.clone());
@@ -138,7 +139,11 @@ async fn outbound(
         Ok(r) => r,
         Err(e) => {
             warn!(reason = %e, "no carrier capacity");
-            let retry = if e == Unavailable::AtCapacity { "5" } else { "30" };
+            let retry = if e == Unavailable::AtCapacity {
+                "5"
+            } else {
+                "30"
+            };
             return refuse(
                 leg,
                 record,
@@ -305,7 +310,9 @@ async fn outbound(
             let line = crate::media::pbx_sdp::MediaLine {
                 codec: format.codec,
                 audio_pt: format.codec.payload_type(),
-                event_pt: format.telephone_event_pt.map(|_| crate::media::webrtc_peer::TELEPHONE_EVENT_PT),
+                event_pt: format
+                    .telephone_event_pt
+                    .map(|_| crate::media::webrtc_peer::TELEPHONE_EVENT_PT),
                 direction: Direction::SendRecv,
             };
             leg.render(line)

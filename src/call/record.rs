@@ -118,7 +118,9 @@ mod unix_ms {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let ms = t
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         s.serialize_u64(ms)
     }
 }

@@ -377,7 +377,10 @@ impl Config {
                 _ => {}
             }
             if t.max_calls == Some(0) {
-                e(&k("max_calls"), "must be at least 1 (leave it out for no limit)".into());
+                e(
+                    &k("max_calls"),
+                    "must be at least 1 (leave it out for no limit)".into(),
+                );
             }
             if t.outbound_username.is_some() != t.outbound_password.is_some() {
                 e(

@@ -15,8 +15,8 @@ use tracing::{debug, info, warn};
 use super::{sanitize, Answer, Endpoint, ALLOW, SUPPORTED};
 use crate::call::record::{CallDirection, CallRecord, EndedBy};
 use crate::call::signal::{
-    CallCmd, CallRef, InboundInvite, OutboundInvite, Reply, Request as CallRequest,
-    TimerHeaders, ToCall,
+    CallCmd, CallRef, InboundInvite, OutboundInvite, Reply, Request as CallRequest, TimerHeaders,
+    ToCall,
 };
 use crate::numbers::{CallerIdInput, Verdict};
 use crate::sip::grammar::{NameAddr, Uri};
@@ -322,7 +322,11 @@ impl Endpoint {
             local_cseq: rand::random::<u16>() as u32 + 1,
             remote_cseq: info.cseq.seq,
             remote_target,
-            route_set: req.headers.get_all("Record-Route").map(str::to_owned).collect(),
+            route_set: req
+                .headers
+                .get_all("Record-Route")
+                .map(str::to_owned)
+                .collect(),
             peer: src,
             invite: Some(Pending {
                 tx: id,
@@ -407,11 +411,8 @@ impl Endpoint {
             r.body = sdp.into_bytes();
         }
         let bytes: Arc<[u8]> = r.to_bytes().into();
-        let dest = response::response_destination(
-            Some(&pending.info.top_via),
-            pending.src,
-            force_rport,
-        );
+        let dest =
+            response::response_destination(Some(&pending.info.top_via), pending.src, force_rport);
         let tx = pending.tx;
         let cseq = pending.info.cseq.seq;
         if let Some(t) = self.server.respond(tx, code, bytes.clone(), dest, now) {
@@ -445,13 +446,19 @@ impl Endpoint {
 
     fn respond_invite(&mut self, call: CallRef, reply: Reply, now: Instant) {
         if self.respond_pending(call, false, reply, now).is_none() {
-            debug!(call, "response for an INVITE that is no longer pending dropped");
+            debug!(
+                call,
+                "response for an INVITE that is no longer pending dropped"
+            );
         }
     }
 
     fn respond_reinvite(&mut self, call: CallRef, reply: Reply, now: Instant) {
         if self.respond_pending(call, true, reply, now).is_none() {
-            debug!(call, "response for a re-INVITE that is no longer pending dropped");
+            debug!(
+                call,
+                "response for a re-INVITE that is no longer pending dropped"
+            );
         }
     }
 
@@ -488,7 +495,11 @@ impl Endpoint {
                 if d.reinvite_out || d.uac_invite.is_some() || d.invite.is_some() {
                     return Some(Answer::new(491));
                 }
-                if let Some(c) = req.headers.get("Contact").and_then(|c| NameAddr::parse(c).ok()) {
+                if let Some(c) = req
+                    .headers
+                    .get("Contact")
+                    .and_then(|c| NameAddr::parse(c).ok())
+                {
                     d.remote_target = c.uri_text;
                 }
                 d.reinvite = Some(Pending {
@@ -596,7 +607,8 @@ impl Endpoint {
                 bytes: u.bytes.clone(),
             });
             u.interval = (u.interval * 2).min(t2);
-            u.next = now + u.interval;
+            // never past 64*T1: that is when the call hears NoAck
+            u.next = (now + u.interval).min(u.give_up);
             self.dialogs.timers.push(Reverse((u.next, call)));
         }
     }
@@ -683,7 +695,10 @@ impl Endpoint {
             return;
         }
         if !d.confirmed {
-            debug!(call, "BYE asked for a dialog that is not confirmed: ignored");
+            debug!(
+                call,
+                "BYE asked for a dialog that is not confirmed: ignored"
+            );
             return;
         }
         d.ended = true;
@@ -691,9 +706,8 @@ impl Endpoint {
         let cseq = d.local_cseq;
         let peer = d.peer;
         let b = branch();
-        let extra: Vec<(&'static str, String)> = reason
-            .map(|r| vec![("Reason", r)])
-            .unwrap_or_default();
+        let extra: Vec<(&'static str, String)> =
+            reason.map(|r| vec![("Reason", r)]).unwrap_or_default();
         let d = &self.dialogs.by_ref[&call];
         let req = self.dialog_request(d, Method::Bye, cseq, &b, None, &extra);
         self.start_client(call, CallRequest::Bye, &req, &b, peer, now);
@@ -752,11 +766,18 @@ impl Endpoint {
         };
         let on_trunk = self.dialogs.per_trunk.get(&trunk).copied().unwrap_or(0);
         if self.dialogs.active() >= self.max_calls
-            || self.auth.trunks()[trunk].max_calls.is_some_and(|m| on_trunk >= m)
+            || self.auth.trunks()[trunk]
+                .max_calls
+                .is_some_and(|m| on_trunk >= m)
         {
             return fail(self, 486, "Call Limit Reached");
         }
-        let Some(binding) = self.registrar.bindings(&inv.trunk).iter().max_by_key(|b| b.expires_at).cloned()
+        let Some(binding) = self
+            .registrar
+            .bindings(&inv.trunk)
+            .iter()
+            .max_by_key(|b| b.expires_at)
+            .cloned()
         else {
             return fail(self, 480, "Trunk Not Registered");
         };
@@ -765,7 +786,10 @@ impl Endpoint {
         };
         let host = self.sent_by();
         let local_tag = response::new_tag();
-        let caller = inv.caller_number.clone().unwrap_or_else(|| "anonymous".into());
+        let caller = inv
+            .caller_number
+            .clone()
+            .unwrap_or_else(|| "anonymous".into());
         let display = inv
             .caller_name
             .as_deref()
@@ -847,7 +871,12 @@ impl Endpoint {
         r.headers.push("Via", u.via.clone());
         r.headers.push("Max-Forwards", "70");
         r.headers.push("From", d.local.clone());
-        let to = d.remote.split(";tag=").next().unwrap_or(&d.remote).to_string();
+        let to = d
+            .remote
+            .split(";tag=")
+            .next()
+            .unwrap_or(&d.remote)
+            .to_string();
         r.headers.push("To", to);
         r.headers.push("Call-ID", d.call_id.clone());
         r.headers.push("CSeq", format!("{} CANCEL", u.cseq));
@@ -954,11 +983,18 @@ impl Endpoint {
                         return;
                     }
                     d.confirmed = true;
-                    if let Some(c) = resp.headers.get("Contact").and_then(|c| NameAddr::parse(c).ok())
+                    if let Some(c) = resp
+                        .headers
+                        .get("Contact")
+                        .and_then(|c| NameAddr::parse(c).ok())
                     {
                         d.remote_target = c.uri_text;
                     }
-                    d.route_set = resp.headers.get_all("Record-Route").map(str::to_owned).collect();
+                    d.route_set = resp
+                        .headers
+                        .get_all("Record-Route")
+                        .map(str::to_owned)
+                        .collect();
                     d.route_set.reverse();
                     let cancelled = d.uac_invite.as_ref().is_some_and(|u| u.cancel_wanted);
                     d.uac_invite = None;
@@ -1097,7 +1133,12 @@ impl Endpoint {
         d.local_cseq += 1;
         let cseq = d.local_cseq;
         // the new INVITE starts afresh: no remote tag yet
-        d.remote = d.remote.split(";tag=").next().unwrap_or_default().to_string();
+        d.remote = d
+            .remote
+            .split(";tag=")
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let peer = d.peer;
         let b = branch();
         let d = &self.dialogs.by_ref[&call];
@@ -1128,6 +1169,15 @@ impl Endpoint {
         now: Instant,
     ) {
         match rx {
+            ClientRx::Deliver(id)
+                if (200..300).contains(&resp.code)
+                    && info.cseq.method == "INVITE"
+                    && !self.dialogs.client_owner.contains_key(&id) =>
+            {
+                // A retransmitted 2xx while our INVITE's transaction is Accepted (the first one
+                // took the owner): our ACK again, as for one after the transaction ended.
+                self.client_response(ClientRx::Stray, resp, info, now)
+            }
             ClientRx::Deliver(id) => self.call_response(id, resp, info, false, now),
             ClientRx::DeliverNeedsAck(id) => self.call_response(id, resp, info, true, now),
             ClientRx::Absorbed(Some(t)) => self.out.push_back(t),
@@ -1136,7 +1186,11 @@ impl Endpoint {
                 // A retransmitted 2xx to our INVITE after its transaction ended: ACK again.
                 if (200..300).contains(&resp.code) && info.cseq.method == "INVITE" {
                     if let Some(call) = self.dialogs.by_call_id.get(&info.call_id).copied() {
-                        if let Some(t) = self.dialogs.by_ref.get(&call).and_then(|d| d.our_ack.clone())
+                        if let Some(t) = self
+                            .dialogs
+                            .by_ref
+                            .get(&call)
+                            .and_then(|d| d.our_ack.clone())
                         {
                             self.out.push_back(t);
                             return;
@@ -1149,3 +1203,7 @@ impl Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "dialogs_tests.rs"]
+mod dialogs_tests;

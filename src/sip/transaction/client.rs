@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use super::timers::{DeadlineHeap, TimerConfig};
 use super::{Transmit, TxEvent, TxId, TxKey};
 
+/// How long past Timer B an INVITE in Proceeding may wait for its final response (the TU's
+/// own no-answer timer normally ends it first).
+const PROCEEDING_LIMIT: Duration = Duration::from_secs(180);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Calling (INVITE) or Trying (non-INVITE): retransmitting (Timer A / E).
@@ -124,7 +128,13 @@ impl ClientTransactions {
                 if tx.invite {
                     // Timer A stops; Timer B still bounds the wait for a final response (17.1.1.2
                     // leaves Proceeding open-ended; the TU's own no-answer timer ends it).
-                    tx.deadline = None;
+                    // Still on the heap, at the bound below: a deadline only in the lazy
+                    // `poll_timeout` fallback stayed due after Timer B and made the loop spin.
+                    let at = tx.give_up_at + PROCEEDING_LIMIT;
+                    if tx.deadline != Some(at) {
+                        tx.deadline = Some(at);
+                        self.heap.push(at, id);
+                    }
                 } else if tx.state == State::Calling {
                     // Timer E continues, at T2 (17.1.2.2)
                     tx.interval = t.t2;
@@ -221,7 +231,7 @@ impl ClientTransactions {
                 .filter(|(_, tx)| {
                     tx.invite
                         && tx.state == State::Proceeding
-                        && now >= tx.give_up_at + Duration::from_secs(180)
+                        && now >= tx.give_up_at + PROCEEDING_LIMIT
                 })
                 .map(|(id, _)| *id)
                 .collect();
