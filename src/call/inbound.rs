@@ -18,7 +18,7 @@ use crate::carrier::events::CallEvent;
 use crate::carrier::CarrierCall;
 use crate::media::pbx_sdp::{self, MediaLine};
 use crate::media::relay::Relay;
-use crate::media::webrtc_peer::{Direction, MediaPeer, TELEPHONE_EVENT_PT};
+use crate::media::webrtc_peer::{g711_in_sdp, Direction, MediaPeer, TELEPHONE_EVENT_PT};
 
 /// Runs one carrier call toward the PBX to its end; always reports `Done` and one record.
 pub async fn run(ctx: Arc<CallContext>, call: CallRef, carrier: CarrierCall) {
@@ -94,22 +94,25 @@ async fn inbound(
     leg.rtp_port = rtp.port;
     let mut settings = ctx.peer.clone();
     settings.ice_servers = service.ice_servers_for(&carrier);
-    let (peer, answer_sdp, format, events) = match MediaPeer::answer(&settings, &offer).await {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(error = %e, "inbound carrier call rejected: its offer is unusable");
-            record.ended_by = EndedBy::Gateway;
-            return reject(&mut carrier, record, 488, "Offer Unusable").await;
-        }
+    // The PBX chooses between the G.711 codecs the carrier offered; the WebRTC answer follows
+    // its choice once it answers, so no codec is forced on either side.
+    let offered = g711_in_sdp(&offer);
+    let Some(first) = offered.first().copied() else {
+        warn!("inbound carrier call rejected: its offer has no PCMU or PCMA");
+        record.ended_by = EndedBy::Gateway;
+        return reject(&mut carrier, record, 488, "No G.711").await;
     };
-    let peer = Arc::new(peer);
-    let line = MediaLine {
-        codec: format.codec,
-        audio_pt: format.codec.payload_type(),
-        event_pt: format.telephone_event_pt.map(|_| TELEPHONE_EVENT_PT),
+    let offer_line = MediaLine {
+        codec: first,
+        audio_pt: first.payload_type(),
+        event_pt: offer
+            .to_ascii_lowercase()
+            .contains("telephone-event/8000")
+            .then_some(TELEPHONE_EVENT_PT),
         direction: Direction::SendRecv,
+        alternative: offered.get(1).copied(),
     };
-    let our_offer = leg.render(line);
+    let our_offer = leg.render(offer_line);
     let did = ctx
         .numbers
         .reformat(&did_e164, ctx.inbound.did_format)
@@ -200,12 +203,41 @@ async fn inbound(
         record.ended_by = EndedBy::Gateway;
         return reject(&mut carrier, record, 488, "No Usable Answer").await;
     };
-    let Some(media) = pbx_media(&answer, format.codec, None) else {
-        warn!(codec = ?format.codec, "the PBX answered without the offered codec");
+    let Some(codec) = pbx_sdp::negotiate(&answer)
+        .map(|n| n.codec)
+        .filter(|c| offered.contains(c))
+    else {
+        warn!("the PBX answered with no codec we offered");
         leg.bye(Some("SIP;cause=488;text=\"codec\"".into()));
         record.ended_by = EndedBy::Gateway;
         return reject(&mut carrier, record, 488, "Codec Mismatch").await;
     };
+    let (peer, answer_sdp, format, events) =
+        match MediaPeer::answer_with(&settings, &offer, Some(codec)).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "WebRTC answer failed");
+                leg.bye(Some("Q.850;cause=41;text=\"media failure\"".into()));
+                record.ended_by = EndedBy::Gateway;
+                return reject(&mut carrier, record, 503, "Media Failure").await;
+            }
+        };
+    let peer = Arc::new(peer);
+    let Some(media) = pbx_media(&answer, format.codec, None) else {
+        leg.bye(Some("SIP;cause=488;text=\"codec\"".into()));
+        record.ended_by = EndedBy::Gateway;
+        return reject(&mut carrier, record, 488, "Codec Mismatch").await;
+    };
+    // What is now agreed with the PBX: one codec, its payload types.
+    leg.line = Some(MediaLine {
+        codec: format.codec,
+        audio_pt: media.audio_pt,
+        event_pt: media
+            .event_pt
+            .filter(|_| format.telephone_event_pt.is_some()),
+        direction: Direction::SendRecv,
+        alternative: None,
+    });
     leg.pbx = Some(media);
     let relay = Relay::start(rtp_socket, peer.clone(), events, media);
     if let Err(e) = carrier.answer(&answer_sdp).await {

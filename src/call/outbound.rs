@@ -314,6 +314,7 @@ async fn outbound(
                     .telephone_event_pt
                     .map(|_| crate::media::webrtc_peer::TELEPHONE_EVENT_PT),
                 direction: Direction::SendRecv,
+                alternative: None,
             };
             leg.render(line)
         }

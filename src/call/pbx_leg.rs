@@ -60,6 +60,7 @@ impl PbxLeg {
             audio_pt: neg.audio_pt,
             event_pt: neg.event_pt.filter(|_| format.telephone_event_pt.is_some()),
             direction,
+            alternative: None,
         }
     }
 }

@@ -380,6 +380,9 @@ pub struct MediaLine {
     pub audio_pt: u8,
     pub event_pt: Option<u8>,
     pub direction: Direction,
+    /// In an offer only: a second G.711 codec the PBX may choose instead (static type), so the
+    /// PBX picks between what the carrier offered.
+    pub alternative: Option<Codec>,
 }
 
 /// Our SDP toward the PBX for one dialog: the `o=` line identity and its version counter.
@@ -444,11 +447,23 @@ impl LocalSdp {
         line("s=trunkgate".into());
         line(format!("c=IN {family} {}", self.addr));
         line("t=0 0".into());
-        match media.event_pt {
-            Some(ev) => line(format!("m=audio {port} RTP/AVP {} {ev}", media.audio_pt)),
-            None => line(format!("m=audio {port} RTP/AVP {}", media.audio_pt)),
+        let alternative = media.alternative.filter(|c| *c != media.codec);
+        let mut formats = media.audio_pt.to_string();
+        if let Some(alt) = alternative {
+            formats.push_str(&format!(" {}", alt.payload_type()));
         }
+        if let Some(ev) = media.event_pt {
+            formats.push_str(&format!(" {ev}"));
+        }
+        line(format!("m=audio {port} RTP/AVP {formats}"));
         line(format!("a=rtpmap:{} {encoding}/8000", media.audio_pt));
+        if let Some(alt) = alternative {
+            let name = match alt {
+                Codec::Pcmu => "PCMU",
+                Codec::Pcma => "PCMA",
+            };
+            line(format!("a=rtpmap:{} {name}/8000", alt.payload_type()));
+        }
         if let Some(ev) = media.event_pt {
             line(format!("a=rtpmap:{ev} telephone-event/8000"));
             // RFC 4733 events 0-15 are the DTMF digits, 16 is flash; the carrier relays no more.

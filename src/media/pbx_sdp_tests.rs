@@ -558,6 +558,7 @@ fn media(codec: Codec, audio_pt: u8, event_pt: Option<u8>, direction: Direction)
         audio_pt,
         event_pt,
         direction,
+        alternative: None,
     }
 }
 

@@ -51,7 +51,8 @@ mod sdp;
 mod tests;
 
 pub use events::{InRtp, MediaEvent, MediaEvents, PeerState};
-use sdp::{first_g711_in_sdp, format_in_sdp, g711, sdp_audio_direction, telephone_event};
+pub use sdp::g711_in_sdp;
+use sdp::{format_in_sdp, g711, sdp_audio_direction, telephone_event};
 
 /// The audio direction an SDP states (media level first, then session level; sendrecv by
 /// default).
@@ -274,8 +275,28 @@ impl MediaPeer {
         settings: &PeerSettings,
         offer_sdp: &str,
     ) -> Result<(MediaPeer, String, AudioFormat, MediaEvents), PeerError> {
-        let first = first_g711_in_sdp(offer_sdp).ok_or(PeerError::NoCommonCodec)?;
-        let (peer, events) = Self::build(settings, &[Codec::Pcmu, Codec::Pcma], first).await?;
+        Self::answer_with(settings, offer_sdp, None).await
+    }
+
+    /// As [`Self::answer`], choosing `codec` when the offer has it (the gateway answering a
+    /// carrier call with the codec the PBX picked); `None`: the offer's first G.711.
+    pub async fn answer_with(
+        settings: &PeerSettings,
+        offer_sdp: &str,
+        codec: Option<Codec>,
+    ) -> Result<(MediaPeer, String, AudioFormat, MediaEvents), PeerError> {
+        let offered = g711_in_sdp(offer_sdp);
+        let first = match codec {
+            Some(c) if offered.contains(&c) => c,
+            Some(_) => return Err(PeerError::NoCommonCodec),
+            None => *offered.first().ok_or(PeerError::NoCommonCodec)?,
+        };
+        let codecs: &[Codec] = if codec.is_some() {
+            &[first]
+        } else {
+            &[Codec::Pcmu, Codec::Pcma]
+        };
+        let (peer, events) = Self::build(settings, codecs, first).await?;
         peer.set_remote_offer(offer_sdp).await?;
         // Re-uses the transceiver the offer created and makes it send as well.
         peer.pc

@@ -63,8 +63,16 @@ pub(super) fn sdp_audio_direction(sdp: &str) -> Direction {
 
 /// First G.711 codec in the first `m=audio` line of an SDP (static PTs or rtpmap names).
 pub(super) fn first_g711_in_sdp(sdp: &str) -> Option<Codec> {
-    let mline = sdp.lines().find(|l| l.starts_with("m=audio "))?;
-    mline.split_whitespace().skip(3).find_map(|pt| match pt {
+    g711_in_sdp(sdp).into_iter().next()
+}
+
+/// The G.711 codecs of an SDP's first audio section, in its order, without repeats.
+pub fn g711_in_sdp(sdp: &str) -> Vec<Codec> {
+    let Some(mline) = sdp.lines().find(|l| l.starts_with("m=audio ")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in mline.split_whitespace().skip(3).filter_map(|pt| match pt {
         "0" => Some(Codec::Pcmu),
         "8" => Some(Codec::Pcma),
         _ => {
@@ -75,7 +83,12 @@ pub(super) fn first_g711_in_sdp(sdp: &str) -> Option<Codec> {
             let name = name.split('/').next()?;
             Codec::from_mime(&format!("audio/{name}"))
         }
-    })
+    }) {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The format an SDP's first audio section names: its first G.711 codec and the PT of its

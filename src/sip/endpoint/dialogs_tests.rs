@@ -644,11 +644,11 @@ fn cancel_before_the_final_gets_200_and_487() {
     let rs = h.responses();
     assert_eq!(
         codes(&rs),
-        [487, 200],
-        "487 to the INVITE, 200 to the CANCEL"
+        [200, 487],
+        "200 to the CANCEL first, then 487 to the INVITE"
     );
-    assert_eq!(cseq_of(&rs[0].headers).1, "INVITE");
-    assert_eq!(cseq_of(&rs[1].headers).1, "CANCEL");
+    assert_eq!(cseq_of(&rs[0].headers).1, "CANCEL");
+    assert_eq!(cseq_of(&rs[1].headers).1, "INVITE");
     let ev = h.events();
     assert!(matches!(&ev[..], [(x, ToCall::Cancelled)] if *x == call));
     // the call answering late changes nothing
