@@ -64,10 +64,10 @@ fn refuse(leg: &PbxLeg, record: &mut CallRecord, reply: Reply) {
 /// A carrier `callEnd` before answer as the PBX's final response: SIP codes pass through,
 /// anything else is 503 so the PBX fails over (CARRIER.md section 3).
 pub fn map_failure(code: i64) -> u16 {
-    match u16::try_from(code) {
-        Ok(c @ 400..=699) => c,
-        _ => 503,
-    }
+    u16::try_from(code)
+        .ok()
+        .filter(|c| (400..=699).contains(c))
+        .unwrap_or(503)
 }
 
 struct Setup {
@@ -404,4 +404,17 @@ async fn early_media(
     }
     let direction = pbx_sdp::answer_direction(o.effective_direction());
     Ok(leg.render(PbxLeg::answer_line(n, &format, direction)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn carrier_failures_map_to_sip_or_503() {
+        for (carrier, sip) in [(486, 486), (603, 603), (404, 404), (480, 480)] {
+            assert_eq!(super::map_failure(carrier), sip);
+        }
+        for odd in [0, 42, 200, 302, 700, -1, i64::MAX] {
+            assert_eq!(super::map_failure(odd), 503, "{odd}");
+        }
+    }
 }
