@@ -247,9 +247,7 @@ async fn inbound(
         record.sip_code = 200;
         return;
     }
-    record.sip_code = 200;
-    record.sip_reason = "OK".into();
-    record.answered = Some(SystemTime::now());
+    record.answered_now();
     info!(%trunk, codec = ?format.codec, "answered by the PBX");
     let negotiated = session_timer::on_2xx(timer_headers.session_expires.as_deref());
     let timer = negotiated.map(|n| SessionTimer::new(&n, n.we_refresh(false), Instant::now()));

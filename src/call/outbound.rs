@@ -348,9 +348,7 @@ async fn outbound(
         }
     }
     leg.respond(reply);
-    record.sip_code = 200;
-    record.sip_reason = "OK".into();
-    record.answered = Some(SystemTime::now());
+    record.answered_now();
     info!(codec = ?format.codec, "answered");
     let session_timer = timer.map(|t| SessionTimer::new(&t, t.we_refresh(true), Instant::now()));
     let bridge = Bridge {

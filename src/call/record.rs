@@ -85,6 +85,13 @@ impl CallRecord {
         }
     }
 
+    /// The call was answered now: 200 toward the PBX side.
+    pub fn answered_now(&mut self) {
+        self.sip_code = 200;
+        self.sip_reason = "OK".into();
+        self.answered = Some(SystemTime::now());
+    }
+
     /// Seconds from answer to end (0 when never answered).
     pub fn duration_secs(&self) -> f64 {
         self.answered

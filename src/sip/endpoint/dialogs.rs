@@ -60,6 +60,44 @@ pub(super) struct Dialog {
     ended: bool,
 }
 
+/// Who we are and whom we talk to in a new dialog; the rest starts empty.
+struct DialogParties {
+    trunk: usize,
+    call_id: String,
+    local_tag: String,
+    local: String,
+    remote: String,
+    local_cseq: u32,
+    remote_target: String,
+    peer: SocketAddr,
+}
+
+impl Dialog {
+    fn new(p: DialogParties) -> Dialog {
+        Dialog {
+            trunk: p.trunk,
+            call_id: p.call_id,
+            local_tag: p.local_tag,
+            local: p.local,
+            remote: p.remote,
+            local_cseq: p.local_cseq,
+            remote_cseq: 0,
+            remote_target: p.remote_target,
+            route_set: Vec::new(),
+            peer: p.peer,
+            invite: None,
+            unacked: None,
+            reinvite: None,
+            uac_invite: None,
+            our_ack: None,
+            reinvite_out: false,
+            bye_after_ack: false,
+            confirmed: false,
+            ended: false,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     tx: TxId,
@@ -313,36 +351,28 @@ impl Endpoint {
             .and_then(|c| NameAddr::parse(c).ok())
             .map(|n| n.uri_text)
             .unwrap_or_else(|| info.from.uri_text.clone());
-        let dialog = Dialog {
+        let mut dialog = Dialog::new(DialogParties {
             trunk,
             call_id: info.call_id.clone(),
             local: format!("{to_value};tag={local_tag}"),
             local_tag,
             remote: req.headers.get("From").unwrap_or_default().to_string(),
             local_cseq: rand::random::<u16>() as u32 + 1,
-            remote_cseq: info.cseq.seq,
             remote_target,
-            route_set: req
-                .headers
-                .get_all("Record-Route")
-                .map(str::to_owned)
-                .collect(),
             peer: src,
-            invite: Some(Pending {
-                tx: id,
-                req: req.clone(),
-                info: info.clone(),
-                src,
-            }),
-            unacked: None,
-            reinvite: None,
-            uac_invite: None,
-            our_ack: None,
-            reinvite_out: false,
-            bye_after_ack: false,
-            confirmed: false,
-            ended: false,
-        };
+        });
+        dialog.remote_cseq = info.cseq.seq;
+        dialog.route_set = req
+            .headers
+            .get_all("Record-Route")
+            .map(str::to_owned)
+            .collect();
+        dialog.invite = Some(Pending {
+            tx: id,
+            req: req.clone(),
+            info: info.clone(),
+            src,
+        });
         info!(call = call, trunk = %name, call_id = %info.call_id, destination = %destination.e164,
               "outbound call accepted for the carrier");
         self.dialogs.by_invite_tx.insert(id, call);
@@ -799,27 +829,16 @@ impl Endpoint {
         let to_host = Uri::parse(&binding.uri).map(|u| u.host).unwrap_or_default();
         let remote = format!("<sip:{}@{}>", inv.did, to_host);
         let call_id = format!("{:032x}@trunkgate", rand::random::<u128>());
-        let d = Dialog {
+        let d = Dialog::new(DialogParties {
             trunk,
             call_id: call_id.clone(),
             local_tag,
             local,
             remote,
             local_cseq: 1,
-            remote_cseq: 0,
             remote_target: request_uri.clone(),
-            route_set: Vec::new(),
             peer: binding.source,
-            invite: None,
-            unacked: None,
-            reinvite: None,
-            uac_invite: None,
-            our_ack: None,
-            reinvite_out: false,
-            bye_after_ack: false,
-            confirmed: false,
-            ended: false,
-        };
+        });
         let mut headers = inv.headers.clone();
         if let Some(n) = &inv.caller_number {
             headers.push(("P-Asserted-Identity", format!("{display}<sip:{n}@{host}>")));
