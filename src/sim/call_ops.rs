@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::calls::{Call, CallState};
 use super::notify::{call_end_event, call_event};
 use super::state::{lock, Sim};
+use crate::media::webrtc_peer::Direction;
 
 /// Which notification, if any, tells the client that the call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,5 +129,45 @@ impl Sim {
             }
         });
         true
+    }
+
+    /// The far end re-offers (hold/resume from the carrier side): `startCallUpdate` with our
+    /// offer goes to the client, whose `respondCallUpdate` completes it.
+    pub async fn reoffer(
+        self: &Arc<Self>,
+        session: &str,
+        direction: Direction,
+    ) -> Result<(), String> {
+        let Some((username, Some(media))) =
+            self.with_live_call(session, |c| (c.username.clone(), c.media.take()))
+        else {
+            return Err("no answered call with media".into());
+        };
+        let result = media.reoffer(direction).await;
+        self.with_live_call(session, |c| {
+            c.media = Some(media);
+            c.reoffer_pending = result.is_ok();
+        });
+        let sdp = result.map_err(|e| e.to_string())?;
+        self.notify_user(&username, call_event("startCallUpdate", session, Some(sdp)));
+        Ok(())
+    }
+
+    /// The client's answer to our re-offer; without one pending the answer is only counted.
+    pub async fn accept_update_answer(self: &Arc<Self>, session: &str, sdp: &str) {
+        let Some(Some(media)) = self.with_live_call(session, |c| {
+            c.updates += 1;
+            if std::mem::take(&mut c.reoffer_pending) {
+                c.media.take()
+            } else {
+                None
+            }
+        }) else {
+            return;
+        };
+        if let Err(e) = media.accept_update_answer(sdp).await {
+            tracing::info!(%session, "answer to our re-offer refused: {e}");
+        }
+        self.with_live_call(session, |c| c.media = Some(media));
     }
 }

@@ -69,6 +69,8 @@ pub struct Call {
     pub stats: Arc<CallMediaStats>,
     pub media: Option<MediaSession>,
     pub pending_offer: Option<PendingOffer>,
+    /// We sent a `startCallUpdate` and wait for the client's `respondCallUpdate`.
+    pub reoffer_pending: bool,
     /// The SDP answer already given (early media), reused by the final answer.
     pub answer_sdp: Option<String>,
     /// The outbound script task, aborted when the call ends another way.
@@ -151,6 +153,7 @@ impl Calls {
             stats: Arc::default(),
             media: None,
             pending_offer: None,
+            reoffer_pending: false,
             answer_sdp: None,
             script: None,
             seq: self.seq,

@@ -20,6 +20,7 @@ use super::faults::FaultRequest;
 use super::inbound::{InboundError, OriginateRequest};
 use super::state::{lock, Sim};
 use super::subscriptions::WsOut;
+use crate::media::webrtc_peer::Direction;
 
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
@@ -28,6 +29,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/calls/{session}", get(call))
         .route("/calls/{session}/cancel", post(cancel))
         .route("/calls/{session}/hangup", post(hangup))
+        .route("/calls/{session}/reoffer", post(reoffer))
         .route("/originate", post(originate))
         .route("/faults", get(faults).post(set_faults))
         .route("/stats", get(stats))
@@ -117,6 +119,41 @@ async fn cancel(State(sim): State<Arc<Sim>>, Path(session): Path<String>, body: 
         "Caller cancelled",
     )
     .await
+}
+
+/// Body of a carrier-side re-offer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReofferRequest {
+    /// "sendrecv", "sendonly", "recvonly" or "inactive".
+    direction: String,
+}
+
+async fn reoffer(
+    State(sim): State<Arc<Sim>>,
+    Path(session): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: ReofferRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let direction = match req.direction.as_str() {
+        "sendrecv" => Direction::SendRecv,
+        "sendonly" => Direction::SendOnly,
+        "recvonly" => Direction::RecvOnly,
+        "inactive" => Direction::Inactive,
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("unknown direction {other:?}"),
+            )
+        }
+    };
+    match sim.reoffer(&session, direction).await {
+        Ok(()) => Json(json!({ "session": session, "direction": req.direction })).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
 }
 
 async fn hangup(State(sim): State<Arc<Sim>>, Path(session): Path<String>, body: Bytes) -> Response {

@@ -13,7 +13,7 @@ use thiserror::Error;
 use tokio::task::JoinHandle;
 
 use crate::media::webrtc_peer::{
-    AudioFormat, Codec, InRtp, MediaEvents, MediaPeer, OutRtp, PeerError, PeerSettings,
+    AudioFormat, Codec, Direction, InRtp, MediaEvents, MediaPeer, OutRtp, PeerError, PeerSettings,
 };
 
 #[derive(Debug, Error)]
@@ -113,6 +113,18 @@ impl MediaSession {
     pub async fn update(&mut self, offer: &str) -> Result<String, MediaError> {
         let (answer, _format) = self.peer.answer_reoffer(offer).await?;
         Ok(answer)
+    }
+
+    /// Our own re-offer (the far end holding with `SendOnly`/`Inactive`, resuming with
+    /// `SendRecv`); the client answers it with `respondCallUpdate`.
+    pub async fn reoffer(&self, direction: Direction) -> Result<String, MediaError> {
+        Ok(self.peer.create_reoffer(direction).await?)
+    }
+
+    /// Applies the client's answer to [`Self::reoffer`].
+    pub async fn accept_update_answer(&self, answer: &str) -> Result<(), MediaError> {
+        self.peer.accept_answer(answer).await?;
+        Ok(())
     }
 
     pub async fn close(self) {

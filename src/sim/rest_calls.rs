@@ -136,8 +136,8 @@ pub async fn session_put(
                 ))
             }
         }
-        CallControlRequest::RespondCallUpdate { .. } => {
-            sim.with_live_call(&session, |c| c.updates += 1);
+        CallControlRequest::RespondCallUpdate { sdp } => {
+            sim.accept_update_answer(&session, &sdp).await;
             Ok(call_ok(ok()))
         }
         CallControlRequest::CallStart { .. } => Err(ApiError::bad_request(

@@ -121,6 +121,54 @@ fn carrier_hangs_up_and_the_pbx_gets_bye() {
     });
 }
 
+/// The carrier holds and resumes (its `startCallUpdate` offers): each becomes a re-INVITE toward
+/// the PBX with the carrier's direction, and the carrier gets our answer.
+#[test]
+fn carrier_hold_and_resume_become_reinvites_to_the_pbx() {
+    let b = Bridge::start();
+    let sipp = Sipp::spawn(
+        "call_carrier_hold.xml",
+        Some(b.daemon.sip),
+        free_udp_port(),
+        free_media_port(),
+        &uac_args(ANSWER_DIALLED),
+        Duration::from_secs(60),
+    );
+    b.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
+        c.len() == 1 && c[0]["state"] == "ANSWERED"
+    });
+    let session = b.calls()[0]["session"].as_str().unwrap_or("").to_string();
+    for (direction, updates) in [("sendonly", 1), ("sendrecv", 2)] {
+        let (code, v) = http_json(
+            b.sim.control,
+            "POST",
+            &format!("/calls/{session}/reoffer"),
+            Some(&format!("{{\"direction\":\"{direction}\"}}")),
+        );
+        b.check(code == 200, || {
+            format!("sim reoffer {direction}: {code} {v}")
+        });
+        // the daemon answers the carrier (respondCallUpdate) once the PBX has been told
+        b.wait_calls(
+            &format!("the carrier's {direction} re-offer answered"),
+            Duration::from_secs(10),
+            |c| c.len() == 1 && c[0]["updates"].as_u64() == Some(updates),
+        );
+    }
+    let run = sipp.wait();
+    b.assert_sipp_ok(
+        &run,
+        "call_carrier_hold.xml (re-INVITE sendonly, then sendrecv, from the daemon)",
+    );
+    let call = b.only_call_ended();
+    b.check(call["ended_by"] == "client", || {
+        format!(
+            "expected the PBX's BYE to end the call, ended_by {}",
+            call["ended_by"]
+        )
+    });
+}
+
 #[test]
 fn cancel_while_ringing_gets_487_and_ends_the_carrier_session() {
     let b = Bridge::start();
