@@ -75,6 +75,11 @@ impl Bridge {
     }
 
     pub fn start_with(trunk_extra: &str, calls_extra: &str) -> Bridge {
+        Bridge::start_full("", trunk_extra, calls_extra)
+    }
+
+    /// As [`Bridge::start_with`], with `sip_extra` lines in `[sip]` (`t1 = "100ms"` ...).
+    pub fn start_full(sip_extra: &str, trunk_extra: &str, calls_extra: &str) -> Bridge {
         let sim = SimProcess::start_with(CARRIER_USER, CARRIER_PASS, SIM_BEHAVIOUR);
         let rtp = rtp_port_block();
         let config = format!(
@@ -85,7 +90,7 @@ impl Bridge {
             rtp.1,
             sim.carrier_toml(CARRIER_USER, CARRIER_PASS)
         );
-        let daemon = Daemon::start("", &config);
+        let daemon = Daemon::start(sip_extra, &config);
         daemon.wait_log("notification channel connected");
         sim.wait_subscriptions("the daemon's subscription with its socket", |s| {
             s.iter().any(|s| s["ws_connected"] == true)

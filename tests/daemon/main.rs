@@ -6,6 +6,7 @@ mod harness;
 mod call_scenarios;
 mod call_support;
 mod calls;
+mod calls_more;
 mod carrier;
 mod cli;
 
