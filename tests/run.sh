@@ -13,6 +13,10 @@ if ! command -v sipp >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq sip-tester >/dev/null
 fi
 
+if [ "$(id -u)" -ne 0 ]; then
+    echo "== warning: not root: the call tests need CAP_NET_RAW (sipp's pcap play, the RTP capture on lo)" >&2
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

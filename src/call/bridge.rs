@@ -53,10 +53,14 @@ impl Bridge<'_> {
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToCall>, record: &mut CallRecord) {
         let mut peer_state = self.relay.peer_state();
         let mut own: Option<OwnReinvite> = None;
+        // RFC 3261 14.1: after a 491 the re-INVITE is tried again 2.1-4 s later (we own no Call-ID
+        // ordering, so the random wait of the non-owner side applies either way).
+        let mut reinvite_retry: Option<(Instant, OwnReinvite)> = None;
         let mut glare_retry: Option<(Instant, Direction)> = None;
         loop {
             let timer_at = self.timer.as_ref().and_then(|t| t.poll_timeout());
             let glare_at = glare_retry.map(|(at, _)| at);
+            let retry_at = reinvite_retry.map(|(at, _)| at);
             tokio::select! {
                 ev = self.carrier.next_event() => match ev {
                     Some(CallEvent::Ended { code, reason, cause }) => {
@@ -144,6 +148,13 @@ impl Bridge<'_> {
                                 self.end_carrier("PBX dialog gone").await;
                                 break;
                             }
+                            491 => {
+                                if let Some(w) = why {
+                                    let wait = Duration::from_millis(2100 + rand::random::<u64>() % 1900);
+                                    debug!(?wait, "re-INVITE glare (491): trying again");
+                                    reinvite_retry = Some((Instant::now() + wait, w));
+                                }
+                            }
                             _ => debug!(code, "re-INVITE refused; the session continues"),
                         }
                     }
@@ -168,6 +179,14 @@ impl Bridge<'_> {
                             break;
                         }
                         None => {}
+                    }
+                }
+                _ = sleep_until(retry_at) => {
+                    if let (Some((_, w)), Some(line)) = (reinvite_retry.take(), self.leg.line) {
+                        let body = self.leg.render(line);
+                        let headers = self.refresh_headers();
+                        self.leg.ctx.send(super::signal::CallCmd::Reinvite(self.leg.call, body, headers));
+                        own = Some(w);
                     }
                 }
                 _ = sleep_until(glare_at) => {
