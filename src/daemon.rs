@@ -13,14 +13,18 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::call::context::CallContext;
-use crate::call::record::{LogSink, Records};
+use crate::call::record::{RecordSink, Records};
 use crate::call::router::CallRouter;
 use crate::call::session_timer::TimerConfig;
+use crate::call::signal::CallCmd;
 use crate::carrier::{Carrier, CarrierCall, Overrides};
 use crate::config::{CarrierAccount, CarrierConfig, Config, Secret};
 use crate::media::rtp_leg::PortPool;
 use crate::media::webrtc_peer::PeerSettings;
 use crate::numbers::NumberPolicy;
+use crate::ops::cdr::{CdrWriter, Fanout};
+use crate::ops::http::OpsState;
+use crate::ops::metrics::CallMetrics;
 use crate::sim::{SimConfig, SimHandle, SimUser};
 use crate::sip::endpoint::Endpoint;
 use crate::sip::registrar::Registrations;
@@ -36,11 +40,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })?;
     let local = socket.local_addr()?;
     let advertise = SocketAddr::new(advertised_ip(&config, local)?, local.port());
+    let status_listener = tokio::net::TcpListener::bind(config.status.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot bind the status endpoint tcp {} (status.listen)",
+                config.status.listen
+            )
+        })?;
+    let cdr = Arc::new(CdrWriter::start(&config.cdr.path)?);
+    let call_metrics = Arc::new(CallMetrics::default());
+    let records: Records = Arc::new(Fanout(vec![
+        cdr.clone() as Arc<dyn RecordSink>,
+        call_metrics.clone() as Arc<dyn RecordSink>,
+    ]));
     let registrations = Registrations::default();
     let stats = Arc::new(SipStats::default());
     // The first number parse loads libphonenumber metadata (tens of ms): not on a call's path.
     crate::numbers::warm_up();
-    let mut endpoint = Endpoint::new(&config, registrations, stats, Instant::now())?;
+    let mut endpoint = Endpoint::new(
+        &config,
+        registrations.clone(),
+        stats.clone(),
+        Instant::now(),
+    )?;
     endpoint.set_advertise(advertise);
 
     let carrier = match &config.carrier {
@@ -57,11 +80,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         carrier.as_ref().map(|c| c.0.clone()),
         cmd_tx,
         endpoint.call_refs(),
-        Arc::new(LogSink),
+        records,
     )?);
-    info!(listen = %local, advertise = %advertise, "trunkgate {} ready: {}", env!("CARGO_PKG_VERSION"), config.summary());
-
     let (stop_tx, stop_rx) = watch::channel(false);
+    let ops = Arc::new(OpsState {
+        started: Instant::now(),
+        stats,
+        traffic: endpoint.traffic().clone(),
+        registrations,
+        trunks: config.trunks.iter().map(|t| t.name.clone()).collect(),
+        carrier: ctx.carrier.clone(),
+        active: ctx.active.clone(),
+        metrics: call_metrics,
+        draining: ctx.draining.clone(),
+    });
+    let status_addr = status_listener.local_addr()?;
+    let http = tokio::spawn(crate::ops::http::serve(
+        status_listener,
+        ops,
+        stop_rx.clone(),
+    ));
+    info!(listen = %local, advertise = %advertise, status = %status_addr, cdr = %config.cdr.path.display(),
+          "trunkgate {} ready: {}", env!("CARGO_PKG_VERSION"), config.summary());
+
     let router = CallRouter::new(ctx.clone());
     let sip = tokio::spawn(transport::serve(socket, endpoint, stop_rx, cmd_rx, router));
     let (carrier, sim, inbound) = match carrier {
@@ -72,13 +113,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => (None, None, None),
     };
-    wait_for_stop_signal().await?;
-    info!("stopping");
+    while let Signal::Reload = next_signal().await? {
+        info!("SIGHUP: reopening the call record file");
+        cdr.reopen();
+    }
+    drain(&ctx, config.calls.drain_grace).await;
     let _ = stop_tx.send(true);
     let _ = sip.await;
+    let _ = http.await;
     if let Some(inbound) = inbound {
         inbound.abort();
     }
+    cdr.flush();
     drop(ctx);
     if let Some(carrier) = carrier {
         carrier.shutdown().await;
@@ -88,6 +134,56 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// SIGTERM/SIGINT: new calls are refused (503 with Retry-After, inbound rejected at the
+/// carrier), calls up continue for `grace`, then every call still up is ended on both legs and
+/// its record written.
+async fn drain(ctx: &Arc<CallContext>, grace: std::time::Duration) {
+    ctx.draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    ctx.send(CallCmd::Drain);
+    let active = ctx.active.len();
+    info!(
+        active,
+        grace_s = grace.as_secs(),
+        "stopping: new calls refused, draining calls"
+    );
+    let deadline = tokio::time::Instant::now() + grace;
+    while !ctx.active.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            _ = wait_for_stop_signal() => {
+                warn!("second stop signal: ending calls now");
+                break;
+            }
+        }
+    }
+    if !ctx.active.is_empty() {
+        info!(
+            left = ctx.active.len(),
+            "grace period over: ending the remaining calls"
+        );
+        ctx.send(CallCmd::HangupAll);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !ctx.active.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+enum Signal {
+    Reload,
+    Stop,
+}
+
+async fn next_signal() -> anyhow::Result<Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::select! {
+        _ = hup.recv() => Ok(Signal::Reload),
+        r = wait_for_stop_signal() => r.map(|_| Signal::Stop),
+    }
 }
 
 /// The address PBXs reach us at: `sip.advertise`, else the bound address, else (bound to all
@@ -147,6 +243,8 @@ fn call_context(
         trunks: config.trunks.iter().map(|t| t.name.clone()).collect(),
         numbers: NumberPolicy::new(&config.numbers)?,
         refs,
+        active: Arc::new(crate::call::active::ActiveCalls::default()),
+        draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     })
 }
 

@@ -15,7 +15,7 @@ use super::signal::{Reply, Request, ToCall};
 use crate::carrier::events::{CallEvent, EndCause};
 use crate::carrier::CarrierCall;
 use crate::media::pbx_sdp::{self, MediaLine};
-use crate::media::relay::{Relay, RelayCounters};
+use crate::media::relay::Relay;
 use crate::media::webrtc_peer::{AudioFormat, Direction, MediaPeer, PeerState};
 
 /// Where the PBX side's offer/answer stands.
@@ -105,6 +105,13 @@ impl Bridge<'_> {
                         record.ended_by = EndedBy::Pbx;
                         info!("the PBX hung up");
                         self.end_carrier("hangup").await;
+                        break;
+                    }
+                    Some(ToCall::Shutdown) => {
+                        record.ended_by = EndedBy::Gateway;
+                        info!("stopping: ending the call");
+                        self.leg.bye(Some("Q.850;cause=41;text=\"gateway shutting down\"".into()));
+                        self.end_carrier("gateway shutting down").await;
                         break;
                     }
                     Some(ToCall::NoAck) => {
@@ -206,9 +213,7 @@ impl Bridge<'_> {
                 }
             }
         }
-        let c = self.relay.counters();
-        record.rtp_packets_from_pbx = RelayCounters::get(&c.from_pbx_packets);
-        record.rtp_packets_to_pbx = RelayCounters::get(&c.to_pbx_packets);
+        record.take_counters(self.relay.counters());
         self.peer.close().await;
     }
 

@@ -32,6 +32,10 @@ pub struct CallContext {
     /// The global number plan, for writing carrier numbers toward the PBX.
     pub numbers: NumberPolicy,
     pub refs: Arc<CallRefs>,
+    /// The calls up now (status, metrics, drain).
+    pub active: Arc<super::active::ActiveCalls>,
+    /// Stopping: no new calls.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CallContext {
@@ -52,6 +56,11 @@ impl CallContext {
     }
 
     pub fn done(&self, call: CallRef) {
+        self.active.remove(call);
         self.send(CallCmd::Done(call));
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 use tracing::{info, warn, Instrument};
 
+use super::active::ActiveCall;
 use super::bridge::{Bridge, PbxFlow};
 use super::context::CallContext;
 use super::pbx_leg::{pbx_media, PbxLeg};
@@ -32,6 +33,20 @@ pub async fn run(ctx: Arc<CallContext>, call: CallRef, carrier: CarrierCall) {
         record.caller_raw = incoming.caller_number.clone();
         let (tx, rx) = mpsc::unbounded_channel();
         ctx.send(CallCmd::Attach(call, tx));
+        ctx.active.insert(
+            call,
+            ActiveCall {
+                direction: CallDirection::Inbound,
+                trunk: None,
+                called: called_raw.clone(),
+                caller: incoming.caller_number.clone(),
+                sip_call_id: None,
+                carrier_session: Some(carrier.session().to_string()),
+                state: "setup",
+                started: Instant::now(),
+                counters: None,
+            },
+        );
         let mut leg = PbxLeg::new(ctx.clone(), call, 0);
         inbound(&ctx, &mut leg, carrier, rx, &mut record).await;
         record.ended = SystemTime::now();
@@ -76,6 +91,13 @@ async fn inbound(
         return reject(&mut carrier, record, 404, "No Route").await;
     };
     record.trunk = Some(trunk.clone());
+    ctx.active
+        .update(leg.call, |a| a.trunk = Some(trunk.clone()));
+    if ctx.is_draining() {
+        info!("inbound carrier call rejected: stopping");
+        record.ended_by = EndedBy::Gateway;
+        return reject(&mut carrier, record, 503, "Shutting Down").await;
+    }
     let Some(offer) = incoming.offer.clone() else {
         record.ended_by = EndedBy::Gateway;
         return reject(&mut carrier, record, 488, "No Offer").await;
@@ -144,6 +166,7 @@ async fn inbound(
                 Some(ToCall::Response { request: Request::Invite, code, reason, sdp, timer }) => match code {
                     180..=183 if !ringing && !cancelled => {
                         ringing = true;
+                        ctx.active.update(leg.call, |a| a.state = "ringing");
                         if let Err(e) = carrier.ringing().await {
                             warn!(error = %e, "carrier ringing failed");
                         }
@@ -172,6 +195,15 @@ async fn inbound(
                         return reject(&mut carrier, record, code, &reason).await;
                     }
                 },
+                Some(ToCall::Shutdown) if !cancelled => {
+                    record.ended_by = EndedBy::Gateway;
+                    record.sip_code = 487;
+                    cancelled = true;
+                    ctx.send(CallCmd::Cancel(leg.call));
+                    if let Err(e) = carrier.reject().await {
+                        warn!(error = %e, "carrier reject failed");
+                    }
+                }
                 Some(_) => {}
                 None => return,
             },
@@ -248,6 +280,11 @@ async fn inbound(
         return;
     }
     record.answered_now();
+    let counters = relay.counters().clone();
+    ctx.active.update(leg.call, |a| {
+        a.state = "answered";
+        a.counters = Some(counters);
+    });
     info!(%trunk, codec = ?format.codec, "answered by the PBX");
     let negotiated = session_timer::on_2xx(timer_headers.session_expires.as_deref());
     let timer = negotiated.map(|n| SessionTimer::new(&n, n.we_refresh(false), Instant::now()));

@@ -1,6 +1,7 @@
 //! Calls: the back-to-back user agent joining a PBX dialog (through the SIP core's `signal`
 //! interface) to a carrier session and their media, one task per call, in both directions.
 
+pub mod active;
 pub mod bridge;
 pub mod context;
 pub mod inbound;

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 use tracing::{info, warn, Instrument};
 
+use super::active::ActiveCall;
 use super::bridge::{Bridge, PbxFlow};
 use super::context::CallContext;
 use super::pbx_leg::{pbx_media, PbxLeg};
@@ -38,6 +39,20 @@ pub async fn run(
         record.called = Some(inv.destination.e164.clone());
         record.caller = inv.caller.number.clone();
         record.caller_raw = Some(inv.from_uri.clone());
+        ctx.active.insert(
+            call,
+            ActiveCall {
+                direction: CallDirection::Outbound,
+                trunk: Some(inv.trunk.clone()),
+                called: inv.destination.e164.clone(),
+                caller: inv.caller.number.clone(),
+                sip_call_id: Some(inv.call_id.clone()),
+                carrier_session: None,
+                state: "setup",
+                started: Instant::now(),
+                counters: None,
+            },
+        );
         let mut leg = PbxLeg::new(ctx.clone(), call, 0);
         outbound(&ctx, &mut leg, inv, rx, &mut record).await;
         record.ended = SystemTime::now();
@@ -186,6 +201,10 @@ async fn outbound(
     let setup = tokio::select! {
         r = setup => r,
         ev = wait_cancel(&mut rx) => {
+            if matches!(ev, Some(ToCall::Shutdown)) {
+                record.ended_by = EndedBy::Gateway;
+                return refuse(leg, record, Reply::new(503).reason("Shutting Down").header("Retry-After", "60"));
+            }
             record.ended_by = EndedBy::Pbx;
             record.sip_code = 487;
             record.sip_reason = "Request Terminated".into();
@@ -211,6 +230,9 @@ async fn outbound(
         }
     };
     tracing::Span::current().record("session", carrier.session());
+    let session = carrier.session().to_string();
+    ctx.active
+        .update(leg.call, |a| a.carrier_session = Some(session));
     record.carrier_session = Some(carrier.session().to_string());
     info!(destination = %e164, account = %carrier.account(), "carrier call started");
 
@@ -227,6 +249,7 @@ async fn outbound(
             ev = carrier.next_event() => match ev {
                 Some(CallEvent::Ringing) if !ringing_sent => {
                     ringing_sent = true;
+                    ctx.active.update(leg.call, |a| a.state = "ringing");
                     leg.respond(Reply::new(180));
                 }
                 Some(CallEvent::Progress { sdp }) => {
@@ -265,6 +288,11 @@ async fn outbound(
                         warn!(error = %e, "carrier session delete failed");
                     }
                     return;
+                }
+                Some(ToCall::Shutdown) => {
+                    record.ended_by = EndedBy::Gateway;
+                    let _ = carrier.end(Some("shutting down")).await;
+                    return refuse(leg, record, Reply::new(503).reason("Shutting Down").header("Retry-After", "60"));
                 }
                 Some(_) => {}
             },
@@ -349,6 +377,11 @@ async fn outbound(
     }
     leg.respond(reply);
     record.answered_now();
+    let counters = relay.counters().clone();
+    ctx.active.update(leg.call, |a| {
+        a.state = "answered";
+        a.counters = Some(counters);
+    });
     info!(codec = ?format.codec, "answered");
     let session_timer = timer.map(|t| SessionTimer::new(&t, t.we_refresh(true), Instant::now()));
     let bridge = Bridge {
@@ -368,11 +401,12 @@ async fn outbound(
     bridge.run(rx, record).await;
 }
 
-/// Waits for the PBX to cancel (or the channel to close); other messages cannot come yet.
+/// Waits for the PBX to cancel, the daemon to stop, or the channel to close; other messages
+/// cannot come yet.
 async fn wait_cancel(rx: &mut mpsc::UnboundedReceiver<ToCall>) -> Option<ToCall> {
     loop {
         match rx.recv().await {
-            Some(ToCall::Cancelled) => return Some(ToCall::Cancelled),
+            Some(e @ (ToCall::Cancelled | ToCall::Shutdown)) => return Some(e),
             None => return None,
             Some(_) => {}
         }

@@ -56,6 +56,11 @@ pub struct CallRecord {
     pub ended_by: EndedBy,
     pub rtp_packets_from_pbx: u64,
     pub rtp_packets_to_pbx: u64,
+    pub rtp_bytes_from_pbx: u64,
+    pub rtp_bytes_to_pbx: u64,
+    /// Sequence gaps seen on each incoming stream.
+    pub rtp_lost_from_pbx: u64,
+    pub rtp_lost_from_carrier: u64,
 }
 
 impl CallRecord {
@@ -82,6 +87,10 @@ impl CallRecord {
             ended_by: EndedBy::Gateway,
             rtp_packets_from_pbx: 0,
             rtp_packets_to_pbx: 0,
+            rtp_bytes_from_pbx: 0,
+            rtp_bytes_to_pbx: 0,
+            rtp_lost_from_pbx: 0,
+            rtp_lost_from_carrier: 0,
         }
     }
 
@@ -90,6 +99,17 @@ impl CallRecord {
         self.sip_code = 200;
         self.sip_reason = "OK".into();
         self.answered = Some(SystemTime::now());
+    }
+
+    /// Copies a relay's counters (at the end of the call).
+    pub fn take_counters(&mut self, c: &crate::media::relay::RelayCounters) {
+        use crate::media::relay::RelayCounters as C;
+        self.rtp_packets_from_pbx = C::get(&c.from_pbx_packets);
+        self.rtp_packets_to_pbx = C::get(&c.to_pbx_packets);
+        self.rtp_bytes_from_pbx = C::get(&c.from_pbx_bytes);
+        self.rtp_bytes_to_pbx = C::get(&c.to_pbx_bytes);
+        self.rtp_lost_from_pbx = C::get(&c.lost_from_pbx);
+        self.rtp_lost_from_carrier = C::get(&c.lost_from_carrier);
     }
 
     /// Seconds from answer to end (0 when never answered).

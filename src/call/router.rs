@@ -38,6 +38,12 @@ impl CallRouter {
                 self.calls.remove(&call);
                 Some(CallCmd::Done(call))
             }
+            CallCmd::HangupAll => {
+                for tx in self.calls.values() {
+                    let _ = tx.send(ToCall::Shutdown);
+                }
+                None
+            }
             other => Some(other),
         }
     }

@@ -56,6 +56,8 @@ pub enum ToCall {
         sdp: Option<String>,
         timer: TimerHeaders,
     },
+    /// The daemon is stopping and the grace period is over: end both legs now.
+    Shutdown,
     /// A response to a request the call asked for (`Invite`, `Reinvite`, `Bye`). 408 stands in
     /// for a transaction timeout.
     Response {
@@ -108,6 +110,10 @@ pub enum CallCmd {
     Bye(CallRef, Option<String>),
     /// The call is over: forget its dialog.
     Done(CallRef),
+    /// Stopping: refuse new INVITEs with 503 and Retry-After.
+    Drain,
+    /// The drain's grace period is over: every call ends now.
+    HangupAll,
 }
 
 /// A response a call wants sent.

@@ -98,6 +98,9 @@ pub struct CallsConfig {
     /// RFC 4028 smallest session interval we accept (422 below it); at least 90 s.
     #[serde(with = "humantime_serde")]
     pub min_se: Duration,
+    /// On SIGTERM: new INVITEs get 503, calls up continue this long, then get BYE on both legs.
+    #[serde(with = "humantime_serde")]
+    pub drain_grace: Duration,
 }
 
 impl Default for CallsConfig {
@@ -108,6 +111,7 @@ impl Default for CallsConfig {
             no_answer_timeout: Duration::from_secs(90),
             session_expires: Duration::from_secs(1800),
             min_se: Duration::from_secs(90),
+            drain_grace: Duration::from_secs(30),
         }
     }
 }

@@ -8,10 +8,12 @@
 mod calls;
 mod carrier;
 mod locate;
+mod ops;
 mod schema;
 
 pub use calls::*;
 pub use carrier::*;
+pub use ops::*;
 pub use schema::*;
 
 use std::path::{Path, PathBuf};

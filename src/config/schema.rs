@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::calls::{CallsConfig, InboundConfig, MediaConfig};
 use super::carrier::CarrierConfig;
+use super::ops::{CdrConfig, StatusConfig};
 use crate::numbers::{NumbersConfig, NumbersOverride};
 use crate::sip::digest::Algorithm;
 
@@ -32,6 +33,12 @@ pub struct Config {
     /// Routing of carrier calls to trunks.
     #[serde(default)]
     pub inbound: InboundConfig,
+    /// Call records.
+    #[serde(default)]
+    pub cdr: CdrConfig,
+    /// Status, metrics and health endpoints.
+    #[serde(default)]
+    pub status: StatusConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -309,6 +316,9 @@ impl Config {
         }
         for (k, m) in self.numbers.validate() {
             e(&format!("numbers.{k}"), m);
+        }
+        if self.cdr.path.as_os_str().is_empty() || self.cdr.path.is_dir() {
+            e("cdr.path", "must name a file".into());
         }
         if let Err(m) = self.media.port_range() {
             e("media.rtp_ports", m);

@@ -42,6 +42,36 @@ pub struct RelayCounters {
     pub to_pbx_bytes: AtomicU64,
     /// From another source once latched, not RTP, or a payload type with no mapping.
     pub dropped: AtomicU64,
+    /// Sequence gaps in what arrived from the PBX and from the carrier (RFC 3550 A.3 in spirit:
+    /// expected minus received, per source).
+    pub lost_from_pbx: AtomicU64,
+    pub lost_from_carrier: AtomicU64,
+}
+
+/// Counts sequence gaps of one incoming stream; restarts on a new SSRC.
+#[derive(Debug, Default)]
+struct GapCounter {
+    last: Option<(u32, u16)>,
+}
+
+impl GapCounter {
+    /// Packets missing before this one (0 for in-order, reordered or duplicate packets).
+    fn missing(&mut self, ssrc: u32, seq: u16) -> u64 {
+        let gap = match self.last {
+            Some((s, last)) if s == ssrc => {
+                let d = seq.wrapping_sub(last);
+                // forward jumps only; a large one is a restart, not loss
+                if (1..3000).contains(&d) {
+                    u64::from(d - 1)
+                } else {
+                    return 0;
+                }
+            }
+            _ => 0,
+        };
+        self.last = Some((ssrc, seq));
+        gap
+    }
 }
 
 impl RelayCounters {
@@ -140,6 +170,7 @@ async fn pbx_to_carrier(
     let mut pbx = *params.borrow_and_update();
     let mut latched: Option<SocketAddr> = None;
     let mut continuity = Continuity::default();
+    let mut gaps = GapCounter::default();
     loop {
         let (n, src) = match socket.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -172,6 +203,10 @@ async fn pbx_to_carrier(
             RelayCounters::add(&counters.dropped, 1);
             continue;
         };
+        let missing = gaps.missing(h.ssrc, h.sequence);
+        if missing > 0 {
+            RelayCounters::add(&counters.lost_from_pbx, missing);
+        }
         let Some(format) = peer.format() else {
             continue; // carrier leg not negotiated yet (early RTP from the PBX)
         };
@@ -224,6 +259,7 @@ async fn carrier_to_pbx(
     let mut latched: Option<SocketAddr> = *latch.borrow_and_update();
     let ssrc: u32 = rand::random();
     let mut continuity = Continuity::default();
+    let mut gaps = GapCounter::default();
     while let Some(event) = events.recv().await {
         let pkt = match event {
             MediaEvent::State(s) => {
@@ -232,6 +268,10 @@ async fn carrier_to_pbx(
             }
             MediaEvent::Rtp(p) => p,
         };
+        let missing = gaps.missing(pkt.ssrc, pkt.sequence);
+        if missing > 0 {
+            RelayCounters::add(&counters.lost_from_carrier, missing);
+        }
         if params.has_changed().unwrap_or(false) {
             pbx = *params.borrow_and_update();
         }
@@ -286,4 +326,21 @@ async fn carrier_to_pbx(
         }
     }
     state.send_replace(PeerState::Closed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GapCounter;
+
+    #[test]
+    fn gaps_count_missing_packets_only() {
+        let mut g = GapCounter::default();
+        assert_eq!(g.missing(1, 65534), 0);
+        assert_eq!(g.missing(1, 65535), 0);
+        assert_eq!(g.missing(1, 2), 2); // 0 and 1 missing, across the wrap
+        assert_eq!(g.missing(1, 1), 0); // late
+        assert_eq!(g.missing(1, 3), 0);
+        assert_eq!(g.missing(2, 900), 0); // new source
+        assert_eq!(g.missing(2, 40_000), 0); // a restart, not loss
+    }
 }

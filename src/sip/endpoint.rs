@@ -22,7 +22,7 @@ use super::message::{Method, Request, Response};
 use super::parse::{parse, ParseFailure, Parsed, RequestInfo};
 use super::registrar::{RegisterOutcome, Registrar, RegistrarLimits, Registrations};
 use super::response;
-use super::stats::SipStats;
+use super::stats::{SipStats, SipTraffic};
 use super::transaction::{
     ClientRx, ClientTransactions, ServerRx, ServerTransactions, TimerConfig, Transmit, TxEvent,
     TxId, TxKey,
@@ -71,6 +71,7 @@ pub struct Endpoint {
     auth: Authenticator,
     registrar: Registrar,
     stats: Arc<SipStats>,
+    traffic: Arc<SipTraffic>,
     out: VecDeque<Transmit>,
     events: Vec<TxEvent>,
     max_message_size: usize,
@@ -86,6 +87,8 @@ pub struct Endpoint {
     next_call: Arc<CallRefs>,
     max_calls: usize,
     limit_response: u16,
+    /// Stopping: new INVITEs get 503.
+    draining: bool,
 }
 
 impl Endpoint {
@@ -119,6 +122,7 @@ impl Endpoint {
                 registrations,
             ),
             stats,
+            traffic: Arc::new(SipTraffic::default()),
             out: VecDeque::new(),
             events: Vec::new(),
             max_message_size: s.max_message_size,
@@ -131,6 +135,7 @@ impl Endpoint {
             next_call: Arc::new(CallRefs::default()),
             max_calls: config.calls.max_calls,
             limit_response: config.calls.limit_response.code(),
+            draining: false,
         })
     }
 
@@ -158,6 +163,11 @@ impl Endpoint {
     /// Records of call attempts the core refused itself (number policy, limits).
     pub fn poll_record(&mut self) -> Option<CallRecord> {
         self.dialogs.records.pop()
+    }
+
+    /// Requests by method and responses by code.
+    pub fn traffic(&self) -> &Arc<SipTraffic> {
+        &self.traffic
     }
 
     pub fn stats(&self) -> &Arc<SipStats> {
@@ -255,6 +265,7 @@ impl Endpoint {
                         bytes: r.to_bytes().into(),
                     });
                     SipStats::inc(&self.stats.responses_sent);
+                    self.traffic.response(code);
                 }
             }
         }
@@ -272,6 +283,7 @@ impl Endpoint {
         match self.server.on_request(key, is_ack, now) {
             ServerRx::New(id) => {
                 SipStats::inc(&self.stats.requests_received);
+                self.traffic.request(req.method.as_str());
                 let Some(answer) = self.answer(id, &req, &info, src, now) else {
                     return; // the call answers
                 };
@@ -283,6 +295,7 @@ impl Endpoint {
                         .respond(id, resp.code, resp.to_bytes().into(), dest, now)
                 {
                     SipStats::inc(&self.stats.responses_sent);
+                    self.traffic.response(resp.code);
                     self.out.push_back(t);
                 }
                 self.finish_cancel(now);

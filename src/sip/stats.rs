@@ -60,3 +60,59 @@ impl SipStats {
             .map(|(_, v)| v)
     }
 }
+
+/// Requests received by method and responses sent by status code, for metrics.
+#[derive(Debug)]
+pub struct SipTraffic {
+    requests: [AtomicU64; METHODS.len()],
+    responses: Box<[AtomicU64]>,
+}
+
+/// Method labels; anything else counts as `other`.
+pub const METHODS: [&str; 7] = [
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "other",
+];
+
+impl Default for SipTraffic {
+    fn default() -> Self {
+        SipTraffic {
+            requests: Default::default(),
+            responses: (100..700).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl SipTraffic {
+    pub fn request(&self, method: &str) {
+        let i = METHODS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(METHODS.len() - 1);
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn response(&self, code: u16) {
+        if let Some(c) = self.responses.get(usize::from(code).wrapping_sub(100)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (method, count) for every method.
+    pub fn requests(&self) -> Vec<(&'static str, u64)> {
+        METHODS
+            .iter()
+            .zip(&self.requests)
+            .map(|(m, c)| (*m, c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// (code, count) for every code sent at least once.
+    pub fn responses(&self) -> Vec<(u16, u64)> {
+        self.responses
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u16 + 100, c.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}

@@ -42,8 +42,11 @@ impl Daemon {
     pub fn start(sip_extra: &str, trunks: &str) -> Daemon {
         let port = free_udp_port();
         let dir = tempfile::tempdir().expect("tempdir");
+        let cdr = dir.path().join("cdr.jsonl");
         let config = format!(
-            "[log]\nlevel = \"debug\"\n\n[sip]\nlisten = \"127.0.0.1:{port}\"\nrealm = \"{REALM}\"\n{sip_extra}\n\n{trunks}\n"
+            "[log]\nlevel = \"debug\"\n\n[sip]\nlisten = \"127.0.0.1:{port}\"\nrealm = \"{REALM}\"\n{sip_extra}\n\n\
+             [cdr]\npath = \"{}\"\n\n[status]\nlisten = \"127.0.0.1:0\"\n\n{trunks}\n",
+            cdr.display()
         );
         let path = dir.path().join("trunkgate.toml");
         std::fs::write(&path, config).expect("write config");
@@ -93,6 +96,31 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The call record file of this daemon.
+    pub fn cdr_path(&self) -> PathBuf {
+        self.dir.path().join("cdr.jsonl")
+    }
+
+    /// The call records written so far, one JSON value per line.
+    pub fn cdrs(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.cdr_path())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("CDR line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// The status endpoint's address, from the start log line.
+    pub fn status_addr(&self) -> SocketAddr {
+        let log = self.log();
+        let at = log
+            .find(" status=")
+            .unwrap_or_else(|| panic!("no status= in the log:\n{}", tail(&log, 20)));
+        let rest = &log[at + 8..];
+        let end = rest.find([' ', '\n']).unwrap_or(rest.len());
+        rest[..end].parse().expect("status address")
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -351,6 +379,29 @@ pub fn ack(client: &SipClient, to: SocketAddr, resp: &str, uri: &str) {
 
 impl Daemon {
     /// SIGTERM, then the exit status (bounded wait; killed after it).
+    /// Sends `signal` (`"HUP"`, `"TERM"`, `"KILL"` ...) without waiting.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "daemon did not exit within {within:?}; log:\n{}",
+            tail(&self.log(), 40)
+        );
+    }
+
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")

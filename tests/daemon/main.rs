@@ -11,6 +11,7 @@ mod carrier;
 mod cli;
 
 mod numbers;
+mod ops;
 mod register_sipp;
 mod rtp_capture;
 mod sha256_auth;

@@ -241,7 +241,8 @@ impl Endpoint {
     /// A call's command.
     pub fn handle_call_command(&mut self, cmd: CallCmd, now: Instant) {
         match cmd {
-            CallCmd::Attach(..) => {} // routed at the edge
+            CallCmd::Attach(..) | CallCmd::HangupAll => {} // routed at the edge
+            CallCmd::Drain => self.draining = true,
             CallCmd::Respond(call, reply) => self.respond_invite(call, reply, now),
             CallCmd::RespondReinvite(call, reply) => self.respond_reinvite(call, reply, now),
             CallCmd::Invite(call, inv) => self.send_invite(call, *inv, now),
@@ -295,6 +296,15 @@ impl Endpoint {
             this.dialogs.records.push(record);
             Some(a)
         };
+        if self.draining {
+            return refuse(
+                self,
+                record,
+                Answer::new(503)
+                    .reason("Shutting Down")
+                    .header("Retry-After", "60"),
+            );
+        }
         let destination = match self.policies[trunk].check(dialled) {
             Verdict::Refused(r) => {
                 SipStats::inc(&self.stats.number_refusals);
@@ -447,6 +457,7 @@ impl Endpoint {
         let cseq = pending.info.cseq.seq;
         if let Some(t) = self.server.respond(tx, code, bytes.clone(), dest, now) {
             SipStats::inc(&self.stats.responses_sent);
+            self.traffic.response(code);
             self.out.push_back(t);
         }
         if code >= 200 {
@@ -791,6 +802,9 @@ impl Endpoint {
                 },
             ));
         };
+        if self.draining {
+            return fail(self, 503, "Shutting Down");
+        }
         let Some(trunk) = self.auth.trunks().iter().position(|t| t.name == inv.trunk) else {
             return fail(self, 404, "No Such Trunk");
         };

@@ -1,0 +1,333 @@
+//! `/status` (JSON), `/metrics` (Prometheus text) and `/healthz` over plain HTTP on
+//! `[status] listen` (loopback by default: there is no authentication). Everything is read from
+//! shared snapshots; nothing here can slow the SIP loop or a call.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use super::metrics::{CallMetrics, Exposition};
+use crate::call::active::ActiveCalls;
+use crate::call::record::CallDirection;
+use crate::carrier::Carrier;
+use crate::media::relay::RelayCounters;
+use crate::sip::registrar::Registrations;
+use crate::sip::stats::{SipStats, SipTraffic};
+
+/// What the endpoints read.
+pub struct OpsState {
+    pub started: Instant,
+    pub stats: Arc<SipStats>,
+    pub traffic: Arc<SipTraffic>,
+    pub registrations: Registrations,
+    pub trunks: Vec<String>,
+    pub carrier: Option<Arc<Carrier>>,
+    pub active: Arc<ActiveCalls>,
+    pub metrics: Arc<CallMetrics>,
+    /// SIGTERM received: new calls are refused, `/healthz` says so.
+    pub draining: Arc<AtomicBool>,
+}
+
+pub fn router(state: Arc<OpsState>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(state)
+}
+
+/// Serves until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<OpsState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = router(state);
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::warn!(error = %e, "status endpoint stopped");
+    }
+}
+
+fn direction(d: CallDirection) -> &'static str {
+    match d {
+        CallDirection::Outbound => "outbound",
+        CallDirection::Inbound => "inbound",
+    }
+}
+
+async fn healthz(State(s): State<Arc<OpsState>>) -> Response {
+    if s.draining.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+async fn status(State(s): State<Arc<OpsState>>) -> Response {
+    let now = Instant::now();
+    let calls = s.active.snapshot();
+    let trunks: Vec<Value> = s
+        .trunks
+        .iter()
+        .map(|name| {
+            let reg = s.registrations.get(name);
+            let primary = reg.primary().cloned();
+            json!({
+                "name": name,
+                "registered": reg.is_registered(),
+                "contact": primary.as_ref().map(|b| b.uri.clone()),
+                "source": primary.as_ref().map(|b| b.source.to_string()),
+                "expires_in": primary.as_ref().map(|b| b.expires_at.saturating_duration_since(now).as_secs()),
+                "active_calls": calls.iter().filter(|(_, c)| c.trunk.as_deref() == Some(name)).count(),
+            })
+        })
+        .collect();
+    let accounts: Vec<Value> = s
+        .carrier
+        .as_ref()
+        .map(|c| c.status())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "username": a.username,
+                "subscription_state": format!("{:?}", a.phase).to_lowercase(),
+                "websocket_connected": a.websocket_connected,
+                "websocket_reconnects": a.websocket_reconnects,
+                "last_error": a.last_error,
+                "active_calls": a.active_calls,
+                "max_calls": a.max_calls,
+            })
+        })
+        .collect();
+    let active: Vec<Value> = calls
+        .iter()
+        .map(|(id, c)| {
+            json!({
+                "id": id,
+                "direction": direction(c.direction),
+                "trunk": c.trunk,
+                "sip_call_id": c.sip_call_id,
+                "carrier_session": c.carrier_session,
+                "called": c.called,
+                "caller": c.caller,
+                "state": c.state,
+                "duration_s": now.saturating_duration_since(c.started).as_secs(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": now.saturating_duration_since(s.started).as_secs(),
+        "draining": s.draining.load(Ordering::Relaxed),
+        "trunks": trunks,
+        "carrier_accounts": accounts,
+        "active_calls": active,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
+    let mut e = Exposition::default();
+    e.single(
+        "trunkgate_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        s.started.elapsed().as_secs_f64(),
+    );
+    // SIP core counters, one family each.
+    for (name, value) in s.stats.snapshot() {
+        let family = format!("trunkgate_sip_{name}_total");
+        e.single(&family, "counter", &name.replace('_', " "), value as f64);
+    }
+    e.family(
+        "trunkgate_sip_requests_total",
+        "counter",
+        "SIP requests received (new transactions) by method.",
+    );
+    for (m, n) in s.traffic.requests() {
+        e.sample("trunkgate_sip_requests_total", &[("method", m)], n as f64);
+    }
+    e.family(
+        "trunkgate_sip_responses_total",
+        "counter",
+        "SIP responses sent (first transmissions) by status code.",
+    );
+    for (code, n) in s.traffic.responses() {
+        e.sample(
+            "trunkgate_sip_responses_total",
+            &[("code", &code.to_string())],
+            n as f64,
+        );
+    }
+    let registered = s
+        .trunks
+        .iter()
+        .filter(|t| s.registrations.get(t).is_registered())
+        .count();
+    e.single(
+        "trunkgate_trunks_registered",
+        "gauge",
+        "Trunks with at least one live registration.",
+        registered as f64,
+    );
+    // Calls.
+    let calls = s.active.snapshot();
+    e.family(
+        "trunkgate_active_calls",
+        "gauge",
+        "Calls up now by direction.",
+    );
+    for d in [CallDirection::Outbound, CallDirection::Inbound] {
+        let n = calls.iter().filter(|(_, c)| c.direction == d).count();
+        e.sample(
+            "trunkgate_active_calls",
+            &[("direction", direction(d))],
+            n as f64,
+        );
+    }
+    s.metrics.write(&mut e);
+    // RTP: finished calls plus live ones.
+    let live = |f: fn(&RelayCounters) -> u64| -> u64 {
+        calls
+            .iter()
+            .filter_map(|(_, c)| c.counters.as_ref())
+            .map(|c| f(c))
+            .sum()
+    };
+    let m = &s.metrics;
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let packets = [
+        (
+            "pbx_to_carrier",
+            ld(&m.rtp_from_pbx_finished) + live(|c| RelayCounters::get(&c.from_pbx_packets)),
+        ),
+        (
+            "carrier_to_pbx",
+            ld(&m.rtp_to_pbx_finished) + live(|c| RelayCounters::get(&c.to_pbx_packets)),
+        ),
+    ];
+    let bytes = [
+        (
+            "pbx_to_carrier",
+            ld(&m.rtp_bytes_from_pbx_finished) + live(|c| RelayCounters::get(&c.from_pbx_bytes)),
+        ),
+        (
+            "carrier_to_pbx",
+            ld(&m.rtp_bytes_to_pbx_finished) + live(|c| RelayCounters::get(&c.to_pbx_bytes)),
+        ),
+    ];
+    let lost = [
+        (
+            "from_pbx",
+            ld(&m.rtp_lost_from_pbx_finished) + live(|c| RelayCounters::get(&c.lost_from_pbx)),
+        ),
+        (
+            "from_carrier",
+            ld(&m.rtp_lost_from_carrier_finished)
+                + live(|c| RelayCounters::get(&c.lost_from_carrier)),
+        ),
+    ];
+    for (family, help, values) in [
+        (
+            "trunkgate_rtp_packets_total",
+            "RTP packets relayed by direction.",
+            packets,
+        ),
+        (
+            "trunkgate_rtp_payload_bytes_total",
+            "RTP payload bytes relayed by direction.",
+            bytes,
+        ),
+    ] {
+        e.family(family, "counter", help);
+        for (d, v) in values {
+            e.sample(family, &[("direction", d)], v as f64);
+        }
+    }
+    e.family(
+        "trunkgate_rtp_lost_packets_total",
+        "counter",
+        "RTP packets missing from sequence numbers, by the leg they should have come from.",
+    );
+    for (d, v) in lost {
+        e.sample(
+            "trunkgate_rtp_lost_packets_total",
+            &[("stream", d)],
+            v as f64,
+        );
+    }
+    // Carrier accounts.
+    let accounts = s.carrier.as_ref().map(|c| c.status()).unwrap_or_default();
+    e.family(
+        "trunkgate_carrier_subscribed",
+        "gauge",
+        "1 when the account's subscription is usable.",
+    );
+    for a in &accounts {
+        e.sample(
+            "trunkgate_carrier_subscribed",
+            &[("account", &a.name)],
+            f64::from(u8::from(a.phase.usable())),
+        );
+    }
+    e.family(
+        "trunkgate_carrier_websocket_connected",
+        "gauge",
+        "1 while the notification WebSocket is up.",
+    );
+    for a in &accounts {
+        e.sample(
+            "trunkgate_carrier_websocket_connected",
+            &[("account", &a.name)],
+            f64::from(u8::from(a.websocket_connected)),
+        );
+    }
+    e.family(
+        "trunkgate_carrier_websocket_reconnects_total",
+        "counter",
+        "Notification WebSocket reconnections.",
+    );
+    for a in &accounts {
+        e.sample(
+            "trunkgate_carrier_websocket_reconnects_total",
+            &[("account", &a.name)],
+            a.websocket_reconnects as f64,
+        );
+    }
+    e.family(
+        "trunkgate_carrier_active_calls",
+        "gauge",
+        "Calls on the account now.",
+    );
+    for a in &accounts {
+        e.sample(
+            "trunkgate_carrier_active_calls",
+            &[("account", &a.name)],
+            f64::from(a.active_calls),
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        e.0,
+    )
+        .into_response()
+}

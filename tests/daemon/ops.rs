@@ -1,0 +1,364 @@
+//! Operations against the real daemon: `/metrics` as Prometheus text whose counters follow the
+//! traffic, `/status` and `/healthz`, call records that survive `kill -9` and follow a rotation
+//! on SIGHUP, and SIGTERM draining a call (new INVITEs 503, BYE on both legs after the grace
+//! period, records written, exit 0).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::call_support::*;
+use crate::harness::*;
+
+/// GET over plain HTTP/1.1: (status code, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // chunked bodies: keep only the payload lines (metrics and JSON never look like hex sizes
+    // on their own line followed by CRLF, so strip the chunk-size lines)
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || after.len() < n {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+/// Parses Prometheus text format 0.0.4 strictly enough to catch a malformed line: every sample
+/// is `name{label="value",...} number` of a family announced by `# TYPE`. Returns
+/// `name{labels}` → value.
+fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE line");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "bad type in {line:?}"
+            );
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("sample line {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("value in {line:?}")),
+        };
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "metric name in {line:?}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(
+                    labels.starts_with('{') && labels.ends_with('}'),
+                    "labels in {line:?}"
+                );
+                for pair in labels[1..labels.len() - 1].split("\",") {
+                    let (k, v) = pair
+                        .split_once("=\"")
+                        .unwrap_or_else(|| panic!("label in {line:?}"));
+                    assert!(
+                        k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "label name in {line:?}"
+                    );
+                    let _ = v;
+                }
+            }
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(
+            types.contains_key(family),
+            "sample of an undeclared family: {line:?}"
+        );
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+fn metric(m: &HashMap<String, f64>, series: &str) -> f64 {
+    m.get(series).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_status_and_healthz_follow_the_traffic() {
+    let d = Daemon::start_default();
+    let status = d.status_addr();
+    assert!(status.ip().is_loopback());
+    let (code, text) = http_get(status, "/metrics");
+    assert_eq!(code, 200, "{text}");
+    let before = parse_prometheus(&text);
+    let client = SipClient::new();
+    for _ in 0..3 {
+        let r = client.request(&options(d.sip, &client), d.sip);
+        assert_eq!(status_code(&r), 200);
+    }
+    let r = authenticated_invite(&client, d.sip, "12", "user0", "secret", "");
+    assert_eq!(status_code(&r), 484, "{r}");
+    let (_, text) = http_get(status, "/metrics");
+    let after = parse_prometheus(&text);
+    let delta = |s: &str| metric(&after, s) - metric(&before, s);
+    assert_eq!(
+        delta("trunkgate_sip_requests_total{method=\"OPTIONS\"}"),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        delta("trunkgate_sip_requests_total{method=\"INVITE\"}"),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        delta("trunkgate_sip_responses_total{code=\"407\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        delta("trunkgate_sip_responses_total{code=\"484\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "trunkgate_calls_total{direction=\"outbound\",outcome=\"invalid_number\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(delta("trunkgate_sip_number_refusals_total"), 1.0, "{text}");
+
+    let (code, body) = http_get(status, "/status");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["trunks"][0]["name"], "t0");
+    assert_eq!(v["trunks"][0]["registered"], false);
+    assert!(
+        v["active_calls"].as_array().is_some_and(|a| a.is_empty()),
+        "{v}"
+    );
+    let (code, body) = http_get(status, "/healthz");
+    assert_eq!((code, body.trim()), (200, "ok"));
+}
+
+#[test]
+fn records_survive_kill_9_and_follow_rotation_on_sighup() {
+    let b = Bridge::start();
+    let client = SipClient::new();
+    let r = authenticated_invite(&client, b.daemon.sip, "12", TRUNK_USER, TRUNK_PASS, "");
+    assert_eq!(status_code(&r), 484, "{r}");
+    // an answered call the carrier hangs up
+    let sipp = Sipp::spawn(
+        "call_wait_bye.xml",
+        Some(b.daemon.sip),
+        free_udp_port(),
+        free_media_port(),
+        &uac_args(ANSWER_DIALLED),
+        Duration::from_secs(60),
+    );
+    b.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
+        c.len() == 1 && c[0]["state"] == "ANSWERED"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let session = b.calls()[0]["session"].as_str().unwrap_or("").to_string();
+    let (code, v) = http_json(
+        b.sim.control,
+        "POST",
+        &format!("/calls/{session}/hangup"),
+        None,
+    );
+    b.check(code == 200, || format!("sim hangup: {code} {v}"));
+    let run = sipp.wait();
+    b.assert_sipp_ok(&run, "call_wait_bye.xml");
+    // the record is written when the call ends: poll (bounded), then kill -9
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.daemon.cdrs().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut b = b;
+    b.daemon.signal("KILL");
+    b.daemon.wait_exit(Duration::from_secs(10));
+    let cdrs = b.daemon.cdrs();
+    b.check(cdrs.len() == 2, || {
+        format!("expected 2 records after kill -9, got {cdrs:#?}")
+    });
+    let refused = &cdrs[0];
+    assert_eq!(refused["sip_code"], 484, "{refused}");
+    assert_eq!(refused["direction"], "outbound");
+    assert_eq!(refused["called_raw"], "12");
+    assert!(refused["answered"].is_null());
+    let call = &cdrs[1];
+    assert_eq!(call["sip_code"], 200, "{call}");
+    assert_eq!(call["ended_by"], "carrier", "{call}");
+    assert_eq!(call["called"], ANSWER_E164, "{call}");
+    assert_eq!(call["carrier_session"], session.as_str(), "{call}");
+    assert_eq!(call["trunk"], TRUNK);
+    assert!(
+        call["answered"]
+            .as_u64()
+            .is_some_and(|a| a >= call["started"].as_u64().unwrap_or(u64::MAX)),
+        "{call}"
+    );
+    assert!(
+        call["ended"].as_u64() >= call["answered"].as_u64(),
+        "{call}"
+    );
+    assert!(
+        call["rtp_packets_from_pbx"]
+            .as_u64()
+            .is_some_and(|n| n > 20),
+        "{call}"
+    );
+    assert!(
+        call["rtp_packets_to_pbx"].as_u64().is_some_and(|n| n > 20),
+        "{call}"
+    );
+}
+
+#[test]
+fn sighup_reopens_the_record_file_after_rotation() {
+    let d = Daemon::start_default();
+    let client = SipClient::new();
+    let attempt = || {
+        let r = authenticated_invite(&client, d.sip, "12", "user0", "secret", "");
+        assert_eq!(status_code(&r), 484, "{r}");
+    };
+    attempt();
+    let rotated = d.dir.path().join("cdr.jsonl.1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.cdrs().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::rename(d.cdr_path(), &rotated).expect("rotate");
+    d.signal("HUP");
+    d.wait_log("call record file reopened");
+    attempt();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.cdrs().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!(old.lines().count(), 1, "rotated file: {old}");
+    assert_eq!(d.cdrs().len(), 1, "new file after SIGHUP");
+    assert!(d.log().contains("SIGHUP"), "the reload is logged");
+}
+
+#[test]
+fn sigterm_drains_a_call_refuses_new_ones_and_exits_0() {
+    let b = Bridge::start_with("", "drain_grace = \"3s\"");
+    let sipp = Sipp::spawn(
+        "call_wait_bye.xml",
+        Some(b.daemon.sip),
+        free_udp_port(),
+        free_media_port(),
+        &uac_args(ANSWER_DIALLED),
+        Duration::from_secs(60),
+    );
+    b.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
+        c.len() == 1 && c[0]["state"] == "ANSWERED"
+    });
+    let mut b = b;
+    let stopped_at = Instant::now();
+    b.daemon.signal("TERM");
+    b.daemon.wait_log("draining calls");
+    // a new call while draining: 503 with Retry-After, never reaching the carrier
+    let client = SipClient::new();
+    let r = authenticated_invite(
+        &client,
+        b.daemon.sip,
+        ANSWER_DIALLED,
+        TRUNK_USER,
+        TRUNK_PASS,
+        "",
+    );
+    b.check(status_code(&r) == 503, || {
+        format!("expected 503 while draining, got:\n{r}")
+    });
+    b.check(!header_values(&r, "Retry-After").is_empty(), || {
+        format!("503 without Retry-After:\n{r}")
+    });
+    // the call up continues for the grace period, then gets BYE
+    let run = sipp.wait();
+    b.assert_sipp_ok(&run, "call_wait_bye.xml (BYE from the draining daemon)");
+    let status = b.daemon.wait_exit(Duration::from_secs(20));
+    let took = stopped_at.elapsed();
+    b.check(status.success(), || format!("exit status {status:?}"));
+    b.check(took >= Duration::from_millis(2500), || {
+        format!("the call was ended after {took:?}, before the 3 s grace")
+    });
+    let calls = b.calls();
+    b.check(
+        calls.len() == 1 && calls[0]["state"] == "ENDED" && calls[0]["ended_by"] == "client",
+        || {
+            format!(
+                "expected one carrier call, ended by the gateway: {}",
+                pretty(&calls)
+            )
+        },
+    );
+    let cdrs = b.daemon.cdrs();
+    b.check(cdrs.len() == 2, || {
+        format!("expected the drained call and the refused one: {cdrs:#?}")
+    });
+    let drained = cdrs
+        .iter()
+        .find(|r| r["sip_code"] == 200)
+        .expect("the answered call's record");
+    assert_eq!(drained["ended_by"], "gateway", "{drained}");
+    let refused = cdrs
+        .iter()
+        .find(|r| r["sip_code"] == 503)
+        .expect("the refused call's record");
+    assert!(refused["answered"].is_null());
+    b.sim
+        .wait_subscriptions("the subscription deleted at exit", |s| {
+            s.iter().all(|s| s["deleted"] == true)
+        });
+}
