@@ -1,0 +1,3 @@
+//! Operating the daemon: admin commands.
+
+pub mod admin;
