@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use trunkgate::config::Config;
 
 const DEFAULT_CONFIG: &str = "/etc/trunkgate/trunkgate.toml";
@@ -44,12 +44,134 @@ enum Command {
         #[arg(required = true)]
         numbers: Vec<String>,
     },
+    /// Issue a trunk's credentials: a random password for the PBX, its HA1s for the realm and
+    /// the `[[trunks]]` block to paste (hashes only).
+    Credentials {
+        /// The trunk's name in the config.
+        #[arg(long, default_value = "pbx")]
+        name: String,
+        /// The digest username (3CX: Authentication ID); default: derived from --name.
+        #[arg(long)]
+        username: Option<String>,
+        /// Config whose sip.realm the HA1s are for (and whose trunks must not clash).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The realm, when there is no config file yet (overrides sip.realm otherwise).
+        #[arg(long)]
+        realm: Option<String>,
+    },
+    /// Print what to enter on the PBX for a trunk: 3CX's Generic SIP Trunk form, or a
+    /// pjsip.conf section set for Asterisk.
+    PbxConfig {
+        pbx: Pbx,
+        /// The trunk's name in the config.
+        #[arg(long)]
+        trunk: String,
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Run the Kandy Link carrier simulator (REST + WebSocket over TLS, control API) until
     /// interrupted.
     Sim {
         #[arg(long, short)]
         config: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Pbx {
+    #[value(name = "3cx")]
+    ThreeCx,
+    Asterisk,
+}
+
+fn credentials_command(
+    name: &str,
+    username: Option<String>,
+    config: &std::path::Path,
+    realm: Option<String>,
+) -> ExitCode {
+    use trunkgate::ops::admin;
+    let cfg = if config.exists() {
+        match Config::load(config) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let (realm, source) = match (realm, &cfg) {
+        (Some(r), Some(c)) if r != c.sip.realm => {
+            eprintln!(
+                "warning: --realm {r:?} differs from sip.realm {:?} in {}: these hashes only work \
+                 once sip.realm is {r:?}",
+                c.sip.realm,
+                config.display()
+            );
+            (r, "from --realm".to_string())
+        }
+        (Some(r), _) => (r, "from --realm".to_string()),
+        (None, Some(c)) => (
+            c.sip.realm.clone(),
+            format!("sip.realm of {}", config.display()),
+        ),
+        (None, None) => {
+            eprintln!(
+                "{} does not exist: give the realm the daemon will use with --realm REALM",
+                config.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let password = match admin::random_password() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot read the operating system's random number generator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let username = username.unwrap_or_else(|| admin::default_username(name));
+    match admin::Issued::new(name, &username, &realm, password, cfg.as_ref()) {
+        Ok(issued) => {
+            print!("{}", issued.render(&source));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn pbx_config_command(pbx: Pbx, trunk: &str, config: &std::path::Path) -> ExitCode {
+    use trunkgate::ops::admin;
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let out = match pbx {
+        Pbx::ThreeCx => admin::three_cx(&cfg, trunk),
+        Pbx::Asterisk => admin::asterisk(&cfg, trunk),
+    };
+    match out {
+        Ok(out) => {
+            for w in &out.warnings {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", out.text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -155,6 +277,13 @@ fn main() -> ExitCode {
             numbers,
         } => number_command(config, trunk, &numbers),
         Command::Sim { config } => sim_command(&config),
+        Command::Credentials {
+            name,
+            username,
+            config,
+            realm,
+        } => credentials_command(&name, username, &config, realm),
+        Command::PbxConfig { pbx, trunk, config } => pbx_config_command(pbx, &trunk, &config),
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
                 println!("{}: ok: {}", config.display(), c.summary());

@@ -1,6 +1,7 @@
 //! Operations: call records on disk (`cdr`), the status, metrics and health endpoints (`http`,
-//! `metrics`).
+//! `metrics`), and the admin commands (`admin`: `credentials`, `pbx-config`).
 
+pub mod admin;
 pub mod cdr;
 pub mod http;
 pub mod metrics;

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admin;
 mod call_scenarios;
 mod call_support;
 mod calls;
