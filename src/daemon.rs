@@ -21,6 +21,7 @@ use crate::config::{CarrierAccount, CarrierConfig, Config, Secret};
 use crate::media::rtp_leg::PortPool;
 use crate::media::webrtc_peer::PeerSettings;
 use crate::numbers::NumberPolicy;
+use crate::ops::systemd::{self as sd, Notifier};
 use crate::sim::{SimConfig, SimHandle, SimUser};
 use crate::sip::endpoint::Endpoint;
 use crate::sip::registrar::Registrations;
@@ -40,7 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stats = Arc::new(SipStats::default());
     // The first number parse loads libphonenumber metadata (tens of ms): not on a call's path.
     crate::numbers::warm_up();
-    let mut endpoint = Endpoint::new(&config, registrations, stats, Instant::now())?;
+    let mut endpoint = Endpoint::new(&config, registrations.clone(), stats, Instant::now())?;
     endpoint.set_advertise(advertise);
 
     let carrier = match &config.carrier {
@@ -63,7 +64,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let router = CallRouter::new(ctx.clone());
-    let sip = tokio::spawn(transport::serve(socket, endpoint, stop_rx, cmd_rx, router));
+    let health = Arc::new(transport::LoopHealth::default());
+    let sip = tokio::spawn(transport::serve(
+        socket,
+        endpoint,
+        stop_rx,
+        cmd_rx,
+        router,
+        health.clone(),
+    ));
     let (carrier, sim, inbound) = match carrier {
         Some((carrier, sim, calls)) => (
             Some(carrier),
@@ -72,8 +81,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => (None, None, None),
     };
+    // systemd: READY=1 now that the SIP socket is bound and the carrier subscription started
+    let notifier = Notifier::from_env();
+    let trunk_names: Vec<String> = config.trunks.iter().map(|t| t.name.clone()).collect();
+    notifier.ready(&format!(
+        "listening udp {local}; {}",
+        sd::status_line(&trunk_names, &registrations, 0)
+    ));
+    let supervisor = sd::supervise(notifier.clone(), health, registrations, trunk_names);
     wait_for_stop_signal().await?;
     info!("stopping");
+    notifier.stopping();
     let _ = stop_tx.send(true);
     let _ = sip.await;
     if let Some(inbound) = inbound {
@@ -85,6 +103,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     if let Some(sim) = sim {
         sim.stop().await;
+    }
+    if let Some(supervisor) = supervisor {
+        supervisor.abort();
     }
     info!("stopped");
     Ok(())

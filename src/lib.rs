@@ -10,5 +10,6 @@ pub mod daemon;
 pub mod logging;
 pub mod media;
 pub mod numbers;
+pub mod ops;
 pub mod sim;
 pub mod sip;

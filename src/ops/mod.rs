@@ -1,0 +1,3 @@
+//! Operating the daemon as a service.
+
+pub mod systemd;
