@@ -81,7 +81,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => (None, None, None),
     };
-    // systemd: READY=1 now that the SIP socket is bound and the carrier subscription started
+    // systemd: READY=1 now that the SIP socket is bound and the carrier subscription started,
+    // and the stop signals are caught (a SIGTERM right after READY must stop us cleanly)
+    let stop = stop_signal()?;
     let notifier = Notifier::from_env();
     let trunk_names: Vec<String> = config.trunks.iter().map(|t| t.name.clone()).collect();
     notifier.ready(&format!(
@@ -89,7 +91,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sd::status_line(&trunk_names, &registrations, 0)
     ));
     let supervisor = sd::supervise(notifier.clone(), health, registrations, trunk_names);
-    wait_for_stop_signal().await?;
+    stop.await;
     info!("stopping");
     notifier.stopping();
     let _ = stop_tx.send(true);
@@ -231,12 +233,19 @@ async fn accept_inbound(ctx: Arc<CallContext>, mut inbound: mpsc::Receiver<Carri
 }
 
 pub async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    stop_signal()?.await;
+    Ok(())
+}
+
+/// Catches SIGTERM and SIGINT from now on; the future completes at the first of them.
+pub fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

@@ -108,7 +108,11 @@ fn one_line(s: &str) -> String {
 }
 
 /// The `STATUS=` text: registered trunks out of those configured, and active calls.
-pub fn status_line(trunks: &[String], registrations: &Registrations, active_calls: usize) -> String {
+pub fn status_line(
+    trunks: &[String],
+    registrations: &Registrations,
+    active_calls: usize,
+) -> String {
     let all = registrations.all();
     let registered: Vec<&str> = trunks
         .iter()
@@ -200,6 +204,18 @@ mod tests {
     #[test]
     fn status_is_one_line() {
         assert_eq!(one_line("a\nb\r\nc"), "a b  c");
+    }
+
+    #[test]
+    fn loop_health_ages_until_the_next_beat() {
+        let h = LoopHealth::default();
+        h.beat(3);
+        assert!(h.age() < STALE_AFTER);
+        assert_eq!(h.active_calls(), 3);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(h.age() >= Duration::from_millis(30));
+        h.beat(0);
+        assert!(h.age() < Duration::from_millis(30));
     }
 
     #[test]

@@ -40,10 +40,21 @@ impl Daemon {
     /// Starts the daemon with `[sip]` extra lines and `[[trunks]]` blocks appended to a minimal
     /// loopback config. Waits (bounded) until it answers OPTIONS.
     pub fn start(sip_extra: &str, trunks: &str) -> Daemon {
+        Daemon::start_with("", sip_extra, trunks, |_| Vec::new())
+    }
+
+    /// `start` with extra `[log]` lines and extra environment variables; `env` is given the
+    /// temporary directory (which holds `daemon.log`, stderr) before the daemon is spawned.
+    pub fn start_with(
+        log_extra: &str,
+        sip_extra: &str,
+        trunks: &str,
+        env: impl FnOnce(&Path) -> Vec<(String, String)>,
+    ) -> Daemon {
         let port = free_udp_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let config = format!(
-            "[log]\nlevel = \"debug\"\n\n[sip]\nlisten = \"127.0.0.1:{port}\"\nrealm = \"{REALM}\"\n{sip_extra}\n\n{trunks}\n"
+            "[log]\nlevel = \"debug\"\n{log_extra}\n\n[sip]\nlisten = \"127.0.0.1:{port}\"\nrealm = \"{REALM}\"\n{sip_extra}\n\n{trunks}\n"
         );
         let path = dir.path().join("trunkgate.toml");
         std::fs::write(&path, config).expect("write config");
@@ -53,6 +64,11 @@ impl Daemon {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "trunkgate=debug")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("JOURNAL_STREAM")
+            .envs(env(dir.path()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -101,6 +117,31 @@ impl Daemon {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`libc::SIGTERM`, `libc::SIGHUP`, ...) to the daemon.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.child.id());
+    }
+
+    /// The exit status once the daemon has exited, waiting at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

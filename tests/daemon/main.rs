@@ -14,4 +14,5 @@ mod numbers;
 mod register_sipp;
 mod rtp_capture;
 mod sha256_auth;
+mod systemd;
 mod torture;
