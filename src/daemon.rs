@@ -25,6 +25,7 @@ use crate::numbers::NumberPolicy;
 use crate::ops::cdr::{CdrWriter, Fanout};
 use crate::ops::http::OpsState;
 use crate::ops::metrics::CallMetrics;
+use crate::ops::systemd::{self as sd, Notifier};
 use crate::sim::{SimConfig, SimHandle, SimUser};
 use crate::sip::endpoint::Endpoint;
 use crate::sip::registrar::Registrations;
@@ -104,7 +105,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
           "trunkgate {} ready: {}", env!("CARGO_PKG_VERSION"), config.summary());
 
     let router = CallRouter::new(ctx.clone());
-    let sip = tokio::spawn(transport::serve(socket, endpoint, stop_rx, cmd_rx, router));
+    let health = Arc::new(transport::LoopHealth::default());
+    let sip = tokio::spawn(transport::serve(
+        socket,
+        endpoint,
+        stop_rx,
+        cmd_rx,
+        router,
+        health.clone(),
+    ));
     let (carrier, sim, inbound) = match carrier {
         Some((carrier, sim, calls)) => (
             Some(carrier),
@@ -113,11 +122,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => (None, None, None),
     };
-    while let Signal::Reload = next_signal().await? {
+    // systemd: READY=1 now that the SIP socket is bound and the carrier subscription started,
+    // and the signals are caught (a SIGTERM right after READY must stop us cleanly)
+    let mut signals = Signals::catch()?;
+    let notifier = Notifier::from_env();
+    let trunk_names: Vec<String> = config.trunks.iter().map(|t| t.name.clone()).collect();
+    let ready_status = || {
+        format!(
+            "listening udp {local}; {}",
+            sd::status_line(&trunk_names, &registrations, 0)
+        )
+    };
+    notifier.ready(&ready_status());
+    let supervisor = sd::supervise(
+        notifier.clone(),
+        health,
+        registrations.clone(),
+        trunk_names.clone(),
+    );
+    while let Signal::Reload = signals.next().await {
+        notifier.reloading();
         info!("SIGHUP: reopening the call record file");
         cdr.reopen();
+        notifier.ready(&ready_status());
     }
-    drain(&ctx, config.calls.drain_grace).await;
+    info!("stopping");
+    notifier.stopping();
+    drain(&ctx, config.calls.drain_grace, &mut signals).await;
     let _ = stop_tx.send(true);
     let _ = sip.await;
     let _ = http.await;
@@ -132,6 +163,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(sim) = sim {
         sim.stop().await;
     }
+    if let Some(supervisor) = supervisor {
+        supervisor.abort();
+    }
     info!("stopped");
     Ok(())
 }
@@ -139,7 +173,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// SIGTERM/SIGINT: new calls are refused (503 with Retry-After, inbound rejected at the
 /// carrier), calls up continue for `grace`, then every call still up is ended on both legs and
 /// its record written.
-async fn drain(ctx: &Arc<CallContext>, grace: std::time::Duration) {
+async fn drain(ctx: &Arc<CallContext>, grace: std::time::Duration, signals: &mut Signals) {
     ctx.draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
     ctx.send(CallCmd::Drain);
@@ -153,7 +187,7 @@ async fn drain(ctx: &Arc<CallContext>, grace: std::time::Duration) {
     while !ctx.active.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-            _ = wait_for_stop_signal() => {
+            _ = signals.stop() => {
                 warn!("second stop signal: ending calls now");
                 break;
             }
@@ -177,12 +211,34 @@ enum Signal {
     Stop,
 }
 
-async fn next_signal() -> anyhow::Result<Signal> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup())?;
-    tokio::select! {
-        _ = hup.recv() => Ok(Signal::Reload),
-        r = wait_for_stop_signal() => r.map(|_| Signal::Stop),
+/// SIGHUP, SIGTERM and SIGINT, caught from creation on.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.hup.recv() => Signal::Reload,
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+        }
+    }
+
+    /// The next SIGTERM or SIGINT (a SIGHUP while stopping only reopens nothing).
+    async fn stop(&mut self) {
+        while let Signal::Reload = self.next().await {}
     }
 }
 
@@ -308,12 +364,19 @@ async fn accept_inbound(ctx: Arc<CallContext>, mut inbound: mpsc::Receiver<Carri
 }
 
 pub async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    stop_signal()?.await;
+    Ok(())
+}
+
+/// Catches SIGTERM and SIGINT from now on; the future completes at the first of them.
+pub fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }

@@ -302,7 +302,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            trunkgate::logging::init(&cfg.log.level);
+            trunkgate::logging::init_config(&cfg.log);
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(code) => return code,

@@ -46,14 +46,26 @@ pub struct Config {
 pub struct LogConfig {
     /// A `tracing` filter directive; `RUST_LOG` overrides it.
     pub level: String,
+    /// Line format on stderr: human-readable text or one JSON object per line.
+    pub format: LogFormat,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
+}
+
+/// `[log] format`: `"text"` (default) or `"json"`; anything else is a config error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Deserialize)]

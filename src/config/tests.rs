@@ -156,3 +156,14 @@ fn carrier_password_is_hidden_in_debug_output() {
     .unwrap();
     assert!(!format!("{c:?}").contains("carrier-pass-77"));
 }
+
+#[test]
+fn log_format_is_text_or_json() {
+    let c = Config::from_toml(&format!("[log]\nformat = \"json\"\n{GOOD}")).unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    let c = Config::from_toml(GOOD).unwrap();
+    assert_eq!(c.log.format, LogFormat::Text);
+    let errs = Config::from_toml(&format!("[log]\nformat = \"xml\"\n{GOOD}")).unwrap_err();
+    assert_eq!(errs[0].line, Some(2), "{errs:?}");
+    assert!(errs[0].message.contains("json"), "{errs:?}");
+}

@@ -1,7 +1,9 @@
 //! Operations: call records on disk (`cdr`), the status, metrics and health endpoints (`http`,
-//! `metrics`), and the admin commands (`admin`: `credentials`, `pbx-config`).
+//! `metrics`), systemd readiness, status and watchdog (`systemd`), and the admin commands
+//! (`admin`: `credentials`, `pbx-config`).
 
 pub mod admin;
 pub mod cdr;
 pub mod http;
 pub mod metrics;
+pub mod systemd;

@@ -4,7 +4,9 @@
 //! lives here.
 
 use std::io::ErrorKind;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -19,16 +21,62 @@ use crate::call::signal::CallCmd;
 const RECV_BUF: usize = 65_536;
 /// Datagrams handled per wake-up before timers and sends get their turn.
 const BATCH: usize = 64;
+/// The loop wakes at least this often, so its `LoopHealth` stamp stays fresh while it works.
+const TICK: Duration = Duration::from_secs(1);
 
-/// Runs until `shutdown` turns true. Returns the endpoint so the caller can inspect it.
+/// What the SIP loop publishes about itself on every wake-up: when it last ran (the systemd
+/// watchdog pings only while this is recent) and how many calls have a dialog.
+#[derive(Debug)]
+pub struct LoopHealth {
+    origin: Instant,
+    /// Milliseconds after `origin` of the latest wake-up.
+    beat_ms: AtomicU64,
+    active_calls: AtomicUsize,
+}
+
+impl Default for LoopHealth {
+    fn default() -> Self {
+        LoopHealth {
+            origin: Instant::now(),
+            beat_ms: AtomicU64::new(0),
+            active_calls: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl LoopHealth {
+    /// Stamps a wake-up.
+    pub fn beat(&self, active_calls: usize) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.beat_ms.store(ms, Ordering::Relaxed);
+        self.active_calls.store(active_calls, Ordering::Relaxed);
+    }
+
+    /// Time since the latest wake-up (since creation before the first).
+    pub fn age(&self) -> Duration {
+        let beat = Duration::from_millis(self.beat_ms.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(beat)
+    }
+
+    /// Calls with a dialog, as of the latest wake-up.
+    pub fn active_calls(&self) -> usize {
+        self.active_calls.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs until `shutdown` turns true, stamping `health` on every wake-up. Returns the endpoint
+/// so the caller can inspect it.
 pub async fn serve(
     socket: UdpSocket,
     mut endpoint: Endpoint,
     mut shutdown: watch::Receiver<bool>,
     mut cmds: mpsc::UnboundedReceiver<CallCmd>,
     mut router: CallRouter,
+    health: Arc<LoopHealth>,
 ) -> Endpoint {
     let mut buf = vec![0u8; RECV_BUF];
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = endpoint.poll_timeout();
         tokio::select! {
@@ -62,9 +110,11 @@ pub async fn serve(
             _ = shutdown.changed() => {
                 if *shutdown.borrow() { break; }
             }
+            _ = tick.tick() => {}
         }
         dispatch(&mut endpoint, &mut router);
         flush(&socket, &mut endpoint).await;
+        health.beat(endpoint.active_calls());
     }
     flush(&socket, &mut endpoint).await;
     endpoint

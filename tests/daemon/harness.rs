@@ -40,11 +40,22 @@ impl Daemon {
     /// Starts the daemon with `[sip]` extra lines and `[[trunks]]` blocks appended to a minimal
     /// loopback config. Waits (bounded) until it answers OPTIONS.
     pub fn start(sip_extra: &str, trunks: &str) -> Daemon {
+        Daemon::start_with("", sip_extra, trunks, |_| Vec::new())
+    }
+
+    /// `start` with extra `[log]` lines and extra environment variables; `env` is given the
+    /// temporary directory (which holds `daemon.log`, stderr) before the daemon is spawned.
+    pub fn start_with(
+        log_extra: &str,
+        sip_extra: &str,
+        trunks: &str,
+        env: impl FnOnce(&Path) -> Vec<(String, String)>,
+    ) -> Daemon {
         let port = free_udp_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let cdr = dir.path().join("cdr.jsonl");
         let config = format!(
-            "[log]\nlevel = \"debug\"\n\n[sip]\nlisten = \"127.0.0.1:{port}\"\nrealm = \"{REALM}\"\n{sip_extra}\n\n\
+            "[log]\nlevel = \"debug\"\n{log_extra}\n\n[sip]\nlisten = \"127.0.0.1:{port}\"\nrealm = \"{REALM}\"\n{sip_extra}\n\n\
              [cdr]\npath = \"{}\"\n\n[status]\nlisten = \"127.0.0.1:0\"\n\n{trunks}\n",
             cdr.display()
         );
@@ -56,6 +67,11 @@ impl Daemon {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "trunkgate=debug")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("JOURNAL_STREAM")
+            .envs(env(dir.path()))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -129,6 +145,31 @@ impl Daemon {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`libc::SIGTERM`, `libc::SIGHUP`, ...) to the daemon.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.child.id());
+    }
+
+    /// The exit status once the daemon has exited, waiting at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -379,29 +420,6 @@ pub fn ack(client: &SipClient, to: SocketAddr, resp: &str, uri: &str) {
 
 impl Daemon {
     /// SIGTERM, then the exit status (bounded wait; killed after it).
-    /// Sends `signal` (`"HUP"`, `"TERM"`, `"KILL"` ...) without waiting.
-    pub fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status();
-    }
-
-    /// Waits (bounded) for the process to exit.
-    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "daemon did not exit within {within:?}; log:\n{}",
-            tail(&self.log(), 40)
-        );
-    }
-
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")

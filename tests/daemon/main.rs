@@ -16,4 +16,5 @@ mod ops;
 mod register_sipp;
 mod rtp_capture;
 mod sha256_auth;
+mod systemd;
 mod torture;

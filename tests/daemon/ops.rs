@@ -223,8 +223,8 @@ fn records_survive_kill_9_and_follow_rotation_on_sighup() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut b = b;
-    b.daemon.signal("KILL");
-    b.daemon.wait_exit(Duration::from_secs(10));
+    b.daemon.signal(libc::SIGKILL);
+    b.daemon.wait_exit(Duration::from_secs(10)).expect("killed");
     let cdrs = b.daemon.cdrs();
     b.check(cdrs.len() == 2, || {
         format!("expected 2 records after kill -9, got {cdrs:#?}")
@@ -277,7 +277,7 @@ fn sighup_reopens_the_record_file_after_rotation() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::fs::rename(d.cdr_path(), &rotated).expect("rotate");
-    d.signal("HUP");
+    d.signal(libc::SIGHUP);
     d.wait_log("call record file reopened");
     attempt();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -306,7 +306,7 @@ fn sigterm_drains_a_call_refuses_new_ones_and_exits_0() {
     });
     let mut b = b;
     let stopped_at = Instant::now();
-    b.daemon.signal("TERM");
+    b.daemon.signal(libc::SIGTERM);
     b.daemon.wait_log("draining calls");
     // a new call while draining: 503 with Retry-After, never reaching the carrier
     let client = SipClient::new();
@@ -327,7 +327,7 @@ fn sigterm_drains_a_call_refuses_new_ones_and_exits_0() {
     // the call up continues for the grace period, then gets BYE
     let run = sipp.wait();
     b.assert_sipp_ok(&run, "call_wait_bye.xml (BYE from the draining daemon)");
-    let status = b.daemon.wait_exit(Duration::from_secs(20));
+    let status = b.daemon.wait_exit(Duration::from_secs(20)).expect("the daemon exits after the drain");
     let took = stopped_at.elapsed();
     b.check(status.success(), || format!("exit status {status:?}"));
     b.check(took >= Duration::from_millis(2500), || {
