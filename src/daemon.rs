@@ -32,7 +32,7 @@ use crate::sip::registrar::Registrations;
 use crate::sip::stats::SipStats;
 use crate::sip::transport;
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     let socket = UdpSocket::bind(config.sip.listen).await.with_context(|| {
         format!(
             "cannot bind SIP socket udp {} (sip.listen)",
@@ -88,7 +88,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         started: Instant::now(),
         stats,
         traffic: endpoint.traffic().clone(),
-        registrations,
+        registrations: registrations.clone(),
         trunks: config.trunks.iter().map(|t| t.name.clone()).collect(),
         carrier: ctx.carrier.clone(),
         active: ctx.active.clone(),
@@ -140,10 +140,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         registrations.clone(),
         trunk_names.clone(),
     );
+    let mut running = config.clone();
     while let Signal::Reload = signals.next().await {
         notifier.reloading();
-        info!("SIGHUP: reopening the call record file");
+        info!(config = %path.display(), "SIGHUP: reloading the configuration, reopening the call record file");
         cdr.reopen();
+        match Config::load(&path) {
+            Err(e) => {
+                tracing::error!("reload refused, the running configuration stays: {e}");
+            }
+            Ok(new) => {
+                for setting in needs_restart(&running, &new) {
+                    warn!(
+                        setting,
+                        "changed in the file, but applies only after a restart"
+                    );
+                }
+                ctx.send(CallCmd::Reconfigure(Box::new(new.clone())));
+                running = new;
+                info!("configuration reloaded: trunks, secrets, number policies, limits");
+            }
+        }
         notifier.ready(&ready_status());
     }
     info!("stopping");
@@ -204,6 +221,62 @@ async fn drain(ctx: &Arc<CallContext>, grace: std::time::Duration, signals: &mut
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The settings a reload cannot apply to a running daemon, by key.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut v = Vec::new();
+    if old.sip.listen != new.sip.listen {
+        v.push("sip.listen");
+    }
+    if old.sip.advertise != new.sip.advertise {
+        v.push("sip.advertise");
+    }
+    if (old.sip.t1, old.sip.t2, old.sip.t4) != (new.sip.t1, new.sip.t2, new.sip.t4) {
+        v.push("sip.t1/t2/t4");
+    }
+    if old.sip.nonce_lifetime != new.sip.nonce_lifetime {
+        v.push("sip.nonce_lifetime");
+    }
+    if differs(&old.media, &new.media) {
+        v.push("media (rtp_ports, rtp_bind, webrtc_bind)");
+    }
+    if old.status.listen != new.status.listen {
+        v.push("status.listen");
+    }
+    if old.cdr.path != new.cdr.path {
+        v.push("cdr.path");
+    }
+    if differs(&old.inbound, &new.inbound) {
+        v.push("inbound");
+    }
+    let timers = |c: &Config| {
+        (
+            c.calls.no_answer_timeout,
+            c.calls.session_expires,
+            c.calls.min_se,
+            c.calls.drain_grace,
+        )
+    };
+    if timers(old) != timers(new) {
+        v.push("calls.no_answer_timeout/session_expires/min_se/drain_grace");
+    }
+    // Secrets print as *** in Debug: compare them as well.
+    let carrier = |c: &Config| {
+        c.carrier.as_ref().map(|k| {
+            let secrets: Vec<&str> = k.accounts.iter().map(|a| a.password.expose()).collect();
+            format!("{k:?}{secrets:?}")
+        })
+    };
+    if carrier(old) != carrier(new) {
+        v.push("carrier (accounts, credentials, ICE servers)");
+    }
+    if differs(&old.log, &new.log) {
+        v.push("log");
+    }
+    v
 }
 
 enum Signal {

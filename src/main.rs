@@ -307,7 +307,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match rt.block_on(trunkgate::daemon::run(cfg)) {
+            match rt.block_on(trunkgate::daemon::run(cfg, config.clone())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

@@ -114,6 +114,9 @@ pub enum CallCmd {
     Drain,
     /// The drain's grace period is over: every call ends now.
     HangupAll,
+    /// Not a call's: a reloaded configuration for the SIP core, sent through the same queue so
+    /// it is ordered with the calls' commands.
+    Reconfigure(Box<crate::config::Config>),
 }
 
 /// A response a call wants sent.

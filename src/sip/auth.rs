@@ -92,6 +92,22 @@ impl Authenticator {
         }
     }
 
+    /// A reloaded configuration: new trunks, secrets and challenge settings. Nonces already
+    /// handed out stay valid (their secret is kept), so no PBX sees a spurious stale.
+    pub fn reload(&mut self, config: &Config) {
+        self.realm = config.sip.realm.clone();
+        self.algorithms = config.sip.algorithms();
+        self.offer_qop = config.sip.digest_qop;
+        self.trunks = config.trunks.clone();
+        self.by_username = config
+            .trunks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.auth_username.clone(), i))
+            .collect();
+        self.any_source = config.trunks.iter().any(|t| t.allowed_sources.is_empty());
+    }
+
     pub fn trunks(&self) -> &[TrunkConfig] {
         &self.trunks
     }

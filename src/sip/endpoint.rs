@@ -139,6 +139,37 @@ impl Endpoint {
         })
     }
 
+    /// Applies a reloaded, validated configuration: trunks and their secrets, the number
+    /// policies, registration bounds, call limits. Registrations, transactions and dialogs are
+    /// kept. (The listen address and timers need a restart; the daemon says which.)
+    pub fn reconfigure(&mut self, config: &Config) {
+        let policies = (0..config.trunks.len())
+            .map(|i| NumberPolicy::new(&config.trunk_numbers(i)))
+            .collect::<Result<Vec<_>, _>>();
+        match policies {
+            Ok(p) => self.policies = p,
+            Err(e) => {
+                // validation passed, so this cannot happen; keep everything as it was
+                warn!(error = %e, "reload: number policy refused; the running configuration stays");
+                return;
+            }
+        }
+        self.auth.reload(config);
+        let s = &config.sip;
+        self.registrar.set_limits(RegistrarLimits {
+            min_expires: s.min_expires,
+            max_expires: s.max_expires,
+            default_expires: s.default_expires,
+            max_contacts: s.max_contacts_per_trunk,
+        });
+        self.force_rport = s.force_rport;
+        self.server_header = s.server_header.clone();
+        self.max_message_size = s.max_message_size;
+        self.max_calls = config.calls.max_calls;
+        self.limit_response = config.calls.limit_response.code();
+        info!(trunks = config.trunks.len(), "SIP core reconfigured");
+    }
+
     /// The address written in our Via and Contact (the bound socket's, when `sip.advertise`
     /// and `sip.listen` leave it open).
     pub fn set_advertise(&mut self, addr: SocketAddr) {

@@ -141,6 +141,11 @@ impl Registrar {
         }
     }
 
+    /// New expiry bounds and contact limit (a reload); bindings are kept.
+    pub fn set_limits(&mut self, limits: RegistrarLimits) {
+        self.limits = limits;
+    }
+
     pub fn view(&self) -> &Registrations {
         &self.view
     }

@@ -327,7 +327,10 @@ fn sigterm_drains_a_call_refuses_new_ones_and_exits_0() {
     // the call up continues for the grace period, then gets BYE
     let run = sipp.wait();
     b.assert_sipp_ok(&run, "call_wait_bye.xml (BYE from the draining daemon)");
-    let status = b.daemon.wait_exit(Duration::from_secs(20)).expect("the daemon exits after the drain");
+    let status = b
+        .daemon
+        .wait_exit(Duration::from_secs(20))
+        .expect("the daemon exits after the drain");
     let took = stopped_at.elapsed();
     b.check(status.success(), || format!("exit status {status:?}"));
     b.check(took >= Duration::from_millis(2500), || {
@@ -361,4 +364,87 @@ fn sigterm_drains_a_call_refuses_new_ones_and_exits_0() {
         .wait_subscriptions("the subscription deleted at exit", |s| {
             s.iter().all(|s| s["deleted"] == true)
         });
+}
+
+#[test]
+fn sighup_applies_a_new_password_while_a_call_is_up() {
+    let b = Bridge::start();
+    let sipp = Sipp::spawn(
+        "call_wait_bye.xml",
+        Some(b.daemon.sip),
+        free_udp_port(),
+        free_media_port(),
+        &uac_args(ANSWER_DIALLED),
+        Duration::from_secs(60),
+    );
+    b.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
+        c.len() == 1 && c[0]["state"] == "ANSWERED"
+    });
+    let path = b.daemon.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let old = format!("password = \"{TRUNK_PASS}\"");
+    assert!(text.contains(&old), "the trunk's password line in:\n{text}");
+    std::fs::write(
+        &path,
+        text.replace(&old, "password = \"rotated-secret-77\""),
+    )
+    .unwrap();
+    b.daemon.signal(libc::SIGHUP);
+    b.daemon.wait_log("configuration reloaded");
+    let client = SipClient::new();
+    let r = authenticated_invite(&client, b.daemon.sip, "12", TRUNK_USER, TRUNK_PASS, "");
+    b.check(status_code(&r) == 407, || {
+        format!("the old password must fail after the reload:\n{r}")
+    });
+    let r = authenticated_invite(
+        &client,
+        b.daemon.sip,
+        "12",
+        TRUNK_USER,
+        "rotated-secret-77",
+        "",
+    );
+    b.check(status_code(&r) == 484, || {
+        format!("the new password must pass (then 484 for \"12\"):\n{r}")
+    });
+    // the call set up before the reload is still up, and ends normally
+    let calls = b.calls();
+    b.check(calls.len() == 1 && calls[0]["state"] == "ANSWERED", || {
+        format!("the call must survive the reload: {}", pretty(&calls))
+    });
+    let session = calls[0]["session"].as_str().unwrap_or("").to_string();
+    let (code, v) = http_json(
+        b.sim.control,
+        "POST",
+        &format!("/calls/{session}/hangup"),
+        None,
+    );
+    b.check(code == 200, || format!("sim hangup: {code} {v}"));
+    let run = sipp.wait();
+    b.assert_sipp_ok(&run, "call_wait_bye.xml across a reload");
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_running_configuration() {
+    let d = Daemon::start_default();
+    let path = d.config_path();
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, good.replace("realm = ", "realm = 42\nrelm = ")).unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_log("reload refused");
+    let log = d.log();
+    assert!(
+        log.contains("sip.realm") || log.contains("relm"),
+        "the error names the key:\n{}",
+        tail(&log, 10)
+    );
+    let client = SipClient::new();
+    let r = authenticated_invite(&client, d.sip, "12", "user0", "secret", "");
+    assert_eq!(
+        status_code(&r),
+        484,
+        "the running configuration still authenticates:\n{r}"
+    );
+    let r = client.request(&options(d.sip, &client), d.sip);
+    assert_eq!(status_code(&r), 200);
 }

@@ -29,7 +29,8 @@ use crate::sip::transaction::{ClientRx, Transmit, TxId, TxKey};
 /// What the endpoint keeps of one call's dialog toward the PBX.
 #[derive(Debug)]
 pub(super) struct Dialog {
-    trunk: usize,
+    /// The trunk's name (indices change on reload).
+    trunk: String,
     call_id: String,
     local_tag: String,
     /// From/To header values as we write them in our requests (tags included once known).
@@ -62,7 +63,7 @@ pub(super) struct Dialog {
 
 /// Who we are and whom we talk to in a new dialog; the rest starts empty.
 struct DialogParties {
-    trunk: usize,
+    trunk: String,
     call_id: String,
     local_tag: String,
     local: String,
@@ -139,7 +140,7 @@ pub(super) struct Dialogs {
     timers: BinaryHeap<Reverse<(Instant, CallRef)>>,
     pub(super) to_calls: VecDeque<(CallRef, ToCall)>,
     pub(super) records: Vec<CallRecord>,
-    per_trunk: HashMap<usize, usize>,
+    per_trunk: HashMap<String, usize>,
     /// A call whose INVITE gets its 487 once the CANCEL's 200 is out (the order PBXs expect).
     pub(super) cancelled: Option<CallRef>,
 }
@@ -154,7 +155,7 @@ impl Dialogs {
     }
 
     fn insert(&mut self, call: CallRef, d: Dialog) {
-        *self.per_trunk.entry(d.trunk).or_default() += 1;
+        *self.per_trunk.entry(d.trunk.clone()).or_default() += 1;
         self.by_call_id.insert(d.call_id.clone(), call);
         self.by_ref.insert(call, d);
     }
@@ -243,6 +244,7 @@ impl Endpoint {
         match cmd {
             CallCmd::Attach(..) | CallCmd::HangupAll => {} // routed at the edge
             CallCmd::Drain => self.draining = true,
+            CallCmd::Reconfigure(config) => self.reconfigure(&config),
             CallCmd::Respond(call, reply) => self.respond_invite(call, reply, now),
             CallCmd::RespondReinvite(call, reply) => self.respond_reinvite(call, reply, now),
             CallCmd::Invite(call, inv) => self.send_invite(call, *inv, now),
@@ -325,7 +327,7 @@ impl Endpoint {
         };
         record.called = Some(destination.e164.clone());
         let trunk_cfg = &self.auth.trunks()[trunk];
-        let on_trunk = self.dialogs.per_trunk.get(&trunk).copied().unwrap_or(0);
+        let on_trunk = self.dialogs.per_trunk.get(&name).copied().unwrap_or(0);
         if self.dialogs.active() >= self.max_calls
             || trunk_cfg.max_calls.is_some_and(|m| on_trunk >= m)
         {
@@ -362,7 +364,7 @@ impl Endpoint {
             .map(|n| n.uri_text)
             .unwrap_or_else(|| info.from.uri_text.clone());
         let mut dialog = Dialog::new(DialogParties {
-            trunk,
+            trunk: name.clone(),
             call_id: info.call_id.clone(),
             local: format!("{to_value};tag={local_tag}"),
             local_tag,
@@ -808,7 +810,7 @@ impl Endpoint {
         let Some(trunk) = self.auth.trunks().iter().position(|t| t.name == inv.trunk) else {
             return fail(self, 404, "No Such Trunk");
         };
-        let on_trunk = self.dialogs.per_trunk.get(&trunk).copied().unwrap_or(0);
+        let on_trunk = self.dialogs.per_trunk.get(&inv.trunk).copied().unwrap_or(0);
         if self.dialogs.active() >= self.max_calls
             || self.auth.trunks()[trunk]
                 .max_calls
@@ -844,7 +846,7 @@ impl Endpoint {
         let remote = format!("<sip:{}@{}>", inv.did, to_host);
         let call_id = format!("{:032x}@trunkgate", rand::random::<u128>());
         let d = Dialog::new(DialogParties {
-            trunk,
+            trunk: inv.trunk.clone(),
             call_id: call_id.clone(),
             local_tag,
             local,
@@ -1128,7 +1130,9 @@ impl Endpoint {
         let Some(d) = self.dialogs.by_ref.get(&call) else {
             return false;
         };
-        let trunk = &self.auth.trunks()[d.trunk];
+        let Some(trunk) = self.auth.trunks().iter().find(|t| t.name == d.trunk) else {
+            return false;
+        };
         let (Some(user), Some(pass)) = (&trunk.outbound_username, &trunk.outbound_password) else {
             warn!(call, trunk = %trunk.name, code = resp.code,
                   "the PBX challenged our INVITE and the trunk has no outbound_username/outbound_password");
