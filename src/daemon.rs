@@ -157,6 +157,11 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
                     );
                 }
                 ctx.send(CallCmd::Reconfigure(Box::new(new.clone())));
+                if let (Some(c), Some(k)) = (&ctx.carrier, &new.carrier) {
+                    for name in c.set_passwords(&k.accounts) {
+                        warn!(account = %name, "carrier account not applied: it needs a restart");
+                    }
+                }
                 running = new;
                 info!("configuration reloaded: trunks, secrets, number policies, limits");
             }
@@ -263,15 +268,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if timers(old) != timers(new) {
         v.push("calls.no_answer_timeout/session_expires/min_se/drain_grace");
     }
-    // Secrets print as *** in Debug: compare them as well.
-    let carrier = |c: &Config| {
-        c.carrier.as_ref().map(|k| {
-            let secrets: Vec<&str> = k.accounts.iter().map(|a| a.password.expose()).collect();
-            format!("{k:?}{secrets:?}")
-        })
-    };
+    // Passwords print as *** in Debug, so this ignores them: they are applied on reload.
+    let carrier = |c: &Config| c.carrier.as_ref().map(|k| format!("{k:?}"));
     if carrier(old) != carrier(new) {
-        v.push("carrier (accounts, credentials, ICE servers)");
+        v.push("carrier (accounts other than their passwords, ICE servers, timers)");
     }
     if differs(&old.log, &new.log) {
         v.push("log");

@@ -208,6 +208,25 @@ impl Carrier {
         ice_servers(&self.ice_urls, turn.as_ref())
     }
 
+    /// Applies new passwords of accounts that are otherwise unchanged (same name, username and
+    /// URL) to their next requests; an account in the `unauthorized` state retries with it at
+    /// its next attempt. Returns the names of accounts whose other settings changed (those need a
+    /// restart).
+    pub fn set_passwords(&self, accounts: &[crate::config::CarrierAccount]) -> Vec<String> {
+        let mut not_applied = Vec::new();
+        for new in accounts {
+            match self.accounts.iter().find(|a| a.name == new.name) {
+                Some(a) if a.rest.username() == new.username => {
+                    if let Err(e) = a.rest.set_password(new.password.expose()) {
+                        tracing::warn!(account = %a.name, error = %e, "new carrier password refused");
+                    }
+                }
+                _ => not_applied.push(new.name.clone()),
+            }
+        }
+        not_applied
+    }
+
     pub fn status(&self) -> Vec<AccountStatus> {
         self.accounts.iter().map(|a| a.status()).collect()
     }

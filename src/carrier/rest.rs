@@ -77,6 +77,16 @@ pub struct RestClient {
     http: reqwest::Client,
     base: String,
     username: String,
+    /// `Basic ...`, replaceable on reload (a new carrier password applies to the next request).
+    authorization: std::sync::RwLock<HeaderValue>,
+}
+
+fn basic(username: &str, password: &str) -> Result<HeaderValue, RestError> {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let mut auth = HeaderValue::from_str(&format!("Basic {token}"))
+        .map_err(|e| RestError::Transport(e.to_string()))?;
+    auth.set_sensitive(true);
+    Ok(auth)
 }
 
 impl RestClient {
@@ -87,13 +97,8 @@ impl RestClient {
         tls: Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> Result<Self, RestError> {
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-        let mut auth = HeaderValue::from_str(&format!("Basic {token}"))
-            .map_err(|e| RestError::Transport(e.to_string()))?;
-        auth.set_sensitive(true);
+        let auth = basic(username, password)?;
         let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, auth);
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls).clone())
@@ -108,7 +113,18 @@ impl RestClient {
             http,
             base: base_url.trim_end_matches('/').to_string(),
             username: username.to_string(),
+            authorization: std::sync::RwLock::new(auth),
         })
+    }
+
+    /// A new password for the next requests (configuration reload).
+    pub fn set_password(&self, password: &str) -> Result<(), RestError> {
+        let auth = basic(&self.username, password)?;
+        *self
+            .authorization
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = auth;
+        Ok(())
     }
 
     pub fn username(&self) -> &str {
@@ -128,7 +144,12 @@ impl RestClient {
         err_code: impl Fn(&serde_json::Value) -> (Option<i64>, Option<String>, Option<u64>),
     ) -> Result<R, RestError> {
         let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
+        let auth = self
+            .authorization
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut req = self.http.request(method, &url).header(AUTHORIZATION, auth);
         if let Some(b) = body {
             let bytes = serde_json::to_vec(b).map_err(|e| RestError::Decode(e.to_string()))?;
             req = req.header(CONTENT_TYPE, "application/json").body(bytes);

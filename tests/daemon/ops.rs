@@ -448,3 +448,32 @@ fn sighup_with_a_broken_file_keeps_the_running_configuration() {
     let r = client.request(&options(d.sip, &client), d.sip);
     assert_eq!(status_code(&r), 200);
 }
+
+#[test]
+fn sighup_applies_a_new_carrier_password() {
+    let sim = SimProcess::start("gw@reload.test", "the-right-one-5521");
+    let d = Daemon::start(
+        "",
+        &format!(
+            "{}\n{}",
+            trunk("t0", "user0", "secret"),
+            sim.carrier_toml("gw@reload.test", "an-old-one-0017")
+        ),
+    );
+    d.wait_log("HTTP 401");
+    assert!(sim.subscriptions().is_empty());
+    let path = d.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("an-old-one-0017", "the-right-one-5521")).unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_log("configuration reloaded");
+    sim.wait_subscriptions("a subscription with the reloaded password", |s| {
+        s.iter().any(|s| s["ws_connected"] == true)
+    });
+    let log = d.log();
+    assert!(
+        !log.contains("the-right-one-5521") && !log.contains("an-old-one-0017"),
+        "secrets logged"
+    );
+    assert!(!log.contains("needs a restart"), "{}", tail(&log, 20));
+}
