@@ -33,6 +33,9 @@ use crate::sip::stats::SipStats;
 use crate::sip::transport;
 
 pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
+    // Caught before anything answers: a SIGHUP or SIGTERM that arrives while starting must be
+    // handled, not kill the process with the default action.
+    let mut signals = Signals::catch()?;
     let socket = UdpSocket::bind(config.sip.listen).await.with_context(|| {
         format!(
             "cannot bind SIP socket udp {} (sip.listen)",
@@ -122,9 +125,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
         ),
         None => (None, None, None),
     };
-    // systemd: READY=1 now that the SIP socket is bound and the carrier subscription started,
-    // and the signals are caught (a SIGTERM right after READY must stop us cleanly)
-    let mut signals = Signals::catch()?;
+    // systemd: READY=1 now that the SIP socket is bound and the carrier subscription started
     let notifier = Notifier::from_env();
     let trunk_names: Vec<String> = config.trunks.iter().map(|t| t.name.clone()).collect();
     let ready_status = || {

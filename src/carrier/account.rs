@@ -38,6 +38,8 @@ pub struct AccountStatus {
     pub websocket_connected: bool,
     pub websocket_reconnects: u64,
     pub last_error: Option<String>,
+    /// REST requests that failed (transport, decoding, refusals).
+    pub rest_errors: u64,
     pub active_calls: u32,
     pub max_calls: u32,
     pub subscription: Option<String>,
@@ -123,6 +125,7 @@ impl Account {
             websocket_connected: s.ws_connected,
             websocket_reconnects: s.ws_reconnects,
             last_error: s.last_error.clone(),
+            rest_errors: self.rest.errors(),
             active_calls: self.max_calls - self.capacity.available_permits() as u32,
             max_calls: self.max_calls,
             subscription: s.granted.as_ref().map(|g| g.subscription.clone()),

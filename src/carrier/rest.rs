@@ -79,6 +79,8 @@ pub struct RestClient {
     username: String,
     /// `Basic ...`, replaceable on reload (a new carrier password applies to the next request).
     authorization: std::sync::RwLock<HeaderValue>,
+    /// Requests that failed: transport, decoding, or refused by the carrier (for metrics).
+    errors: std::sync::atomic::AtomicU64,
 }
 
 fn basic(username: &str, password: &str) -> Result<HeaderValue, RestError> {
@@ -114,6 +116,7 @@ impl RestClient {
             base: base_url.trim_end_matches('/').to_string(),
             username: username.to_string(),
             authorization: std::sync::RwLock::new(auth),
+            errors: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -135,7 +138,28 @@ impl RestClient {
         &self.base
     }
 
+    /// Requests that failed so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn send<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        ok: impl Fn(&R) -> Option<i64>,
+        err_code: impl Fn(&serde_json::Value) -> (Option<i64>, Option<String>, Option<u64>),
+    ) -> Result<R, RestError> {
+        let r = self.send_once(method, path, body, ok, err_code).await;
+        if r.is_err() {
+            self.errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    async fn send_once<B: Serialize, R: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

@@ -110,6 +110,7 @@ async fn status(State(s): State<Arc<OpsState>>) -> Response {
                 "websocket_connected": a.websocket_connected,
                 "websocket_reconnects": a.websocket_reconnects,
                 "last_error": a.last_error,
+                "rest_errors": a.rest_errors,
                 "active_calls": a.active_calls,
                 "max_calls": a.max_calls,
             })
@@ -308,6 +309,18 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
             "trunkgate_carrier_websocket_reconnects_total",
             &[("account", &a.name)],
             a.websocket_reconnects as f64,
+        );
+    }
+    e.family(
+        "trunkgate_carrier_rest_errors_total",
+        "counter",
+        "Carrier REST requests that failed (transport, decoding, refusals).",
+    );
+    for a in &accounts {
+        e.sample(
+            "trunkgate_carrier_rest_errors_total",
+            &[("account", &a.name)],
+            a.rest_errors as f64,
         );
     }
     e.family(

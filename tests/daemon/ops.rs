@@ -462,6 +462,17 @@ fn sighup_applies_a_new_carrier_password() {
     );
     d.wait_log("HTTP 401");
     assert!(sim.subscriptions().is_empty());
+    let (_, text) = http_get(d.status_addr(), "/metrics");
+    let m = parse_prometheus(&text);
+    assert!(
+        metric(&m, "trunkgate_carrier_rest_errors_total{account=\"sim\"}") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&m, "trunkgate_carrier_subscribed{account=\"sim\"}"),
+        0.0,
+        "{text}"
+    );
     let path = d.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("an-old-one-0017", "the-right-one-5521")).unwrap();
