@@ -155,7 +155,7 @@ async fn inbound(
         }),
     ));
     let rtp_socket = Arc::new(rtp.rtp);
-    let _rtcp = rtp.rtcp;
+    let rtcp_socket = Arc::new(rtp.rtcp);
     let mut ringing = false;
     let mut cancelled = false;
     let no_answer = tokio::time::sleep(ctx.calls.no_answer_timeout);
@@ -271,7 +271,7 @@ async fn inbound(
         alternative: None,
     });
     leg.pbx = Some(media);
-    let relay = Relay::start(rtp_socket, peer.clone(), events, media);
+    let relay = Relay::start(rtp_socket, rtcp_socket, peer.clone(), events, media);
     if let Err(e) = carrier.answer(&answer_sdp).await {
         warn!(error = %e, "carrier callAnswer failed");
         leg.bye(Some("Q.850;cause=41;text=\"carrier answer failed\"".into()));

@@ -237,7 +237,7 @@ async fn outbound(
     info!(destination = %e164, account = %carrier.account(), "carrier call started");
 
     let rtp_socket = Arc::new(rtp.rtp);
-    let _rtcp = rtp.rtcp;
+    let rtcp_socket = Arc::new(rtp.rtcp);
     let mut events = Some(events);
     let mut relay: Option<Relay> = None;
     let mut ringing_sent = false;
@@ -254,7 +254,7 @@ async fn outbound(
                 }
                 Some(CallEvent::Progress { sdp }) => {
                     // Early media: answer the PBX provisionally and relay at once.
-                    match early_media(leg, &peer, &sdp, &offer, &rtp_socket, &mut events, &mut relay).await {
+                    match early_media(leg, &peer, &sdp, &offer, (&rtp_socket, &rtcp_socket), &mut events, &mut relay).await {
                         Ok(our) => {
                             ringing_sent = true;
                             leg.respond(Reply::new(183).sdp(our));
@@ -361,7 +361,13 @@ async fn outbound(
                 receives: false,
             });
             match events.take() {
-                Some(ev) => Relay::start(rtp_socket.clone(), peer.clone(), ev, pbx),
+                Some(ev) => Relay::start(
+                    rtp_socket.clone(),
+                    rtcp_socket.clone(),
+                    peer.clone(),
+                    ev,
+                    pbx,
+                ),
                 None => {
                     let _ = carrier.end(Some("media lost")).await;
                     return refuse(leg, record, Reply::new(500));
@@ -420,7 +426,7 @@ async fn early_media(
     peer: &Arc<MediaPeer>,
     sdp: &str,
     offer: &Option<(AudioOffer, Negotiated)>,
-    socket: &Arc<tokio::net::UdpSocket>,
+    (socket, rtcp): (&Arc<tokio::net::UdpSocket>, &Arc<tokio::net::UdpSocket>),
     events: &mut Option<MediaEvents>,
     relay: &mut Option<Relay>,
 ) -> Result<String, String> {
@@ -432,7 +438,13 @@ async fn early_media(
     leg.pbx = Some(media);
     if relay.is_none() {
         let ev = events.take().ok_or("media events gone")?;
-        *relay = Some(Relay::start(socket.clone(), peer.clone(), ev, media));
+        *relay = Some(Relay::start(
+            socket.clone(),
+            rtcp.clone(),
+            peer.clone(),
+            ev,
+            media,
+        ));
     }
     let direction = pbx_sdp::answer_direction(o.effective_direction());
     Ok(leg.render(PbxLeg::answer_line(n, &format, direction)))

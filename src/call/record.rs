@@ -61,6 +61,8 @@ pub struct CallRecord {
     /// Sequence gaps seen on each incoming stream.
     pub rtp_lost_from_pbx: u64,
     pub rtp_lost_from_carrier: u64,
+    /// The PBX's own count (RTCP receiver reports) of what it did not receive from us.
+    pub rtp_lost_reported_by_pbx: u64,
 }
 
 impl CallRecord {
@@ -91,6 +93,7 @@ impl CallRecord {
             rtp_bytes_to_pbx: 0,
             rtp_lost_from_pbx: 0,
             rtp_lost_from_carrier: 0,
+            rtp_lost_reported_by_pbx: 0,
         }
     }
 
@@ -110,6 +113,7 @@ impl CallRecord {
         self.rtp_bytes_to_pbx = C::get(&c.to_pbx_bytes);
         self.rtp_lost_from_pbx = C::get(&c.lost_from_pbx);
         self.rtp_lost_from_carrier = C::get(&c.lost_from_carrier);
+        self.rtp_lost_reported_by_pbx = C::get(&c.lost_reported_by_pbx);
     }
 
     /// Seconds from answer to end (0 when never answered).

@@ -46,6 +46,9 @@ pub struct RelayCounters {
     /// expected minus received, per source).
     pub lost_from_pbx: AtomicU64,
     pub lost_from_carrier: AtomicU64,
+    /// What the PBX's RTCP receiver reports say it lost of what we sent (the latest cumulative
+    /// count).
+    pub lost_reported_by_pbx: AtomicU64,
 }
 
 /// Counts sequence gaps of one incoming stream; restarts on a new SSRC.
@@ -89,13 +92,14 @@ pub struct Relay {
     params: watch::Sender<PbxMedia>,
     counters: Arc<RelayCounters>,
     peer_state: watch::Receiver<PeerState>,
-    tasks: [JoinHandle<()>; 2],
+    tasks: [JoinHandle<()>; 3],
 }
 
 impl Relay {
     /// Starts relaying between `socket` (the PBX's RTP) and `peer`.
     pub fn start(
         socket: Arc<UdpSocket>,
+        rtcp: Arc<UdpSocket>,
         peer: Arc<MediaPeer>,
         events: MediaEvents,
         pbx: PbxMedia,
@@ -120,11 +124,12 @@ impl Relay {
             state_tx,
             counters.clone(),
         ));
+        let reports = tokio::spawn(rtcp_from_pbx(rtcp, counters.clone()));
         Relay {
             params,
             counters,
             peer_state,
-            tasks: [up, down],
+            tasks: [up, down, reports],
         }
     }
 
@@ -241,6 +246,22 @@ async fn pbx_to_carrier(
                 RelayCounters::add(&counters.dropped, 1);
                 debug!(error = %e, "RTP toward the carrier not sent");
             }
+        }
+    }
+}
+
+/// Reads the PBX's RTCP (RTP port + 1) for its receiver reports; nothing is relayed (the
+/// WebRTC leg runs its own RTCP).
+async fn rtcp_from_pbx(socket: Arc<UdpSocket>, counters: Arc<RelayCounters>) {
+    let mut buf = [0u8; 1500];
+    loop {
+        let Ok((n, _)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        if let Some(lost) = super::rtp::rtcp_cumulative_lost(&buf[..n]) {
+            counters
+                .lost_reported_by_pbx
+                .store(u64::from(lost), Ordering::Relaxed);
         }
     }
 }

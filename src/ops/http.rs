@@ -243,6 +243,11 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
             ld(&m.rtp_lost_from_carrier_finished)
                 + live(|c| RelayCounters::get(&c.lost_from_carrier)),
         ),
+        (
+            "reported_by_pbx_rtcp",
+            ld(&m.rtp_lost_reported_by_pbx_finished)
+                + live(|c| RelayCounters::get(&c.lost_reported_by_pbx)),
+        ),
     ];
     for (family, help, values) in [
         (

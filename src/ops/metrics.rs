@@ -30,6 +30,7 @@ pub struct CallMetrics {
     pub rtp_bytes_to_pbx_finished: AtomicU64,
     pub rtp_lost_from_pbx_finished: AtomicU64,
     pub rtp_lost_from_carrier_finished: AtomicU64,
+    pub rtp_lost_reported_by_pbx_finished: AtomicU64,
 }
 
 /// A record's outcome label: `answered`, or the final SIP code's meaning.
@@ -79,6 +80,8 @@ impl RecordSink for CallMetrics {
             .fetch_add(r.rtp_lost_from_pbx, Ordering::Relaxed);
         self.rtp_lost_from_carrier_finished
             .fetch_add(r.rtp_lost_from_carrier, Ordering::Relaxed);
+        self.rtp_lost_reported_by_pbx_finished
+            .fetch_add(r.rtp_lost_reported_by_pbx, Ordering::Relaxed);
     }
 }
 
