@@ -98,6 +98,23 @@ impl Bridge {
         Bridge { sim, daemon, rtp }
     }
 
+    /// sipp as the PBX holding one answered call (`call_wait_bye.xml`: it waits for a BYE);
+    /// returns once the carrier shows the call ANSWERED.
+    pub fn held_call(&self) -> Sipp {
+        let sipp = Sipp::spawn(
+            "call_wait_bye.xml",
+            Some(self.daemon.sip),
+            free_udp_port(),
+            free_media_port(),
+            &uac_args(ANSWER_DIALLED),
+            Duration::from_secs(60),
+        );
+        self.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
+            c.len() == 1 && c[0]["state"] == "ANSWERED"
+        });
+        sipp
+    }
+
     pub fn calls(&self) -> Vec<Value> {
         match http_json(self.sim.control, "GET", "/calls", None) {
             (200, Value::Array(a)) => a,

@@ -90,17 +90,7 @@ fn outbound_call_with_digest_auth_echoes_the_pcap_audio_and_pbx_hangs_up() {
 #[test]
 fn carrier_hangs_up_and_the_pbx_gets_bye() {
     let b = Bridge::start();
-    let sipp = Sipp::spawn(
-        "call_wait_bye.xml",
-        Some(b.daemon.sip),
-        free_udp_port(),
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(60),
-    );
-    b.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
-        c.len() == 1 && c[0]["state"] == "ANSWERED"
-    });
+    let sipp = b.held_call();
     std::thread::sleep(Duration::from_secs(1));
     let session = b.calls()[0]["session"].as_str().unwrap_or("").to_string();
     let (code, v) = http_json(

@@ -277,17 +277,7 @@ fn pbx_that_never_acks_gets_200_retransmissions_then_bye_and_the_carrier_call_en
 /// carrier sees only the first call.
 fn second_call_over_the_limit(trunk_extra: &str, calls_extra: &str, want: u16) {
     let b = Bridge::start_with(trunk_extra, calls_extra);
-    let held = Sipp::spawn(
-        "call_wait_bye.xml",
-        Some(b.daemon.sip),
-        free_udp_port(),
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(60),
-    );
-    b.wait_calls("the first call ANSWERED", Duration::from_secs(20), |c| {
-        c.len() == 1 && c[0]["state"] == "ANSWERED"
-    });
+    let held = b.held_call();
     let run = Sipp::run(
         "call_limit.xml",
         b.daemon.sip,

@@ -195,17 +195,7 @@ fn records_survive_kill_9_and_follow_rotation_on_sighup() {
     let r = authenticated_invite(&client, b.daemon.sip, "12", TRUNK_USER, TRUNK_PASS, "");
     assert_eq!(status_code(&r), 484, "{r}");
     // an answered call the carrier hangs up
-    let sipp = Sipp::spawn(
-        "call_wait_bye.xml",
-        Some(b.daemon.sip),
-        free_udp_port(),
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(60),
-    );
-    b.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
-        c.len() == 1 && c[0]["state"] == "ANSWERED"
-    });
+    let sipp = b.held_call();
     std::thread::sleep(Duration::from_millis(1500));
     let session = b.calls()[0]["session"].as_str().unwrap_or("").to_string();
     let (code, v) = http_json(
@@ -293,17 +283,7 @@ fn sighup_reopens_the_record_file_after_rotation() {
 #[test]
 fn sigterm_drains_a_call_refuses_new_ones_and_exits_0() {
     let b = Bridge::start_with("", "drain_grace = \"3s\"");
-    let sipp = Sipp::spawn(
-        "call_wait_bye.xml",
-        Some(b.daemon.sip),
-        free_udp_port(),
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(60),
-    );
-    b.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
-        c.len() == 1 && c[0]["state"] == "ANSWERED"
-    });
+    let sipp = b.held_call();
     let mut b = b;
     let stopped_at = Instant::now();
     b.daemon.signal(libc::SIGTERM);
@@ -369,17 +349,7 @@ fn sigterm_drains_a_call_refuses_new_ones_and_exits_0() {
 #[test]
 fn sighup_applies_a_new_password_while_a_call_is_up() {
     let b = Bridge::start();
-    let sipp = Sipp::spawn(
-        "call_wait_bye.xml",
-        Some(b.daemon.sip),
-        free_udp_port(),
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(60),
-    );
-    b.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
-        c.len() == 1 && c[0]["state"] == "ANSWERED"
-    });
+    let sipp = b.held_call();
     let path = b.daemon.config_path();
     let text = std::fs::read_to_string(&path).unwrap();
     let old = format!("password = \"{TRUNK_PASS}\"");
