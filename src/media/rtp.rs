@@ -106,6 +106,10 @@ pub fn rtcp_cumulative_lost(buf: &[u8]) -> Option<u32> {
     worst
 }
 
+/// How far behind the newest packet a packet may arrive and still count as reordered, not as a
+/// restarted stream.
+const REORDER_WINDOW: i16 = 100;
+
 /// One G.711 packet of 20 ms at 8 kHz: what a source change advances the timestamp by.
 const FRAME_SAMPLES: u32 = 160;
 
@@ -115,6 +119,8 @@ const FRAME_SAMPLES: u32 = 160;
 #[derive(Debug, Clone, Default)]
 pub struct Continuity {
     source: Option<u32>,
+    /// The newest incoming sequence number of the current source.
+    last_in: Option<u16>,
     seq_offset: u16,
     ts_offset: u32,
     /// Highest sequence / latest timestamp sent, when anything was sent.
@@ -125,7 +131,18 @@ impl Continuity {
     /// The outgoing sequence number and timestamp for a packet of `ssrc`, and whether it starts
     /// a new source (the caller then sets the marker bit, RFC 3551 4.1).
     pub fn map(&mut self, ssrc: u32, sequence: u16, timestamp: u32) -> (u16, u32, bool) {
-        let new_source = self.source != Some(ssrc);
+        // A sender that restarts its numbering under the same SSRC (a PBX re-opening its stream)
+        // is a new stream too: passed through, its numbers would go backwards and the SRTP
+        // receiver would drop them as replays.
+        let restarted = self.source == Some(ssrc)
+            && self
+                .last_in
+                .is_some_and(|l| (sequence.wrapping_sub(l) as i16) < -REORDER_WINDOW);
+        let new_source = self.source != Some(ssrc) || restarted;
+        match self.last_in {
+            Some(l) if !new_source && (sequence.wrapping_sub(l) as i16) <= 0 => {}
+            _ => self.last_in = Some(sequence),
+        }
         let switched = new_source && self.last.is_some();
         if new_source {
             self.source = Some(ssrc);
@@ -228,6 +245,22 @@ mod tests {
         assert_eq!(c.map(7, 103, 8480), (103, 8480, false));
         // a late packet keeps its own numbers and does not rewind the reference
         assert_eq!(c.map(7, 102, 8320), (102, 8320, false));
+    }
+
+    #[test]
+    fn a_restart_under_the_same_ssrc_continues_the_numbers() {
+        let mut c = Continuity::default();
+        for i in 0..300u16 {
+            c.map(7, 1000 + i, 160 * u32::from(i));
+        }
+        // the same stream played again from its start
+        let (seq, _, marker) = c.map(7, 1000, 0);
+        assert_eq!((seq, marker), (1300, true));
+        assert_eq!(c.map(7, 1001, 160).0, 1301);
+        // reordering inside the window is not a restart
+        c.map(7, 1010, 1600);
+        let (seq, _, marker) = c.map(7, 1005, 800);
+        assert_eq!((seq, marker), (1305, false));
     }
 
     #[test]
