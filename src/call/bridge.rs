@@ -56,6 +56,11 @@ impl Bridge<'_> {
         // RFC 3261 14.1: after a 491 the re-INVITE is tried again 2.1-4 s later (we own no Call-ID
         // ordering, so the random wait of the non-owner side applies either way).
         let mut reinvite_retry: Option<(Instant, OwnReinvite)> = None;
+        // RTP inactivity: checked every second; a direction change restarts the wait
+        let rtp_timeout = self.leg.ctx.calls.rtp_timeout;
+        let mut media_check = tokio::time::interval(Duration::from_secs(1));
+        let mut expecting_since = Instant::now();
+        let mut direction_seen = self.pbx_direction;
         let mut glare_retry: Option<(Instant, Direction)> = None;
         loop {
             let timer_at = self.timer.as_ref().and_then(|t| t.poll_timeout());
@@ -199,6 +204,21 @@ impl Bridge<'_> {
                 _ = sleep_until(glare_at) => {
                     if let Some((_, dir)) = glare_retry.take() {
                         self.update_carrier(dir).await;
+                    }
+                }
+                _ = media_check.tick(), if !rtp_timeout.is_zero() => {
+                    if self.pbx_direction != direction_seen {
+                        direction_seen = self.pbx_direction;
+                        expecting_since = Instant::now();
+                    }
+                    let pbx_sends = matches!(self.pbx_direction, Direction::SendRecv | Direction::SendOnly);
+                    let last = self.relay.last_from_pbx().map_or(expecting_since, |t| t.max(expecting_since));
+                    if pbx_sends && last.elapsed() >= rtp_timeout {
+                        warn!(silent_s = last.elapsed().as_secs(), "no RTP from the PBX: ending the call");
+                        record.ended_by = EndedBy::Gateway;
+                        self.leg.bye(Some("Q.850;cause=41;text=\"RTP timeout\"".into()));
+                        self.end_carrier("RTP timeout").await;
+                        break;
                     }
                 }
                 changed = peer_state.changed() => {

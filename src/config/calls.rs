@@ -101,6 +101,10 @@ pub struct CallsConfig {
     /// On SIGTERM: new INVITEs get 503, calls up continue this long, then get BYE on both legs.
     #[serde(with = "humantime_serde")]
     pub drain_grace: Duration,
+    /// An answered call whose PBX sends no RTP this long (while its SDP says it sends) is ended on
+    /// both legs: a PBX that vanished. "0s" turns the check off.
+    #[serde(with = "humantime_serde")]
+    pub rtp_timeout: Duration,
 }
 
 impl Default for CallsConfig {
@@ -112,6 +116,7 @@ impl Default for CallsConfig {
             session_expires: Duration::from_secs(1800),
             min_se: Duration::from_secs(90),
             drain_grace: Duration::from_secs(30),
+            rtp_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -160,6 +165,9 @@ impl CallsConfig {
         }
         if self.min_se < Duration::from_secs(90) {
             e("min_se", "must be at least 90s (RFC 4028)");
+        }
+        if !self.rtp_timeout.is_zero() && self.rtp_timeout < Duration::from_secs(1) {
+            e("rtp_timeout", "must be 0s (off) or at least 1s");
         }
         if self.session_expires < self.min_se {
             e("session_expires", "must not be smaller than calls.min_se");

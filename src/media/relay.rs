@@ -49,6 +49,8 @@ pub struct RelayCounters {
     /// What the PBX's RTCP receiver reports say it lost of what we sent (the latest cumulative
     /// count).
     pub lost_reported_by_pbx: AtomicU64,
+    /// Milliseconds after the relay started at which the PBX's last RTP packet arrived (0: none).
+    last_from_pbx_ms: AtomicU64,
 }
 
 /// Counts sequence gaps of one incoming stream; restarts on a new SSRC.
@@ -89,6 +91,7 @@ impl RelayCounters {
 
 /// A running relay; stops when dropped.
 pub struct Relay {
+    started: std::time::Instant,
     params: watch::Sender<PbxMedia>,
     counters: Arc<RelayCounters>,
     peer_state: watch::Receiver<PeerState>,
@@ -108,12 +111,14 @@ impl Relay {
         let (latch_tx, latch_rx) = watch::channel(None::<SocketAddr>);
         let (state_tx, peer_state) = watch::channel(events.state());
         let counters = Arc::new(RelayCounters::default());
+        let started = std::time::Instant::now();
         let up = tokio::spawn(pbx_to_carrier(
             socket.clone(),
             peer.clone(),
             params_rx.clone(),
             latch_tx,
             counters.clone(),
+            started,
         ));
         let down = tokio::spawn(carrier_to_pbx(
             socket,
@@ -126,6 +131,7 @@ impl Relay {
         ));
         let reports = tokio::spawn(rtcp_from_pbx(rtcp, counters.clone()));
         Relay {
+            started,
             params,
             counters,
             peer_state,
@@ -140,6 +146,14 @@ impl Relay {
             *p = pbx;
             changed
         });
+    }
+
+    /// When the PBX's last RTP packet arrived (None: nothing yet).
+    pub fn last_from_pbx(&self) -> Option<std::time::Instant> {
+        match self.counters.last_from_pbx_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.started + std::time::Duration::from_millis(ms)),
+        }
     }
 
     pub fn counters(&self) -> &Arc<RelayCounters> {
@@ -169,6 +183,7 @@ async fn pbx_to_carrier(
     mut params: watch::Receiver<PbxMedia>,
     latch: watch::Sender<Option<SocketAddr>>,
     counters: Arc<RelayCounters>,
+    started: std::time::Instant,
 ) {
     let mut buf = [0u8; 2048];
     let mut arena = BytesMut::with_capacity(ARENA);
@@ -212,6 +227,9 @@ async fn pbx_to_carrier(
         if missing > 0 {
             RelayCounters::add(&counters.lost_from_pbx, missing);
         }
+        // one clock read per packet; max(1) keeps 0 meaning "nothing yet"
+        let ms = (started.elapsed().as_millis() as u64).max(1);
+        counters.last_from_pbx_ms.store(ms, Ordering::Relaxed);
         let Some(format) = peer.format() else {
             continue; // carrier leg not negotiated yet (early RTP from the PBX)
         };

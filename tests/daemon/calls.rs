@@ -4,7 +4,7 @@
 //! "Tests" paragraph; every wait is bounded and the failure messages show what was expected,
 //! what was seen, the simulator's calls and the logs.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -497,4 +497,28 @@ fn twenty_simultaneous_calls_each_carry_audio() {
             sources.len()
         )
     });
+}
+
+/// A PBX that stops sending RTP (it vanished) is noticed: after `rtp_timeout` of silence the
+/// daemon ends both legs.
+#[test]
+fn rtp_timeout_ends_a_call_whose_pbx_falls_silent() {
+    let b = Bridge::start_with("", "rtp_timeout = \"2s\"");
+    let started = Instant::now();
+    // sipp plays the pcap (about 7 s), then sends nothing and waits for a BYE
+    let sipp = b.held_call();
+    let run = sipp.wait();
+    let took = started.elapsed();
+    b.assert_sipp_ok(&run, "call_wait_bye.xml (BYE after the RTP timeout)");
+    b.check(took >= Duration::from_secs(8), || {
+        format!("BYE after {took:?}: before the audio ended plus the 2 s timeout")
+    });
+    let call = b.only_call_ended();
+    b.check(call["ended_by"] == "client", || {
+        format!(
+            "the gateway must delete the carrier session, ended_by {}",
+            call["ended_by"]
+        )
+    });
+    b.daemon.wait_log("no RTP from the PBX");
 }
