@@ -17,6 +17,7 @@ use crate::carrier::CarrierCall;
 use crate::media::pbx_sdp::{self, MediaLine};
 use crate::media::relay::Relay;
 use crate::media::webrtc_peer::{AudioFormat, Direction, MediaPeer, PeerState};
+use crate::sip::transport::sleep_until;
 
 /// Where the PBX side's offer/answer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +35,6 @@ pub struct Bridge<'a> {
     pub format: AudioFormat,
     pub timer: Option<SessionTimer>,
     pub timer_negotiated: Option<TimerNegotiated>,
-    /// We answered the dialog's INVITE (outbound calls) rather than sent it (inbound).
-    pub we_are_uas: bool,
     pub flow: PbxFlow,
     /// The PBX's current direction (what its last SDP said, after c=0.0.0.0 is read as hold).
     pub pbx_direction: Direction,
@@ -129,7 +128,7 @@ impl Bridge<'_> {
                         if self.flow == PbxFlow::AwaitingAckAnswer {
                             self.flow = PbxFlow::Answered;
                             match sdp {
-                                Some(s) => self.apply_pbx_sdp(&s, false).await,
+                                Some(s) => self.apply_pbx_sdp(&s),
                                 None => warn!("ACK without the answer to our offer"),
                             }
                         }
@@ -144,7 +143,7 @@ impl Bridge<'_> {
                         match code {
                             200..=299 => {
                                 if let (Some(OwnReinvite::CarrierOffer), Some(s)) = (why, sdp) {
-                                    self.apply_pbx_sdp(&s, false).await;
+                                    self.apply_pbx_sdp(&s);
                                 }
                                 if let Some(n) = session_timer::on_2xx(timer.session_expires.as_deref()) {
                                     self.timer_negotiated = Some(n);
@@ -333,7 +332,7 @@ impl Bridge<'_> {
             488u16
         })?;
         let neg = pbx_sdp::negotiate(&offer).ok_or(488u16)?;
-        let media = pbx_media(&offer, self.format.codec, neg.event_pt).ok_or_else(|| {
+        let media = pbx_media(&offer, self.format.codec).ok_or_else(|| {
             warn!(codec = ?self.format.codec, "re-INVITE drops the call's codec");
             488u16
         })?;
@@ -394,24 +393,16 @@ impl Bridge<'_> {
     }
 
     /// The PBX's answer (in an ACK or a re-INVITE's 2xx) to our offer.
-    async fn apply_pbx_sdp(&mut self, sdp: &str, _offer: bool) {
+    fn apply_pbx_sdp(&mut self, sdp: &str) {
         let Ok(answer) = pbx_sdp::parse(sdp) else {
             warn!("PBX answer SDP unusable");
             return;
         };
-        let event_pt = pbx_sdp::negotiate(&answer).and_then(|n| n.event_pt);
-        if let Some(media) = pbx_media(&answer, self.format.codec, event_pt) {
+        if let Some(media) = pbx_media(&answer, self.format.codec) {
             self.relay.update(media);
             self.leg.pbx = Some(media);
         } else {
             warn!("PBX answer without the call's codec");
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -255,7 +255,7 @@ async fn inbound(
             }
         };
     let peer = Arc::new(peer);
-    let Some(media) = pbx_media(&answer, format.codec, None) else {
+    let Some(media) = pbx_media(&answer, format.codec) else {
         leg.bye(Some("SIP;cause=488;text=\"codec\"".into()));
         record.ended_by = EndedBy::Gateway;
         return reject(&mut carrier, record, 488, "Codec Mismatch").await;
@@ -296,7 +296,6 @@ async fn inbound(
         format,
         timer,
         timer_negotiated: negotiated,
-        we_are_uas: false,
         flow: PbxFlow::Answered,
         pbx_direction: answer.effective_direction(),
     };

@@ -17,10 +17,9 @@ use super::session_timer::{self, SessionTimer, TimerRequest, UasDecision};
 use super::signal::{CallRef, OutboundInvite, Reply, ToCall};
 use crate::carrier::events::CallEvent;
 use crate::carrier::rest::RestError;
-use crate::carrier::{CarrierCall, Unavailable};
+use crate::carrier::Unavailable;
 use crate::media::pbx_sdp::{self, AudioOffer, Negotiated};
 use crate::media::relay::Relay;
-use crate::media::rtp_leg::RtpLeg;
 use crate::media::webrtc_peer::{Codec, Direction, MediaEvents, MediaPeer};
 
 /// Runs one outbound call to its end; always reports `Done` and one record.
@@ -83,13 +82,6 @@ pub fn map_failure(code: i64) -> u16 {
         .ok()
         .filter(|c| (400..=699).contains(c))
         .unwrap_or(503)
-}
-
-struct Setup {
-    carrier: CarrierCall,
-    peer: Arc<MediaPeer>,
-    events: MediaEvents,
-    rtp: RtpLeg,
 }
 
 async fn outbound(
@@ -212,28 +204,18 @@ async fn outbound(
             return;
         }
     };
-    let Setup {
-        mut carrier,
-        peer,
-        events,
-        rtp,
-    } = match setup {
-        Ok((peer, carrier, events)) => Setup {
-            carrier,
-            peer: Arc::new(peer),
-            events,
-            rtp,
-        },
+    let (mut carrier, peer, events) = match setup {
+        Ok((peer, carrier, events)) => (carrier, Arc::new(peer), events),
         Err(e) => {
             warn!(error = %e, "carrier leg failed");
             return refuse(leg, record, Reply::new(503).header("Retry-After", "5"));
         }
     };
-    tracing::Span::current().record("session", carrier.session());
     let session = carrier.session().to_string();
+    tracing::Span::current().record("session", session.as_str());
+    record.carrier_session = Some(session.clone());
     ctx.active
         .update(leg.call, |a| a.carrier_session = Some(session));
-    record.carrier_session = Some(carrier.session().to_string());
     info!(destination = %e164, account = %carrier.account(), "carrier call started");
 
     let rtp_socket = Arc::new(rtp.rtp);
@@ -323,7 +305,7 @@ async fn outbound(
     let mut flow = PbxFlow::Answered;
     let body = match &offer {
         Some((o, n)) => {
-            let Some(media) = pbx_media(o, format.codec, n.event_pt) else {
+            let Some(media) = pbx_media(o, format.codec) else {
                 let _ = carrier.end(Some("codec mismatch")).await;
                 return refuse(leg, record, Reply::new(488));
             };
@@ -398,7 +380,6 @@ async fn outbound(
         format,
         timer: session_timer,
         timer_negotiated: timer,
-        we_are_uas: true,
         flow,
         pbx_direction: offer
             .as_ref()
@@ -434,7 +415,7 @@ async fn early_media(
         return Err("offerless INVITE: early media needs the PBX's offer".into());
     };
     let format = peer.accept_answer(sdp).await.map_err(|e| e.to_string())?;
-    let media = pbx_media(o, format.codec, n.event_pt).ok_or("codec mismatch")?;
+    let media = pbx_media(o, format.codec).ok_or("codec mismatch")?;
     leg.pbx = Some(media);
     if relay.is_none() {
         let ev = events.take().ok_or("media events gone")?;

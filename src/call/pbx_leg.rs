@@ -65,8 +65,9 @@ impl PbxLeg {
     }
 }
 
-/// The relay's view of a PBX SDP: where to send, its payload types, whether it receives.
-pub fn pbx_media(offer: &AudioOffer, codec: Codec, event_pt: Option<u8>) -> Option<PbxMedia> {
+/// The relay's view of a PBX SDP: where to send, its payload types for `codec` and
+/// telephone-event, whether it receives. `None` when the SDP does not carry `codec`.
+pub fn pbx_media(offer: &AudioOffer, codec: Codec) -> Option<PbxMedia> {
     let audio_pt = offer
         .formats
         .iter()
@@ -81,13 +82,7 @@ pub fn pbx_media(offer: &AudioOffer, codec: Codec, event_pt: Option<u8>) -> Opti
     Some(PbxMedia {
         addr,
         audio_pt,
-        event_pt: event_pt.or_else(|| {
-            offer
-                .formats
-                .iter()
-                .find(|f| f.encoding.eq_ignore_ascii_case("telephone-event") && f.clock == 8000)
-                .map(|f| f.pt)
-        }),
+        event_pt: pbx_sdp::telephone_event_pt(offer),
         receives,
     })
 }

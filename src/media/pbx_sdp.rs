@@ -337,16 +337,20 @@ pub fn negotiate(offer: &AudioOffer) -> Option<Negotiated> {
         .formats
         .iter()
         .find_map(|f| codec_of(f).map(|codec| (codec, f.pt)))?;
-    let event_pt = offer
-        .formats
-        .iter()
-        .find(|f| is_telephone_event(f))
-        .map(|f| f.pt);
     Some(Negotiated {
         codec,
         audio_pt,
-        event_pt,
+        event_pt: telephone_event_pt(offer),
     })
+}
+
+/// The PBX's payload type for `telephone-event/8000`, if it lists one (RFC 4733 DTMF).
+pub fn telephone_event_pt(offer: &AudioOffer) -> Option<u8> {
+    offer
+        .formats
+        .iter()
+        .find(|f| is_telephone_event(f))
+        .map(|f| f.pt)
 }
 
 /// The G.711 codecs the PBX offered, in its order, each once: the order to offer them to the

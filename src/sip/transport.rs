@@ -132,7 +132,8 @@ fn dispatch(endpoint: &mut Endpoint, router: &mut CallRouter) {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleeps until `deadline`, or forever without one (a `select!` branch that never fires).
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
