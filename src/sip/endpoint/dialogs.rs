@@ -175,6 +175,21 @@ impl Dialogs {
         self.client_owner.retain(|_, (c, _)| *c != call);
     }
 
+    /// Tells `call` its `request` failed with `code` without any response from the PBX (glare,
+    /// no trunk, a transaction timeout).
+    fn fail(&mut self, call: CallRef, request: CallRequest, code: u16, reason: &str) {
+        self.to_calls.push_back((
+            call,
+            ToCall::Response {
+                request,
+                code,
+                reason: reason.into(),
+                sdp: None,
+                timer: TimerHeaders::default(),
+            },
+        ));
+    }
+
     /// The dialog an in-dialog request belongs to: Call-ID and both tags must match.
     fn find(&self, info: &RequestInfo) -> Option<CallRef> {
         let call = *self.by_call_id.get(&info.call_id)?;
@@ -768,16 +783,8 @@ impl Endpoint {
         };
         if d.ended || !d.confirmed || d.reinvite_out || d.reinvite.is_some() {
             // Glare or a dead dialog: tell the call as a 491 so it retries later.
-            self.dialogs.to_calls.push_back((
-                call,
-                ToCall::Response {
-                    request: CallRequest::Reinvite,
-                    code: 491,
-                    reason: "Request Pending".into(),
-                    sdp: None,
-                    timer: TimerHeaders::default(),
-                },
-            ));
+            self.dialogs
+                .fail(call, CallRequest::Reinvite, 491, "Request Pending");
             return;
         }
         d.reinvite_out = true;
@@ -793,16 +800,7 @@ impl Endpoint {
     /// An inbound call: INVITE to the trunk's registered contact.
     fn send_invite(&mut self, call: CallRef, inv: InboundInvite, now: Instant) {
         let fail = |this: &mut Endpoint, code: u16, reason: &str| {
-            this.dialogs.to_calls.push_back((
-                call,
-                ToCall::Response {
-                    request: CallRequest::Invite,
-                    code,
-                    reason: reason.into(),
-                    sdp: None,
-                    timer: TimerHeaders::default(),
-                },
-            ));
+            this.dialogs.fail(call, CallRequest::Invite, code, reason);
         };
         if self.draining {
             return fail(self, 503, "Shutting Down");
@@ -970,7 +968,7 @@ impl Endpoint {
                 if needs_ack {
                     self.ack_non_2xx(id, call, resp, info);
                 } else if (200..300).contains(&code) {
-                    self.ack_2xx(call, info.cseq.seq, now);
+                    self.ack_2xx(call, info.cseq.seq);
                 }
                 if code >= 200 {
                     deliver(self, sdp);
@@ -1033,7 +1031,7 @@ impl Endpoint {
                     d.route_set.reverse();
                     let cancelled = d.uac_invite.as_ref().is_some_and(|u| u.cancel_wanted);
                     d.uac_invite = None;
-                    self.ack_2xx(call, info.cseq.seq, now);
+                    self.ack_2xx(call, info.cseq.seq);
                     if cancelled {
                         // 200 crossed our CANCEL: ACK it and hang up (RFC 3261 9.1)
                         self.send_bye(call, None, now);
@@ -1070,20 +1068,11 @@ impl Endpoint {
             }
         }
         if purpose != CallRequest::Bye {
-            self.dialogs.to_calls.push_back((
-                call,
-                ToCall::Response {
-                    request: purpose,
-                    code: 408,
-                    reason: "Request Timeout".into(),
-                    sdp: None,
-                    timer: TimerHeaders::default(),
-                },
-            ));
+            self.dialogs.fail(call, purpose, 408, "Request Timeout");
         }
     }
 
-    fn ack_2xx(&mut self, call: CallRef, cseq: u32, _now: Instant) {
+    fn ack_2xx(&mut self, call: CallRef, cseq: u32) {
         let Some(d) = self.dialogs.by_ref.get(&call) else {
             return;
         };
