@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::metrics::{CallMetrics, Exposition};
 use crate::call::active::ActiveCalls;
 use crate::call::record::CallDirection;
-use crate::carrier::Carrier;
+use crate::carrier::{AccountStatus, Carrier};
 use crate::media::relay::RelayCounters;
 use crate::sip::registrar::Registrations;
 use crate::sip::stats::{SipStats, SipTraffic};
@@ -280,65 +280,44 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
     }
     // Carrier accounts.
     let accounts = s.carrier.as_ref().map(|c| c.status()).unwrap_or_default();
-    e.family(
-        "trunkgate_carrier_subscribed",
-        "gauge",
-        "1 when the account's subscription is usable.",
-    );
-    for a in &accounts {
-        e.sample(
+    type Read = fn(&AccountStatus) -> f64;
+    let families: [(&str, &str, &str, Read); 5] = [
+        (
             "trunkgate_carrier_subscribed",
-            &[("account", &a.name)],
-            f64::from(u8::from(a.phase.usable())),
-        );
-    }
-    e.family(
-        "trunkgate_carrier_websocket_connected",
-        "gauge",
-        "1 while the notification WebSocket is up.",
-    );
-    for a in &accounts {
-        e.sample(
+            "gauge",
+            "1 when the account's subscription is usable.",
+            |a| f64::from(u8::from(a.phase.usable())),
+        ),
+        (
             "trunkgate_carrier_websocket_connected",
-            &[("account", &a.name)],
-            f64::from(u8::from(a.websocket_connected)),
-        );
-    }
-    e.family(
-        "trunkgate_carrier_websocket_reconnects_total",
-        "counter",
-        "Notification WebSocket reconnections.",
-    );
-    for a in &accounts {
-        e.sample(
+            "gauge",
+            "1 while the notification WebSocket is up.",
+            |a| f64::from(u8::from(a.websocket_connected)),
+        ),
+        (
             "trunkgate_carrier_websocket_reconnects_total",
-            &[("account", &a.name)],
-            a.websocket_reconnects as f64,
-        );
-    }
-    e.family(
-        "trunkgate_carrier_rest_errors_total",
-        "counter",
-        "Carrier REST requests that failed (transport, decoding, refusals).",
-    );
-    for a in &accounts {
-        e.sample(
+            "counter",
+            "Notification WebSocket reconnections.",
+            |a| a.websocket_reconnects as f64,
+        ),
+        (
             "trunkgate_carrier_rest_errors_total",
-            &[("account", &a.name)],
-            a.rest_errors as f64,
-        );
-    }
-    e.family(
-        "trunkgate_carrier_active_calls",
-        "gauge",
-        "Calls on the account now.",
-    );
-    for a in &accounts {
-        e.sample(
+            "counter",
+            "Carrier REST requests that failed (transport, decoding, refusals).",
+            |a| a.rest_errors as f64,
+        ),
+        (
             "trunkgate_carrier_active_calls",
-            &[("account", &a.name)],
-            f64::from(a.active_calls),
-        );
+            "gauge",
+            "Calls on the account now.",
+            |a| f64::from(a.active_calls),
+        ),
+    ];
+    for (name, kind, help, read) in families {
+        e.family(name, kind, help);
+        for a in &accounts {
+            e.sample(name, &[("account", &a.name)], read(a));
+        }
     }
     (
         [(
