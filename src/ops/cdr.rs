@@ -22,7 +22,7 @@ enum Msg {
 
 /// The sink the calls write to; cheap to share.
 pub struct CdrWriter {
-    tx: std::sync::Mutex<mpsc::Sender<Msg>>,
+    tx: mpsc::Sender<Msg>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,14 +56,11 @@ impl CdrWriter {
                 path: PathBuf::from("(writer thread)"),
                 source,
             })?;
-        Ok(CdrWriter {
-            tx: std::sync::Mutex::new(tx),
-        })
+        Ok(CdrWriter { tx })
     }
 
     fn send(&self, m: Msg) {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(mpsc::SendError(Msg::Record(r))) = tx.send(m) {
+        if let Err(mpsc::SendError(Msg::Record(r))) = self.tx.send(m) {
             lost(&r, "the writer has stopped");
         }
     }
