@@ -106,7 +106,7 @@ impl Bridge {
             Some(self.daemon.sip),
             free_udp_port(),
             free_media_port(),
-            &uac_args(ANSWER_DIALLED),
+            &strs(&uac_args_to(ANSWER_DIALLED, self.daemon.sip)),
             Duration::from_secs(60),
         );
         self.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
@@ -181,6 +181,11 @@ impl Bridge {
             self.fail(&format!("sipp {what} failed:\n{}", run.describe()));
         }
     }
+}
+
+/// `&str` views of owned arguments, for `Sipp::spawn` / `Sipp::run`.
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 pub fn pretty(v: &[Value]) -> String {
@@ -370,6 +375,15 @@ impl Drop for Sipp {
 /// dialled number (`-s`, the Request-URI user).
 pub fn uac_args(dialled: &str) -> Vec<&str> {
     vec!["-s", dialled, "-au", TRUNK_USER, "-ap", TRUNK_PASS]
+}
+
+/// `uac_args` plus `-auth_uri` with the Request-URI sipp sends (`sip:{dialled}@{daemon}`):
+/// without it sipp 3.6 signs `sip:{remote_ip}:{remote_port}`, which a daemon that binds the
+/// digest to the Request-URI (RFC 3261 22.4) refuses with 400.
+pub fn uac_args_to(dialled: &str, daemon: SocketAddr) -> Vec<String> {
+    let mut args: Vec<String> = uac_args(dialled).into_iter().map(String::from).collect();
+    args.extend(["-auth_uri".to_string(), format!("{dialled}@{daemon}")]);
+    args
 }
 
 /// The final response `call_final.xml` logged ("final NNN"), if any.
