@@ -379,7 +379,7 @@ pub fn uac_args(dialled: &str) -> Vec<&str> {
 
 /// `uac_args` plus `-auth_uri` with the Request-URI sipp sends (`sip:{dialled}@{daemon}`):
 /// without it sipp 3.6 signs `sip:{remote_ip}:{remote_port}`, which a daemon that binds the
-/// digest to the Request-URI (RFC 3261 22.4) refuses with 400.
+/// digest to the Request-URI (RFC 2617 3.2.2.5) refuses with 400.
 pub fn uac_args_to(dialled: &str, daemon: SocketAddr) -> Vec<String> {
     let mut args: Vec<String> = uac_args(dialled).into_iter().map(String::from).collect();
     args.extend(["-auth_uri".to_string(), format!("{dialled}@{daemon}")]);
