@@ -54,6 +54,9 @@ password = "pbx-password"
 rtp_ports = "30000-39999"
 [calls]
 max_calls = 5000
+# sipp is one PBX placing every call: a trunk source, so no per-address budget
+[security]
+never_ban = ["127.0.0.0/8"]
 [cdr]
 path = "$work/cdr.jsonl"
 [status]
