@@ -57,7 +57,10 @@ fn authorization(nonce: &str, nc: Option<u32>) -> String {
 
 fn benches(c: &mut Criterion) {
     let src: SocketAddr = "127.0.0.1:5080".parse().expect("addr");
-    let msg = register(1, &authorization("dcd98b7102dd2f0e8b11d0f600bfb0c093", None));
+    let msg = register(
+        1,
+        &authorization("dcd98b7102dd2f0e8b11d0f600bfb0c093", None),
+    );
     c.bench_function("parse authenticated REGISTER", |b| {
         b.iter(|| parse(black_box(msg.as_bytes()), 65535).is_ok())
     });
