@@ -69,7 +69,12 @@ impl std::fmt::Display for AuthFailure {
                 write!(f, "algorithm not offered, user {u:?}")
             }
             AuthFailure::WrongPassword(u) => write!(f, "wrong password for user {u:?}"),
-            AuthFailure::ReplayedNonce(u) => write!(f, "replayed nonce, user {u:?}"),
+            AuthFailure::ReplayedNonce(u) => {
+                write!(
+                    f,
+                    "replayed nonce count (or a no-qop nonce used again), user {u:?}"
+                )
+            }
             AuthFailure::WrongRealm => write!(f, "credentials for another realm"),
             AuthFailure::EmptyResponse => write!(f, "empty digest response"),
             AuthFailure::UriMismatch(u) => {

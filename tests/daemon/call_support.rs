@@ -106,7 +106,7 @@ impl Bridge {
             Some(self.daemon.sip),
             free_udp_port(),
             free_media_port(),
-            &strs(&uac_args_to(ANSWER_DIALLED, self.daemon.sip)),
+            &uac_args(ANSWER_DIALLED),
             Duration::from_secs(60),
         );
         self.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
@@ -181,11 +181,6 @@ impl Bridge {
             self.fail(&format!("sipp {what} failed:\n{}", run.describe()));
         }
     }
-}
-
-/// `&str` views of owned arguments, for `Sipp::spawn` / `Sipp::run`.
-pub fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 pub fn pretty(v: &[Value]) -> String {
@@ -288,6 +283,7 @@ impl Sipp {
         .args(["-trace_logs", "-log_file"])
         .arg(dir.path().join("scenario.log"))
         .args(extra)
+        .args(auth_uri(target, extra))
         .args(if extra.contains(&"-m") {
             &[][..]
         } else {
@@ -377,13 +373,20 @@ pub fn uac_args(dialled: &str) -> Vec<&str> {
     vec!["-s", dialled, "-au", TRUNK_USER, "-ap", TRUNK_PASS]
 }
 
-/// `uac_args` plus `-auth_uri` with the Request-URI sipp sends (`sip:{dialled}@{daemon}`):
-/// without it sipp 3.6 signs `sip:{remote_ip}:{remote_port}`, which a daemon that binds the
-/// digest to the Request-URI (RFC 2617 3.2.2.5) refuses with 400.
-pub fn uac_args_to(dialled: &str, daemon: SocketAddr) -> Vec<String> {
-    let mut args: Vec<String> = uac_args(dialled).into_iter().map(String::from).collect();
-    args.extend(["-auth_uri".to_string(), format!("{dialled}@{daemon}")]);
-    args
+/// `-auth_uri` for a UAC that authenticates (`-au`) calls to `-s NUMBER`: sipp 3.6 otherwise
+/// signs `sip:{remote_ip}:{remote_port}`, and the daemon binds a digest to the Request-URI
+/// (`sip:NUMBER@{daemon}` in our scenarios) and refuses any other with 400 (RFC 3261 22.4).
+fn auth_uri(target: Option<SocketAddr>, extra: &[&str]) -> Vec<String> {
+    let dialled = extra
+        .iter()
+        .position(|a| *a == "-s")
+        .and_then(|i| extra.get(i + 1));
+    match (target, dialled) {
+        (Some(t), Some(d)) if extra.contains(&"-au") && !extra.contains(&"-auth_uri") => {
+            vec!["-auth_uri".into(), format!("{d}@{t}")]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The final response `call_final.xml` logged ("final NNN"), if any.

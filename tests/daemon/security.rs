@@ -1137,7 +1137,7 @@ fn flood_from_eight_addresses_leaves_the_trunk_and_a_call_working() {
         "call_final.xml",
         sip,
         free_media_port(),
-        &strs(&uac_args_to(ANSWER_DIALLED, sip)),
+        &uac_args(ANSWER_DIALLED),
         Duration::from_secs(40),
     );
     if !run.success || logged_final(&run) != Some(200) {
@@ -1169,7 +1169,7 @@ fn emergency_call_over_a_full_limit(trunk_extra: &str, calls_extra: &str) {
         "call_limit.xml",
         b.daemon.sip,
         free_media_port(),
-        &strs(&uac_args_to(ANSWER_DIALLED, b.daemon.sip)),
+        &uac_args(ANSWER_DIALLED),
         Duration::from_secs(30),
     );
     if !run.success || logged_final(&run) != Some(503) {
@@ -1183,7 +1183,7 @@ fn emergency_call_over_a_full_limit(trunk_extra: &str, calls_extra: &str) {
         "call_final.xml",
         b.daemon.sip,
         free_media_port(),
-        &strs(&uac_args_to("999", b.daemon.sip)),
+        &uac_args("999"),
         Duration::from_secs(30),
     );
     if !run.success || logged_final(&run) != Some(200) {
