@@ -319,6 +319,30 @@ fn md5_challenge(resp: &str, header: &str) -> Challenge {
         .unwrap_or_else(|| panic!("no MD5 {header} in\n{resp}"))
 }
 
+/// The PBX's first INVITE to `dialled`, without credentials: its 407, ACKed, and the MD5
+/// challenge in it.
+fn challenged_invite(b: &Bridge, pbx: &Peer, dialled: &str) -> (Req, Challenge) {
+    let inv = pbx.invite(dialled, None);
+    let r = pbx
+        .exchange(&inv)
+        .unwrap_or_else(|| b.fail("no answer to the unauthenticated INVITE"));
+    pbx.ack(&inv, &r);
+    b.check(status_code(&r) == 407, || format!("expected 407:\n{r}"));
+    let ch = md5_challenge(&r, "Proxy-Authenticate");
+    (inv, ch)
+}
+
+/// The trunk's MD5 answer to `ch` without qop, as 3CX answers.
+fn no_qop(ch: &Challenge) -> Auth<'_> {
+    Auth {
+        alg: Algorithm::Md5,
+        user: USER,
+        password: PASSWORD,
+        nonce: ch.nonce(),
+        qop: None,
+    }
+}
+
 /// The value of `series`, which the daemon must publish.
 fn value(m: &HashMap<String, f64>, series: &str) -> f64 {
     *m.get(series)
@@ -497,21 +521,8 @@ fn digest_for_another_request_uri_is_400_and_never_reaches_the_carrier() {
     let signed_for = format!("sip:0505550107@{}", d.sip);
     let before = d.metrics();
 
-    let inv = pbx.invite("0505550777", None);
-    let r = pbx
-        .exchange(&inv)
-        .unwrap_or_else(|| b.fail("no answer to the unauthenticated INVITE"));
-    pbx.ack(&inv, &r);
-    b.check(status_code(&r) == 407, || format!("expected 407:\n{r}"));
-    let ch = md5_challenge(&r, "Proxy-Authenticate");
-    let auth = Auth {
-        alg: Algorithm::Md5,
-        user: USER,
-        password: PASSWORD,
-        nonce: ch.nonce(),
-        qop: None,
-    };
-    let creds = credentials(&auth, "INVITE", &signed_for);
+    let (_, ch) = challenged_invite(&b, &pbx, "0505550777");
+    let creds = credentials(&no_qop(&ch), "INVITE", &signed_for);
     let retargeted = pbx.invite("0505550777", Some(&creds));
     let r = pbx
         .exchange(&retargeted)
@@ -539,17 +550,11 @@ fn digest_for_another_request_uri_is_400_and_never_reaches_the_carrier() {
     // Control: the same builder, on the URI the credentials are for, reaches the carrier (a
     // number the simulator rejects with 603, so the call ends at once).
     let target = format!("sip:{REJECT_DIALLED}@{}", d.sip);
-    let inv = pbx.invite(REJECT_DIALLED, None);
-    let r = pbx
-        .exchange(&inv)
-        .unwrap_or_else(|| b.fail("no 407 for the control INVITE"));
-    pbx.ack(&inv, &r);
-    let ch = md5_challenge(&r, "Proxy-Authenticate");
-    let auth = Auth {
-        nonce: ch.nonce(),
-        ..auth
-    };
-    let good = pbx.invite(REJECT_DIALLED, Some(&credentials(&auth, "INVITE", &target)));
+    let (_, ch) = challenged_invite(&b, &pbx, REJECT_DIALLED);
+    let good = pbx.invite(
+        REJECT_DIALLED,
+        Some(&credentials(&no_qop(&ch), "INVITE", &target)),
+    );
     let r = pbx
         .exchange(&good)
         .unwrap_or_else(|| b.fail("no final answer to the control INVITE"));
@@ -581,21 +586,8 @@ fn no_qop_credentials_replayed_on_a_new_invite_get_stale_407_and_no_second_call(
     let d = &b.daemon;
     let pbx = Peer::new([127, 0, 0, 1], d);
     let before = d.metrics();
-    let inv = pbx.invite(REJECT_DIALLED, None);
-    let r = pbx
-        .exchange(&inv)
-        .unwrap_or_else(|| b.fail("no 407 to the unauthenticated INVITE"));
-    pbx.ack(&inv, &r);
-    b.check(status_code(&r) == 407, || format!("expected 407:\n{r}"));
-    let ch = md5_challenge(&r, "Proxy-Authenticate");
-    let auth = Auth {
-        alg: Algorithm::Md5,
-        user: USER,
-        password: PASSWORD,
-        nonce: ch.nonce(),
-        qop: None,
-    };
-    let creds = credentials(&auth, "INVITE", &inv.uri);
+    let (inv, ch) = challenged_invite(&b, &pbx, REJECT_DIALLED);
+    let creds = credentials(&no_qop(&ch), "INVITE", &inv.uri);
     assert!(!creds.contains("qop="), "{creds}");
 
     let first = pbx.invite(REJECT_DIALLED, Some(&creds));
