@@ -46,7 +46,10 @@ pub fn authorization(
     // must not put a control character, a quote or a quoted-pair into our request's header.
     let realm = realm.filter(|r| quotable(r))?;
     let nonce = nonce.filter(|n| quotable(n))?;
-    if opaque.as_deref().is_some_and(|o| !o.is_empty() && !quotable(o)) {
+    if opaque
+        .as_deref()
+        .is_some_and(|o| !o.is_empty() && !quotable(o))
+    {
         return None;
     }
     let cnonce = format!("{:016x}", rand::random::<u64>());
