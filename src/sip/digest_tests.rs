@@ -419,7 +419,6 @@ fn rejects_malformed() {
         "Digest username=\"u\", realm=\"\", nonce=\"n\", uri=\"sip:r\", response=\"00\"",
         "Digest username=\"u\", realm=\"r\", nonce=\"\", uri=\"sip:r\", response=\"00\"",
         "Digest username=\"u\", realm=\"r\", nonce=\"n\", uri=\"\", response=\"00\"",
-        "Digest username=\"u\", realm=\"r\", nonce=\"n\", uri=\"sip:r\", response=\"\"",
         "Digest username=\"u\", USERNAME=\"v\", realm=\"r\", nonce=\"n\", uri=\"sip:r\", response=\"00\"",
         "Digest username=\"u\", realm=\"r\", nonce=\"n\", uri=\"sip:r\", response=\"00\", nc=1, nc=2",
         "Digest username=\"u\", realm=\"r\", nonce=\"n\", uri=\"sip:r\", response=\"00\", algorithm=MD5, algorithm=MD5",
@@ -443,6 +442,18 @@ fn rejects_malformed() {
             parse_credentials(h)
         );
     }
+}
+
+#[test]
+fn an_empty_response_is_told_apart() {
+    // a scanner probing for users without a password sends exactly this
+    let h = "Digest username=\"u\", realm=\"r\", nonce=\"n\", uri=\"sip:r\", response=\"\"";
+    assert_eq!(parse_credentials(h), Err(DigestError::EmptyResponse));
+    let h = "Digest username=\"u\", realm=\"r\", nonce=\"n\", uri=\"sip:r\"";
+    assert!(matches!(
+        parse_credentials(h),
+        Err(DigestError::Malformed(_))
+    ));
 }
 
 #[test]
