@@ -19,6 +19,8 @@
 #
 # Needs: python3, curl, apt-get install kamailio (5.6); builds trunkgate with cargo build --release
 # (set TRUNKGATE_BIN=path to measure a given binary instead; CARGO_TARGET_DIR is honoured).
+# FLOOD_ARGS adds options to flood.py, e.g. FLOOD_ARGS="--first-source 127.1.0.1 --sources 5000
+# --disguised 2500" spreads the flood over 5,000 addresses (loopback; mind ulimit -n).
 # TG_SECURITY=0 leaves the [security] section out of trunkgate's config, to measure a build from
 # before issue 11 (which refuses the table) for comparison.
 # Everything stays on 127.0.0.0/8, is bounded in count and time and is stopped on exit.
@@ -138,8 +140,9 @@ measure() {
     local sampler=$!
     started+=("$sampler")
     cpu0=$(cpu_ticks "${pids[@]}")
+    # shellcheck disable=SC2086 # FLOOD_ARGS is a list of options
     timeout --kill-after=5 "$flood_budget" python3 "$flood_dir/flood.py" --target "127.0.0.1:$port" \
-        --count "$datagrams" --rate "$rate" >"$out.flood" || die "$name: the flood generator failed"
+        --count "$datagrams" --rate "$rate" ${FLOOD_ARGS:-} >"$out.flood" || die "$name: the flood generator failed"
     # the server may still be working through its receive queue
     sleep 1
     cpu1=$(cpu_ticks "${pids[@]}")

@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import random
 import re
+import select
 import socket
 import sys
 import time
@@ -135,6 +136,17 @@ def worker(idx, sources, disguised, target, count, rate, seed, out):
     """Sends `count` datagrams at `rate`/s, round-robin over its sources; reports to `out`."""
     rng = random.Random(seed + idx)
     srcs = [Source(a, a in disguised, target, rng) for a in sources]
+    # replies are read only from the sockets that have some (there may be thousands of sources)
+    poller = select.poll()
+    by_fd = {}
+    for s in srcs:
+        poller.register(s.sock, select.POLLIN)
+        by_fd[s.sock.fileno()] = s
+
+    def drain():
+        for fd, _ in poller.poll(0):
+            by_fd[fd].drain()
+
     start = time.monotonic()
     sent = 0
     # Pacing: send what is due every millisecond-ish; a late wake-up catches up in the next batch.
@@ -143,16 +155,14 @@ def worker(idx, sources, disguised, target, count, rate, seed, out):
         while sent < due:
             srcs[sent % len(srcs)].send(sent * 131 + idx)
             sent += 1
-        for s in srcs:
-            s.drain()
+        drain()
         next_at = start + sent / rate
         delay = next_at - time.monotonic()
         if delay > 0:
             time.sleep(min(delay, 0.002))
     elapsed = time.monotonic() - start
     time.sleep(0.3)  # the last replies
-    for s in srcs:
-        s.drain()
+    drain()
     out.put({
         "sent": sent,
         "elapsed": elapsed,
