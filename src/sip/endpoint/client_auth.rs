@@ -81,9 +81,12 @@ pub fn authorization(
     Some(v)
 }
 
-/// Non-empty, and nothing that needs escaping inside a quoted-string (RFC 3261 25.1).
+/// Non-empty, no longer than a digest parameter may be, and nothing that needs escaping inside
+/// a quoted-string (RFC 3261 25.1).
 fn quotable(v: &str) -> bool {
-    !v.is_empty() && !v.chars().any(|c| c.is_control() || c == '"' || c == '\\')
+    !v.is_empty()
+        && v.len() <= digest::MAX_VALUE_LEN
+        && !v.chars().any(|c| c.is_control() || c == '"' || c == '\\')
 }
 
 /// Splits at commas outside quotes.
@@ -138,6 +141,8 @@ mod tests {
                 "{challenge:?}"
             );
         }
+        let long = format!("Digest realm=\"r\", nonce=\"{}\"", "n".repeat(2000));
+        assert!(authorization(&long, "u", "p", "INVITE", "sip:a@b").is_none());
     }
 
     #[test]
