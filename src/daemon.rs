@@ -87,6 +87,8 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
         records,
     )?);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (edge_tx, edge_rx) = mpsc::unbounded_channel();
+    let health = Arc::new(transport::LoopHealth::default());
     let ops = Arc::new(OpsState {
         started: Instant::now(),
         stats,
@@ -97,6 +99,9 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
         active: ctx.active.clone(),
         metrics: call_metrics,
         draining: ctx.draining.clone(),
+        security: endpoint.security().clone(),
+        edge: edge_tx,
+        sip_loop: health.clone(),
     });
     let status_addr = status_listener.local_addr()?;
     let http = tokio::spawn(crate::ops::http::serve(
@@ -108,12 +113,12 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
           "trunkgate {} ready: {}", env!("CARGO_PKG_VERSION"), config.summary());
 
     let router = CallRouter::new(ctx.clone());
-    let health = Arc::new(transport::LoopHealth::default());
     let sip = tokio::spawn(transport::serve(
         socket,
         endpoint,
         stop_rx,
         cmd_rx,
+        edge_rx,
         router,
         health.clone(),
     ));

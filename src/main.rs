@@ -70,6 +70,23 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// List the addresses the running daemon has banned (asks its status endpoint).
+    Bans {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The status endpoint, when not the config's `status.listen`.
+        #[arg(long)]
+        status: Option<std::net::SocketAddr>,
+    },
+    /// Lift a ban now (an IPv4 address, an IPv6 address or its /64). Exits 1 when ADDRESS was not
+    /// banned.
+    Unban {
+        address: String,
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        status: Option<std::net::SocketAddr>,
+    },
     /// Run the Kandy Link carrier simulator (REST + WebSocket over TLS, control API) until
     /// interrupted.
     Sim {
@@ -184,6 +201,47 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// `bans` (no address) or `unban ADDRESS`, through the daemon's status endpoint.
+fn bans_command(
+    config: &std::path::Path,
+    status: Option<std::net::SocketAddr>,
+    unban: Option<&str>,
+) -> ExitCode {
+    use trunkgate::ops::bans;
+    let addr = match bans::endpoint(config, status) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let outcome = rt.block_on(async {
+        match unban {
+            None => bans::list(addr).await.map(|b| {
+                print!("{}", bans::render(&b));
+                ExitCode::SUCCESS
+            }),
+            Some(address) => bans::unban(addr, address).await.map(|lifted| {
+                if lifted {
+                    println!("unbanned {address}");
+                    ExitCode::SUCCESS
+                } else {
+                    println!("{address} is not banned");
+                    ExitCode::FAILURE
+                }
+            }),
+        }
+    });
+    outcome.unwrap_or_else(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
 fn sim_command(config: &std::path::Path) -> ExitCode {
     let cfg = match trunkgate::sim::SimConfig::load(config) {
         Ok(c) => c,
@@ -277,6 +335,12 @@ fn main() -> ExitCode {
             numbers,
         } => number_command(config, trunk, &numbers),
         Command::Sim { config } => sim_command(&config),
+        Command::Bans { config, status } => bans_command(&config, status, None),
+        Command::Unban {
+            address,
+            config,
+            status,
+        } => bans_command(&config, status, Some(&address)),
         Command::Credentials {
             name,
             username,

@@ -10,11 +10,13 @@ mod carrier;
 mod locate;
 mod ops;
 mod schema;
+mod security;
 
 pub use calls::*;
 pub use carrier::*;
 pub use ops::*;
 pub use schema::*;
+pub use security::*;
 
 use std::path::{Path, PathBuf};
 use thiserror::Error;

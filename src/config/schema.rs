@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::calls::{CallsConfig, InboundConfig, MediaConfig};
 use super::carrier::CarrierConfig;
 use super::ops::{CdrConfig, StatusConfig};
+use super::security::SecurityConfig;
 use crate::numbers::{NumbersConfig, NumbersOverride};
 use crate::sip::digest::Algorithm;
 
@@ -39,6 +40,9 @@ pub struct Config {
     /// Status, metrics and health endpoints.
     #[serde(default)]
     pub status: StatusConfig,
+    /// Bans, rate limits and scanner filtering at the SIP edge.
+    #[serde(default)]
+    pub security: SecurityConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -336,6 +340,9 @@ impl Config {
             e("media.rtp_ports", m);
         }
         for (k, m) in self.calls.validate() {
+            e(&k, m);
+        }
+        for (k, m) in self.security.validate() {
             e(&k, m);
         }
         let trunk_known = |n: &str| self.trunks.iter().any(|t| t.name == n);

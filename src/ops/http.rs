@@ -1,18 +1,19 @@
-//! `/status` (JSON), `/metrics` (Prometheus text) and `/healthz` over plain HTTP on
-//! `[status] listen` (loopback by default: there is no authentication). Everything is read from
-//! shared snapshots; nothing here can slow the SIP loop or a call.
+//! `/status` (JSON), `/metrics` (Prometheus text), `/healthz` and `/bans` (list, lift) over
+//! plain HTTP on `[status] listen` (loopback by default: there is no authentication).
+//! Everything is read from shared snapshots; nothing here can slow the SIP loop or a call. Lifting
+//! a ban is the one write: a command to the SIP loop, answered when it has run.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::metrics::{CallMetrics, Exposition};
 use crate::call::active::ActiveCalls;
@@ -20,7 +21,9 @@ use crate::call::record::CallDirection;
 use crate::carrier::{AccountStatus, Carrier};
 use crate::media::relay::RelayCounters;
 use crate::sip::registrar::Registrations;
+use crate::sip::security::{BanView, SecurityView, Source};
 use crate::sip::stats::{SipStats, SipTraffic};
+use crate::sip::transport::{EdgeCommand, LoopHealth};
 
 /// What the endpoints read.
 pub struct OpsState {
@@ -34,6 +37,12 @@ pub struct OpsState {
     pub metrics: Arc<CallMetrics>,
     /// SIGTERM received: new calls are refused, `/healthz` says so.
     pub draining: Arc<AtomicBool>,
+    /// Bans and the edge's drop and failure counters.
+    pub security: Arc<SecurityView>,
+    /// Commands to the SIP loop (lifting a ban).
+    pub edge: mpsc::UnboundedSender<EdgeCommand>,
+    /// The SIP loop's own gauges.
+    pub sip_loop: Arc<LoopHealth>,
 }
 
 pub fn router(state: Arc<OpsState>) -> Router {
@@ -41,6 +50,8 @@ pub fn router(state: Arc<OpsState>) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/bans", get(bans))
+        .route("/bans/{address}", delete(unban))
         .with_state(state)
 }
 
@@ -74,6 +85,73 @@ async fn healthz(State(s): State<Arc<OpsState>>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
     } else {
         (StatusCode::OK, "ok\n").into_response()
+    }
+}
+
+/// A ban as JSON, its times on the wall clock.
+fn ban_json(b: &BanView, now: Instant) -> Value {
+    let wall = |t: Instant| {
+        let at = if t >= now {
+            SystemTime::now() + (t - now)
+        } else {
+            SystemTime::now() - (now - t)
+        };
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    json!({
+        "address": b.source.to_string(),
+        "reason": b.reason.label(),
+        "failures": b.failures,
+        "offences": b.offences,
+        "since": wall(b.since),
+        "until": wall(b.until),
+        "remaining_s": b.until.saturating_duration_since(now).as_secs(),
+    })
+}
+
+/// Live bans (one that ran out and awaits the SIP loop's sweep is over already).
+fn live_bans(s: &OpsState, now: Instant) -> Vec<BanView> {
+    s.security
+        .bans()
+        .into_iter()
+        .filter(|b| b.until > now)
+        .collect()
+}
+
+async fn bans(State(s): State<Arc<OpsState>>) -> Response {
+    let now = Instant::now();
+    let v: Vec<Value> = live_bans(&s, now)
+        .iter()
+        .map(|b| ban_json(b, now))
+        .collect();
+    Json(Value::Array(v)).into_response()
+}
+
+async fn unban(State(s): State<Arc<OpsState>>, Path(address): Path<String>) -> Response {
+    let source = match address.parse::<Source>() {
+        Ok(src) => src,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response(),
+    };
+    let (reply, answer) = oneshot::channel();
+    if s.edge.send(EdgeCommand::Unban { source, reply }).is_err() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "the SIP loop is stopping" })),
+        )
+            .into_response();
+    }
+    match answer.await {
+        Ok(true) => Json(json!({ "unbanned": source.to_string() })).into_response(),
+        Ok(false) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("{source} is not banned") })),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "the SIP loop is stopping" })),
+        )
+            .into_response(),
     }
 }
 
@@ -139,6 +217,8 @@ async fn status(State(s): State<Arc<OpsState>>) -> Response {
         "trunks": trunks,
         "carrier_accounts": accounts,
         "active_calls": active,
+        "bans": live_bans(&s, now).iter().map(|b| ban_json(b, now)).collect::<Vec<_>>(),
+        "server_transactions": s.sip_loop.server_transactions(),
     }))
     .into_response()
 }
@@ -176,6 +256,7 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
             n as f64,
         );
     }
+    security_metrics(&s, &mut e);
     let registered = s
         .trunks
         .iter()
@@ -327,4 +408,46 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
         e.0,
     )
         .into_response()
+}
+
+/// The edge under attack: transactions against their ceiling, failures by kind, bans, drops.
+fn security_metrics(s: &OpsState, e: &mut Exposition) {
+    e.single(
+        "trunkgate_sip_server_transactions",
+        "gauge",
+        "Live SIP server transactions (authenticated and in-dialog requests only).",
+        s.sip_loop.server_transactions() as f64,
+    );
+    e.single(
+        "trunkgate_sip_server_transactions_limit",
+        "gauge",
+        "The ceiling on live server transactions (security.max_transactions).",
+        s.security.max_transactions() as f64,
+    );
+    let family = "trunkgate_sip_auth_failures_by_reason_total";
+    e.family(family, "counter", "Authentication failures by kind.");
+    for (kind, n) in s.security.failures() {
+        e.sample(family, &[("reason", kind.label())], n as f64);
+    }
+    e.single(
+        "trunkgate_security_bans_total",
+        "counter",
+        "Bans started (failed authentications or a scanner user agent).",
+        s.security.bans_total() as f64,
+    );
+    e.single(
+        "trunkgate_security_banned_addresses",
+        "gauge",
+        "Addresses (IPv6: /64s) banned now.",
+        live_bans(s, Instant::now()).len() as f64,
+    );
+    let family = "trunkgate_security_dropped_datagrams_total";
+    e.family(
+        family,
+        "counter",
+        "Datagrams dropped unanswered by the edge's guard, by reason.",
+    );
+    for (reason, n) in s.security.dropped() {
+        e.sample(family, &[("reason", reason.label())], n as f64);
+    }
 }

@@ -1,8 +1,9 @@
 //! Operations: call records on disk (`cdr`), the status, metrics and health endpoints (`http`,
 //! `metrics`), systemd readiness, status and watchdog (`systemd`), and the admin commands
-//! (`admin`: `credentials`, `pbx-config`).
+//! (`admin`: `credentials`, `pbx-config`; `bans`: `bans`, `unban`).
 
 pub mod admin;
+pub mod bans;
 pub mod cdr;
 pub mod http;
 pub mod metrics;

@@ -209,12 +209,12 @@ mod tests {
     #[test]
     fn loop_health_ages_until_the_next_beat() {
         let h = LoopHealth::default();
-        h.beat(3);
+        h.beat(3, 0);
         assert!(h.age() < STALE_AFTER);
         assert_eq!(h.active_calls(), 3);
         std::thread::sleep(Duration::from_millis(30));
         assert!(h.age() >= Duration::from_millis(30));
-        h.beat(0);
+        h.beat(0, 0);
         assert!(h.age() < Duration::from_millis(30));
     }
 

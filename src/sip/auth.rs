@@ -9,30 +9,52 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::digest::{self, Algorithm, Credentials};
+use super::digest::{self, Algorithm, Credentials, DigestError};
+use super::grammar::{Scheme, Uri};
 use super::message::Request;
 use super::nonce::{NcTracker, NonceFactory, NonceStatus};
+use super::security::FailureKind;
 use crate::config::{Config, TrunkConfig};
 
-/// Why a request was not authenticated, for the log and the counters.
+/// Why a request was not authenticated. The username, where one was given, is for the debug
+/// log; what is counted and summarised is its [`FailureKind`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthFailure {
-    /// No usable Digest credentials for our realm: the normal first request, not a failure.
+    /// No Digest credentials at all: the normal first request, not a failure.
     NoCredentials,
-    /// The nonce is ours but expired: re-challenge with stale=true, not a failure.
+    /// The nonce is ours but expired: re-challenge with stale=true.
     StaleNonce,
     UnknownUser(String),
     BadNonce(String),
     UnsupportedAlgorithm(String),
     WrongPassword(String),
-    ReplayedNonceCount(String),
+    /// A no-qop nonce answered a second time, or an nc that did not grow.
+    ReplayedNonce(String),
+    /// Credentials for another realm than ours.
+    WrongRealm,
+    EmptyResponse,
+    /// The digest `uri` is not the Request-URI: credentials lifted from another request.
+    UriMismatch(String),
+    /// A Digest header that does not parse.
+    Malformed,
 }
 
 impl AuthFailure {
-    /// Failures worth counting and logging (the first unauthenticated request and stale nonces
-    /// are ordinary protocol flow).
-    pub fn is_failure(&self) -> bool {
-        !matches!(self, AuthFailure::NoCredentials | AuthFailure::StaleNonce)
+    /// What it counts as; `None` for the first, credential-less request.
+    pub fn kind(&self) -> Option<FailureKind> {
+        Some(match self {
+            AuthFailure::NoCredentials => return None,
+            AuthFailure::StaleNonce => FailureKind::Stale,
+            AuthFailure::UnknownUser(_) => FailureKind::UnknownUser,
+            AuthFailure::BadNonce(_) => FailureKind::InvalidNonce,
+            AuthFailure::UnsupportedAlgorithm(_) => FailureKind::Algorithm,
+            AuthFailure::WrongPassword(_) => FailureKind::WrongPassword,
+            AuthFailure::ReplayedNonce(_) => FailureKind::Replay,
+            AuthFailure::WrongRealm => FailureKind::WrongRealm,
+            AuthFailure::EmptyResponse => FailureKind::EmptyResponse,
+            AuthFailure::UriMismatch(_) => FailureKind::UriMismatch,
+            AuthFailure::Malformed => FailureKind::Malformed,
+        })
     }
 }
 
@@ -47,7 +69,18 @@ impl std::fmt::Display for AuthFailure {
                 write!(f, "algorithm not offered, user {u:?}")
             }
             AuthFailure::WrongPassword(u) => write!(f, "wrong password for user {u:?}"),
-            AuthFailure::ReplayedNonceCount(u) => write!(f, "replayed nonce count, user {u:?}"),
+            AuthFailure::ReplayedNonce(u) => {
+                write!(
+                    f,
+                    "replayed nonce count (or a no-qop nonce used again), user {u:?}"
+                )
+            }
+            AuthFailure::WrongRealm => write!(f, "credentials for another realm"),
+            AuthFailure::EmptyResponse => write!(f, "empty digest response"),
+            AuthFailure::UriMismatch(u) => {
+                write!(f, "digest uri is not the Request-URI, user {u:?}")
+            }
+            AuthFailure::Malformed => write!(f, "malformed digest credentials"),
         }
     }
 }
@@ -58,6 +91,8 @@ pub enum AuthOutcome {
     Authenticated { trunk: usize },
     /// Challenge again (401/407); `stale` goes into the challenge.
     Challenge { failure: AuthFailure, stale: bool },
+    /// Refuse without a challenge (400: the credentials were made for another request).
+    Refuse { failure: AuthFailure, code: u16 },
 }
 
 pub struct Authenticator {
@@ -121,17 +156,45 @@ impl Authenticator {
             .collect()
     }
 
-    /// Checks the request's credentials.
-    pub fn check(&mut self, req: &Request, client: IpAddr, now: Instant) -> AuthOutcome {
-        let creds = req
+    /// Checks the request's credentials against the request they came on: its method and its
+    /// Request-URI (`request_uri`, with `uri_text` as written).
+    pub fn check(
+        &mut self,
+        req: &Request,
+        request_uri: &Uri,
+        client: IpAddr,
+        now: Instant,
+    ) -> AuthOutcome {
+        let mut unusable = AuthFailure::NoCredentials;
+        let mut creds = None;
+        for value in req
             .headers
             .get_all("Authorization")
             .chain(req.headers.get_all("Proxy-Authorization"))
-            .filter_map(|v| digest::parse_credentials(v).ok())
-            .find(|c| c.realm == self.realm);
+        {
+            match digest::parse_credentials(value) {
+                Ok(c) if c.realm == self.realm => {
+                    creds = Some(c);
+                    break;
+                }
+                Ok(_) => unusable = AuthFailure::WrongRealm,
+                Err(DigestError::NotDigest) => {}
+                Err(DigestError::EmptyResponse) => unusable = AuthFailure::EmptyResponse,
+                Err(DigestError::UnsupportedAlgorithm) => {
+                    unusable = AuthFailure::UnsupportedAlgorithm(String::new())
+                }
+                Err(DigestError::Malformed(_)) => unusable = AuthFailure::Malformed,
+            }
+        }
         let Some(creds) = creds else {
-            return challenge(AuthFailure::NoCredentials, false);
+            return challenge(unusable, false);
         };
+        if !same_resource(&creds.uri, request_uri, &req.uri) {
+            return AuthOutcome::Refuse {
+                failure: AuthFailure::UriMismatch(creds.username.clone()),
+                code: 400,
+            };
+        }
         self.verify(&creds, req.method.as_str(), client, now)
     }
 
@@ -160,14 +223,21 @@ impl Authenticator {
         if !digest::verify(creds, method, &ha1) {
             return challenge(AuthFailure::WrongPassword(user()), false);
         }
-        if creds.qop.is_some() {
-            let (Some(nc), Some(until)) = (creds.nc_value(), self.nonces.valid_until(&creds.nonce))
-            else {
-                return challenge(AuthFailure::ReplayedNonceCount(user()), false);
-            };
-            if !self.nc.accept(&creds.nonce, nc, now, until) {
-                return challenge(AuthFailure::ReplayedNonceCount(user()), false);
-            }
+        let Some(until) = self.nonces.valid_until(&creds.nonce) else {
+            return challenge(AuthFailure::BadNonce(user()), false);
+        };
+        // Without qop nothing but the nonce tells one request from another, so a no-qop nonce
+        // answers one request: a copied header is refused, and a PBX that re-uses its last
+        // nonce is told it is stale and retries with a fresh one, without prompting anyone.
+        let (nc, stale) = match creds.qop {
+            Some(_) => match creds.nc_value() {
+                Some(nc) => (nc, false),
+                None => return challenge(AuthFailure::ReplayedNonce(user()), false),
+            },
+            None => (1, true),
+        };
+        if !self.nc.accept(&creds.nonce, nc, now, until) {
+            return challenge(AuthFailure::ReplayedNonce(user()), stale);
         }
         AuthOutcome::Authenticated { trunk }
     }
@@ -184,6 +254,15 @@ pub fn source_allowed(trunk: &TrunkConfig, ip: IpAddr) -> bool {
         v4 => v4,
     };
     trunk.allowed_sources.is_empty() || trunk.allowed_sources.iter().any(|n| n.contains(&ip))
+}
+
+/// Whether the digest `uri` names the request's own resource (RFC 3261 22.4, RFC 7616 3.4.6),
+/// compared as URIs (RFC 3261 19.1.4); text that is no SIP or tel URI must match exactly.
+fn same_resource(digest_uri: &str, request_uri: &Uri, request_uri_text: &str) -> bool {
+    match Uri::parse(digest_uri) {
+        Ok(u) if !matches!(u.scheme, Scheme::Other(_)) => u.equivalent(request_uri),
+        _ => digest_uri == request_uri_text,
+    }
 }
 
 fn challenge(failure: AuthFailure, stale: bool) -> AuthOutcome {

@@ -99,6 +99,9 @@ pub enum DigestError {
     Malformed(&'static str),
     #[error("unsupported digest algorithm")]
     UnsupportedAlgorithm,
+    /// Well-formed but `response=""`: what a scanner probing for unprotected users sends.
+    #[error("empty digest response")]
+    EmptyResponse,
 }
 
 impl Credentials {
@@ -479,7 +482,10 @@ impl Fields {
             realm: required(self.realm, "missing or empty realm")?,
             nonce: required(self.nonce, "missing or empty nonce")?,
             uri: required(self.uri, "missing or empty uri")?,
-            response: required(self.response, "missing or empty response")?,
+            response: match self.response {
+                Some(r) if r.is_empty() => return Err(DigestError::EmptyResponse),
+                r => required(r, "missing response")?,
+            },
             algorithm: self.algorithm.unwrap_or(Algorithm::Md5),
             qop: self.qop,
             nc: self.nc,

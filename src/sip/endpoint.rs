@@ -8,6 +8,10 @@
 
 pub(crate) mod client_auth;
 mod dialogs;
+#[cfg(test)]
+mod guard_tests;
+#[cfg(test)]
+mod pbx_harness;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -22,10 +26,11 @@ use super::message::{Method, Request, Response};
 use super::parse::{parse, ParseFailure, Parsed, RequestInfo};
 use super::registrar::{RegisterOutcome, Registrar, RegistrarLimits, Registrations};
 use super::response;
+use super::security::{FailureKind, Guard, SecurityView, Source};
 use super::stats::{SipStats, SipTraffic};
 use super::transaction::{
     ClientRx, ClientTransactions, ServerRx, ServerTransactions, TimerConfig, Transmit, TxEvent,
-    TxId, TxKey,
+    TxKey,
 };
 use crate::call::record::CallRecord;
 use crate::call::signal::{CallRef, CallRefs, ToCall};
@@ -69,6 +74,8 @@ pub struct Endpoint {
     server: ServerTransactions,
     client: ClientTransactions,
     auth: Authenticator,
+    /// Bans, budgets and scanner screening: consulted before anything costs more than a lookup.
+    guard: Guard,
     registrar: Registrar,
     stats: Arc<SipStats>,
     traffic: Arc<SipTraffic>,
@@ -112,6 +119,7 @@ impl Endpoint {
             server: ServerTransactions::new(timers),
             client: ClientTransactions::new(timers),
             auth: Authenticator::new(config, now),
+            guard: Guard::new(config),
             registrar: Registrar::new(
                 RegistrarLimits {
                     min_expires: s.min_expires,
@@ -155,6 +163,7 @@ impl Endpoint {
             }
         }
         self.auth.reload(config);
+        self.guard.reconfigure(config);
         let s = &config.sip;
         self.registrar.set_limits(RegistrarLimits {
             min_expires: s.min_expires,
@@ -209,6 +218,21 @@ impl Endpoint {
         self.registrar.view()
     }
 
+    /// Bans and the guard's counters, for status and metrics.
+    pub fn security(&self) -> &Arc<SecurityView> {
+        self.guard.view()
+    }
+
+    /// Live server transactions.
+    pub fn server_transactions(&self) -> usize {
+        self.server.len()
+    }
+
+    /// The operator lifts a ban; `false` when `source` was not banned.
+    pub fn unban(&mut self, source: Source, now: Instant) -> bool {
+        self.guard.unban(source, now)
+    }
+
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
     }
@@ -219,6 +243,7 @@ impl Endpoint {
             self.client.poll_timeout(),
             self.registrar.poll_timeout(),
             self.dialogs.poll_timeout(),
+            self.guard.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -242,6 +267,7 @@ impl Endpoint {
             }
         }
         self.events = events;
+        self.guard.handle_timeout(now);
         self.dialog_timeouts(now);
         let expired = self.registrar.handle_timeout(now);
         if expired > 0 {
@@ -254,8 +280,18 @@ impl Endpoint {
 
     pub fn handle_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
         SipStats::inc(&self.stats.datagrams_received);
+        // A banned source costs one lookup: not even a parse.
+        if self.guard.is_banned(src.ip(), now) {
+            return;
+        }
         match parse(data, self.max_message_size) {
-            Ok(Parsed::Request(req, info)) => self.on_request(req, info, src, now),
+            Ok(Parsed::Request(req, info)) => {
+                let ua = req.headers.get("User-Agent");
+                if self.guard.screen_user_agent(src.ip(), ua, now) {
+                    return;
+                }
+                self.on_request(req, info, src, now)
+            }
             Ok(Parsed::Response(resp, info)) => {
                 let rx = TxKey::for_response(&info.top_via, &info.cseq)
                     .map(|k| self.client.on_response(&k, resp.code, now))
@@ -275,29 +311,34 @@ impl Endpoint {
                 partial,
             }) => {
                 SipStats::inc(&self.stats.parse_errors);
-                debug!(%src, error = %error, code, "malformed request rejected");
-                // Never answer an ACK (RFC 3261 17.2.1: ACK gets no response).
-                if partial.method != Method::Ack {
-                    let mut r = response::build(
-                        &partial,
-                        None,
-                        src,
-                        code,
-                        None,
-                        Some(&response::new_tag()),
-                        &self.server_header,
-                    );
-                    r.headers.push(
-                        "Warning",
-                        format!("399 trunkgate \"{}\"", sanitize(&error.to_string())),
-                    );
-                    self.out.push_back(Transmit {
-                        dest: src,
-                        bytes: r.to_bytes().into(),
-                    });
-                    SipStats::inc(&self.stats.responses_sent);
-                    self.traffic.response(code);
+                let ua = partial.headers.get("User-Agent");
+                if self.guard.screen_user_agent(src.ip(), ua, now) {
+                    return;
                 }
+                // Never answer an ACK (RFC 3261 17.2.1: ACK gets no response), nor a source
+                // over its budget.
+                if partial.method == Method::Ack {
+                    SipStats::inc(&self.stats.dropped);
+                    return;
+                }
+                if !self.guard.charge(src.ip(), now) {
+                    return;
+                }
+                debug!(%src, error = %error, code, "malformed request rejected");
+                let mut r = response::build(
+                    &partial,
+                    None,
+                    src,
+                    code,
+                    None,
+                    Some(&response::new_tag()),
+                    &self.server_header,
+                );
+                r.headers.push(
+                    "Warning",
+                    format!("399 trunkgate \"{}\"", sanitize(&error.to_string())),
+                );
+                self.send_stateless(r, src);
             }
         }
     }
@@ -311,77 +352,154 @@ impl Endpoint {
             info.from.tag(),
         );
         let is_ack = req.method == Method::Ack;
-        match self.server.on_request(key, is_ack, now) {
-            ServerRx::New(id) => {
-                SipStats::inc(&self.stats.requests_received);
-                self.traffic.request(req.method.as_str());
-                let Some(answer) = self.answer(id, &req, &info, src, now) else {
-                    return; // the call answers
-                };
-                let resp = self.response(&req, &info, src, answer);
-                let dest =
-                    response::response_destination(Some(&info.top_via), src, self.force_rport);
-                if let Some(t) =
-                    self.server
-                        .respond(id, resp.code, resp.to_bytes().into(), dest, now)
-                {
-                    SipStats::inc(&self.stats.responses_sent);
-                    self.traffic.response(resp.code);
-                    self.out.push_back(t);
-                }
-                self.finish_cancel(now);
-            }
-            ServerRx::Retransmission(t) => {
+        // Retransmissions are absorbed before anything else (authentication included), so a
+        // retransmitted authenticated request never spends its nonce twice.
+        match self.server.lookup(&key, is_ack, now) {
+            Some(ServerRx::Retransmission(t)) => {
                 SipStats::inc(&self.stats.retransmissions_absorbed);
                 if let Some(t) = t {
                     self.out.push_back(t);
                 }
+                return;
             }
-            ServerRx::AckAbsorbed => {}
-            ServerRx::AckForTu => self.ack(&req, &info, now),
+            Some(ServerRx::AckAbsorbed) => return,
+            // the ACK of one of our 2xx, or of a challenge we sent statelessly: no state either way
+            Some(ServerRx::AckForTu) | Some(ServerRx::New(_)) => return self.ack(&req, &info, now),
+            None if is_ack => return self.ack(&req, &info, now),
+            None => {}
+        }
+        // A request bound to a live dialog (or a CANCEL of a live INVITE) is a known peer's; any
+        // other spends the source's budget of unauthenticated requests.
+        let bound = self.bound_to_state(&req, &info);
+        if !bound && !self.guard.charge(src.ip(), now) {
+            return;
+        }
+        SipStats::inc(&self.stats.requests_received);
+        self.traffic.request(req.method.as_str());
+        if let Err(a) = self.precheck(&req, &info) {
+            return self.reply_stateless(&req, &info, src, a);
+        }
+        let work = match req.method {
+            Method::Options => {
+                let a = Answer::new(200)
+                    .header("Allow", ALLOW)
+                    .header("Accept", "application/sdp")
+                    .header("Supported", SUPPORTED.join(", "));
+                return self.reply_stateless(&req, &info, src, a);
+            }
+            _ if !bound
+                && (req.method != Method::Register && !self.is_initial_invite(&req, &info)) =>
+            {
+                // BYE, re-INVITE or CANCEL for nothing we know
+                return self.reply_stateless(&req, &info, src, Answer::new(481));
+            }
+            _ if self.server.len() >= self.guard.max_transactions() => {
+                SipStats::inc(&self.stats.transaction_limit_refusals);
+                debug!(%src, limit = self.guard.max_transactions(), "server transaction ceiling reached");
+                let a = Answer::new(503)
+                    .reason("Overloaded")
+                    .header("Retry-After", "5");
+                return self.reply_stateless(&req, &info, src, a);
+            }
+            _ if bound => Work::Bound,
+            _ => match self.authenticate(&req, &info, src, now) {
+                Ok(trunk) => {
+                    self.guard.refund(src.ip());
+                    Work::Authenticated(trunk)
+                }
+                Err(a) => return self.reply_stateless(&req, &info, src, a),
+            },
+        };
+        let id = self.server.open(key);
+        let answer = match (work, &req.method) {
+            (Work::Authenticated(trunk), Method::Register) => {
+                Some(self.register(trunk, &req, &info, src, now))
+            }
+            (Work::Authenticated(trunk), _) => self.new_call(id, trunk, &req, &info, src, now),
+            (Work::Bound, Method::Cancel) => Some(self.cancel(&info)),
+            (Work::Bound, _) => self.in_dialog(id, &req, &info, src),
+        };
+        let Some(answer) = answer else {
+            return; // the call answers
+        };
+        let resp = self.response(&req, &info, src, answer, &response::new_tag());
+        let dest = response::response_destination(Some(&info.top_via), src, self.force_rport);
+        if let Some(t) = self
+            .server
+            .respond(id, resp.code, resp.to_bytes().into(), dest, now)
+        {
+            SipStats::inc(&self.stats.responses_sent);
+            self.traffic.response(resp.code);
+            self.out.push_back(t);
+        }
+        self.finish_cancel(now);
+    }
+
+    /// An INVITE that starts a dialog (no To tag).
+    fn is_initial_invite(&self, req: &Request, info: &RequestInfo) -> bool {
+        req.method == Method::Invite && info.to.tag().is_none()
+    }
+
+    /// In a live dialog, or a CANCEL of an INVITE transaction we hold.
+    fn bound_to_state(&self, req: &Request, info: &RequestInfo) -> bool {
+        match req.method {
+            Method::Cancel => {
+                let key = TxKey::for_request(
+                    &Method::Invite,
+                    &info.top_via,
+                    &info.call_id,
+                    &info.cseq,
+                    info.from.tag(),
+                );
+                self.server.find(&key).is_some()
+            }
+            Method::Register | Method::Options => false,
+            Method::Invite if info.to.tag().is_none() => false,
+            _ => self.dialogs.find(info).is_some(),
         }
     }
 
-    fn response(&self, req: &Request, info: &RequestInfo, src: SocketAddr, a: Answer) -> Response {
-        let tag = response::new_tag();
+    /// Answers without a transaction: nothing is kept and nothing retransmitted, one datagram
+    /// back for one datagram in. The To tag is derived from the request, so a retransmission
+    /// gets the same one (RFC 3261 8.2.7).
+    fn reply_stateless(&mut self, req: &Request, info: &RequestInfo, src: SocketAddr, a: Answer) {
+        let tag = stateless_tag(info);
+        let resp = self.response(req, info, src, a, &tag);
+        let dest = response::response_destination(Some(&info.top_via), src, self.force_rport);
+        self.send_stateless(resp, dest);
+    }
+
+    fn send_stateless(&mut self, resp: Response, dest: SocketAddr) {
+        SipStats::inc(&self.stats.responses_sent);
+        SipStats::inc(&self.stats.stateless_responses);
+        self.traffic.response(resp.code);
+        self.out.push_back(Transmit {
+            dest,
+            bytes: resp.to_bytes().into(),
+        });
+    }
+
+    fn response(
+        &self,
+        req: &Request,
+        info: &RequestInfo,
+        src: SocketAddr,
+        a: Answer,
+        tag: &str,
+    ) -> Response {
         let mut r = response::build(
             req,
             Some(&info.top_via),
             src,
             a.code,
             a.reason.as_deref(),
-            Some(&tag),
+            Some(tag),
             &self.server_header,
         );
         for (n, v) in a.headers {
             r.headers.push(n, v);
         }
         r
-    }
-
-    /// RFC 3261 8.2 checks, then the method. `None`: a call will answer.
-    fn answer(
-        &mut self,
-        id: TxId,
-        req: &Request,
-        info: &RequestInfo,
-        src: SocketAddr,
-        now: Instant,
-    ) -> Option<Answer> {
-        if let Err(a) = self.precheck(req, info) {
-            return Some(a);
-        }
-        Some(match req.method {
-            Method::Options => Answer::new(200)
-                .header("Allow", ALLOW)
-                .header("Accept", "application/sdp")
-                .header("Supported", SUPPORTED.join(", ")),
-            Method::Register => self.register(req, info, src, now),
-            Method::Invite => return self.invite(id, req, info, src, now),
-            Method::Bye => return self.in_dialog(id, req, info, src),
-            Method::Cancel => self.cancel(info),
-            Method::Ack | Method::Other(_) => Answer::new(405).header("Allow", ALLOW),
-        })
     }
 
     /// RFC 3261 8.2.1-8.2.3: method, Max-Forwards, Require, content.
@@ -456,10 +574,13 @@ impl Endpoint {
         None
     }
 
-    /// Authentication shared by REGISTER (401) and other requests (407).
+    /// Authentication shared by REGISTER (401) and other requests (407). Every failure is
+    /// counted by kind and told to the guard, which bans and writes the summary line; the
+    /// per-request detail (with the username, never a password or response) is debug.
     fn authenticate(
         &mut self,
         req: &Request,
+        info: &RequestInfo,
         src: SocketAddr,
         now: Instant,
     ) -> Result<usize, Answer> {
@@ -469,45 +590,56 @@ impl Endpoint {
             (407, "Proxy-Authenticate")
         };
         if !self.auth.source_possible(src.ip()) {
-            SipStats::inc(&self.stats.source_refusals);
-            warn!(%src, method = %req.method, "request from a source no trunk allows");
+            self.source_refused(src, now);
+            debug!(%src, method = %req.method, "request from a source no trunk allows");
             return Err(Answer::new(403).reason("Source Not Allowed"));
         }
-        match self.auth.check(req, src.ip(), now) {
+        let (failure, answer) = match self.auth.check(req, &info.request_uri, src.ip(), now) {
             AuthOutcome::Authenticated { trunk } => {
                 let t = &self.auth.trunks()[trunk];
                 if !auth::source_allowed(t, src.ip()) {
-                    SipStats::inc(&self.stats.source_refusals);
-                    warn!(%src, trunk = %t.name, "trunk credentials used from a source it does not allow");
+                    debug!(%src, trunk = %t.name, "trunk credentials used from a source it does not allow");
+                    self.source_refused(src, now);
                     return Err(Answer::new(403).reason("Source Not Allowed"));
                 }
-                Ok(trunk)
+                return Ok(trunk);
             }
             AuthOutcome::Challenge { failure, stale } => {
-                if failure.is_failure() {
-                    SipStats::inc(&self.stats.auth_failures);
-                    warn!(%src, method = %req.method, reason = %failure, "authentication failed");
-                }
                 let mut a = Answer::new(code);
                 for c in self.auth.challenges(now, src.ip(), stale) {
                     a = a.header(header, c);
                 }
-                Err(a)
+                (failure, a)
             }
+            AuthOutcome::Refuse { failure, code } => (
+                failure,
+                Answer::new(code).reason("Credentials Not For This Request"),
+            ),
+        };
+        if let Some(kind) = failure.kind() {
+            if kind != FailureKind::Stale {
+                SipStats::inc(&self.stats.auth_failures);
+            }
+            debug!(%src, method = %req.method, reason = %failure, "authentication failed");
+            self.guard.failure(src.ip(), kind, now);
         }
+        Err(answer)
+    }
+
+    fn source_refused(&mut self, src: SocketAddr, now: Instant) {
+        SipStats::inc(&self.stats.source_refusals);
+        self.guard
+            .failure(src.ip(), FailureKind::SourceNotAllowed, now);
     }
 
     fn register(
         &mut self,
+        trunk: usize,
         req: &Request,
         info: &RequestInfo,
         src: SocketAddr,
         now: Instant,
     ) -> Answer {
-        let trunk = match self.authenticate(req, src, now) {
-            Ok(t) => t,
-            Err(a) => return a,
-        };
         let name = self.auth.trunks()[trunk].name.clone();
         match self.registrar.register(&name, req, info, src, now) {
             RegisterOutcome::Ok(contacts) => {
@@ -525,24 +657,24 @@ impl Endpoint {
             RegisterOutcome::BadRequest(why) => Answer::new(400).reason(why),
         }
     }
+}
 
-    fn invite(
-        &mut self,
-        id: TxId,
-        req: &Request,
-        info: &RequestInfo,
-        src: SocketAddr,
-        now: Instant,
-    ) -> Option<Answer> {
-        if info.to.tag().is_some() {
-            return self.in_dialog(id, req, info, src);
-        }
-        let trunk = match self.authenticate(req, src, now) {
-            Ok(t) => t,
-            Err(a) => return Some(a),
-        };
-        self.new_call(id, trunk, req, info, src, now)
-    }
+/// What a request that keeps state is: authenticated (as a trunk) or bound to a dialog.
+enum Work {
+    Authenticated(usize),
+    Bound,
+}
+
+/// The To tag of a stateless response: the same for a retransmission of the same request.
+fn stateless_tag(info: &RequestInfo) -> String {
+    use std::hash::{Hash, Hasher};
+    // DefaultHasher::new() has fixed keys: the tag must be stable, not secret.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    info.call_id.hash(&mut h);
+    info.top_via.branch().hash(&mut h);
+    info.from.tag().hash(&mut h);
+    info.cseq.seq.hash(&mut h);
+    format!("{:08x}", h.finish() as u32)
 }
 
 pub fn sanitize(s: &str) -> String {

@@ -315,6 +315,87 @@ impl Uri {
     pub fn is_sip(&self) -> bool {
         matches!(self.scheme, Scheme::Sip | Scheme::Sips)
     }
+    /// URI equality as RFC 3261 19.1.4 defines it for SIP and SIPS URIs: user part exact after
+    /// unescaping, host case-insensitive, port as written (absent is not 5060); a parameter in
+    /// both must match case-insensitively, and `user`, `ttl`, `method` or `maddr` in only one
+    /// never matches; headers must be the same set. Tel URIs compare their number without
+    /// visual separators and the same parameters (RFC 3966 4). Other schemes are never
+    /// equivalent here: compare their text.
+    pub fn equivalent(&self, other: &Uri) -> bool {
+        if self.scheme != other.scheme {
+            return false;
+        }
+        match self.scheme {
+            Scheme::Sip | Scheme::Sips => {
+                self.user.as_deref().map(unescape) == other.user.as_deref().map(unescape)
+                    && self.host.eq_ignore_ascii_case(&other.host)
+                    && self.port == other.port
+                    && params_equivalent(&self.params, &other.params)
+                    && header_set(self.headers.as_deref()) == header_set(other.headers.as_deref())
+            }
+            Scheme::Tel => {
+                let digits = |u: &Option<String>| -> Option<String> {
+                    u.as_deref().map(|n| {
+                        unescape(n)
+                            .chars()
+                            .filter(|c| !"-.()".contains(*c))
+                            .map(|c| c.to_ascii_lowercase())
+                            .collect()
+                    })
+                };
+                digits(&self.user) == digits(&other.user)
+                    && param_set(&self.params) == param_set(&other.params)
+            }
+            Scheme::Other(_) => false,
+        }
+    }
+}
+
+fn lower_param(name: &str, value: Option<&str>) -> (String, Option<String>) {
+    (
+        unescape(name).to_ascii_lowercase(),
+        value.map(|v| unescape(v).to_ascii_lowercase()),
+    )
+}
+
+fn param_set(p: &Params) -> Vec<(String, Option<String>)> {
+    let mut v: Vec<_> =
+        p.0.iter()
+            .map(|(n, val)| lower_param(n, val.as_deref()))
+            .collect();
+    v.sort();
+    v
+}
+
+fn params_equivalent(a: &Params, b: &Params) -> bool {
+    let (a, b) = (param_set(a), param_set(b));
+    let find = |set: &[(String, Option<String>)], name: &str| {
+        set.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    };
+    for (name, value) in &a {
+        match find(&b, name) {
+            Some(v) if v != *value => return false,
+            None if matches!(name.as_str(), "user" | "ttl" | "method" | "maddr") => return false,
+            _ => {}
+        }
+    }
+    b.iter().all(|(name, _)| {
+        !matches!(name.as_str(), "user" | "ttl" | "method" | "maddr") || find(&a, name).is_some()
+    })
+}
+
+fn header_set(h: Option<&str>) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = h
+        .unwrap_or("")
+        .split('&')
+        .filter(|x| !x.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (unescape(k).to_ascii_lowercase(), unescape(v))
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// name-addr or addr-spec with its header parameters (From, To, Contact, PAI, RPID).
@@ -498,6 +579,53 @@ fn hex_val(c: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn eq(a: &str, b: &str) -> bool {
+        Uri::parse(a).unwrap().equivalent(&Uri::parse(b).unwrap())
+    }
+
+    #[test]
+    fn uri_equivalence_follows_rfc3261_19_1_4() {
+        // the RFC's own equal pairs
+        assert!(eq(
+            "sip:%61lice@atlanta.com;transport=TCP",
+            "sip:alice@AtLanTa.CoM;Transport=tcp"
+        ));
+        assert!(eq(
+            "sip:carol@chicago.com",
+            "sip:carol@chicago.com;newparam=5"
+        ));
+        assert!(eq(
+            "sip:carol@chicago.com;security=on",
+            "sip:carol@chicago.com;newparam=5"
+        ));
+        assert!(eq(
+            "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+            "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com"
+        ));
+        assert!(eq(
+            "sip:alice@atlanta.com?subject=project%20x&priority=urgent",
+            "sip:alice@atlanta.com?priority=urgent&subject=project%20x"
+        ));
+        // and its unequal ones
+        assert!(!eq(
+            "SIP:ALICE@AtLanTa.CoM;Transport=udp",
+            "sip:alice@AtLanTa.CoM;Transport=UDP"
+        ));
+        assert!(!eq("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"));
+        assert!(!eq("sip:bob@biloxi.com;user=phone", "sip:bob@biloxi.com"));
+        assert!(!eq(
+            "sip:carol@chicago.com",
+            "sip:carol@chicago.com?Subject=next%20meeting"
+        ));
+        assert!(!eq("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"));
+        assert!(!eq("sip:bob@biloxi.com", "sips:bob@biloxi.com"));
+        // what matters for the digest: another dialled number is another resource
+        assert!(!eq("sip:0505550107@10.0.0.1", "sip:0505550777@10.0.0.1"));
+        assert!(eq("tel:+971-50-555-0107", "tel:+971505550107"));
+        assert!(!eq("tel:+971505550107", "tel:+971505550777"));
+        assert!(!eq("tel:+971505550107", "sip:+971505550107@h"));
+    }
 
     #[test]
     fn sip_uri_with_odd_user_parts() {

@@ -10,6 +10,7 @@ pub mod nonce;
 pub mod parse;
 pub mod registrar;
 pub mod response;
+pub mod security;
 pub mod stats;
 pub mod transaction;
 pub mod transport;

@@ -20,7 +20,7 @@ macro_rules! counters {
 counters! {
     /// Datagrams received on the SIP socket.
     datagrams_received,
-    /// Requests that opened a new server transaction.
+    /// New requests handled (not retransmissions, not dropped by the guard).
     requests_received,
     /// Retransmitted requests absorbed by a transaction.
     retransmissions_absorbed,
@@ -32,7 +32,11 @@ counters! {
     stray_responses,
     /// Responses sent (first transmissions, not retransmissions).
     responses_sent,
-    /// Digest authentication failures (wrong password, unknown user, bad or replayed nonce).
+    /// Responses sent without a transaction (challenges, OPTIONS, refusals): nothing kept.
+    stateless_responses,
+    /// Requests refused 503 because `security.max_transactions` transactions were live.
+    transaction_limit_refusals,
+    /// Authentication failures of every kind but a stale nonce (by kind: the security view).
     auth_failures,
     /// Requests refused because of `allowed_sources`.
     source_refusals,

@@ -1,7 +1,7 @@
 //! The UDP edge of the SIP endpoint: receives datagrams, feeds them and the clock to the
 //! `Endpoint`, and sends what it asks for; it also carries commands from call tasks into the
-//! endpoint and the endpoint's call events out to them (`CallRouter`). No protocol logic
-//! lives here.
+//! endpoint and the endpoint's call events out to them (`CallRouter`), and the operator's
+//! commands to the edge (`EdgeCommand`). No protocol logic lives here.
 
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
 use super::endpoint::Endpoint;
+use super::security::Source;
 use crate::call::router::CallRouter;
 use crate::call::signal::CallCmd;
 
@@ -24,14 +25,26 @@ const BATCH: usize = 64;
 /// The loop wakes at least this often, so its `LoopHealth` stamp stays fresh while it works.
 const TICK: Duration = Duration::from_secs(1);
 
+/// What the operator asks of the SIP edge (through the status endpoint).
+#[derive(Debug)]
+pub enum EdgeCommand {
+    /// Lift a ban; the answer says whether there was one.
+    Unban {
+        source: Source,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
 /// What the SIP loop publishes about itself on every wake-up: when it last ran (the systemd
-/// watchdog pings only while this is recent) and how many calls have a dialog.
+/// watchdog pings only while this is recent), how many calls have a dialog and how many server
+/// transactions are live.
 #[derive(Debug)]
 pub struct LoopHealth {
     origin: Instant,
     /// Milliseconds after `origin` of the latest wake-up.
     beat_ms: AtomicU64,
     active_calls: AtomicUsize,
+    server_transactions: AtomicUsize,
 }
 
 impl Default for LoopHealth {
@@ -40,16 +53,24 @@ impl Default for LoopHealth {
             origin: Instant::now(),
             beat_ms: AtomicU64::new(0),
             active_calls: AtomicUsize::new(0),
+            server_transactions: AtomicUsize::new(0),
         }
     }
 }
 
 impl LoopHealth {
     /// Stamps a wake-up.
-    pub fn beat(&self, active_calls: usize) {
+    pub fn beat(&self, active_calls: usize, server_transactions: usize) {
         let ms = self.origin.elapsed().as_millis() as u64;
         self.beat_ms.store(ms, Ordering::Relaxed);
         self.active_calls.store(active_calls, Ordering::Relaxed);
+        self.server_transactions
+            .store(server_transactions, Ordering::Relaxed);
+    }
+
+    /// Live server transactions, as of the latest wake-up.
+    pub fn server_transactions(&self) -> usize {
+        self.server_transactions.load(Ordering::Relaxed)
     }
 
     /// Time since the latest wake-up (since creation before the first).
@@ -71,6 +92,7 @@ pub async fn serve(
     mut endpoint: Endpoint,
     mut shutdown: watch::Receiver<bool>,
     mut cmds: mpsc::UnboundedReceiver<CallCmd>,
+    mut edge: mpsc::UnboundedReceiver<EdgeCommand>,
     mut router: CallRouter,
     health: Arc<LoopHealth>,
 ) -> Endpoint {
@@ -107,6 +129,11 @@ pub async fn serve(
                     }
                 }
             }
+            Some(cmd) = edge.recv() => match cmd {
+                EdgeCommand::Unban { source, reply } => {
+                    let _ = reply.send(endpoint.unban(source, Instant::now()));
+                }
+            },
             _ = shutdown.changed() => {
                 if *shutdown.borrow() { break; }
             }
@@ -114,7 +141,7 @@ pub async fn serve(
         }
         dispatch(&mut endpoint, &mut router);
         flush(&socket, &mut endpoint).await;
-        health.beat(endpoint.active_calls());
+        health.beat(endpoint.active_calls(), endpoint.server_transactions());
     }
     flush(&socket, &mut endpoint).await;
     endpoint

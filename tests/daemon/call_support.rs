@@ -283,6 +283,7 @@ impl Sipp {
         .args(["-trace_logs", "-log_file"])
         .arg(dir.path().join("scenario.log"))
         .args(extra)
+        .args(auth_uri(target, extra))
         .args(if extra.contains(&"-m") {
             &[][..]
         } else {
@@ -370,6 +371,22 @@ impl Drop for Sipp {
 /// dialled number (`-s`, the Request-URI user).
 pub fn uac_args(dialled: &str) -> Vec<&str> {
     vec!["-s", dialled, "-au", TRUNK_USER, "-ap", TRUNK_PASS]
+}
+
+/// `-auth_uri` for a UAC that authenticates (`-au`) calls to `-s NUMBER`: sipp 3.6 otherwise
+/// signs `sip:{remote_ip}:{remote_port}`, and the daemon binds a digest to the Request-URI
+/// (`sip:NUMBER@{daemon}` in our scenarios) and refuses any other with 400 (RFC 3261 22.4).
+fn auth_uri(target: Option<SocketAddr>, extra: &[&str]) -> Vec<String> {
+    let dialled = extra
+        .iter()
+        .position(|a| *a == "-s")
+        .and_then(|i| extra.get(i + 1));
+    match (target, dialled) {
+        (Some(t), Some(d)) if extra.contains(&"-au") && !extra.contains(&"-auth_uri") => {
+            vec!["-auth_uri".into(), format!("{d}@{t}")]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The final response `call_final.xml` logged ("final NNN"), if any.

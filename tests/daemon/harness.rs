@@ -21,8 +21,9 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn shared_dir() -> PathBuf {
-    repo_root().join("..").join("shared")
+/// Test data carried in the repository (RFC 4475 messages, digest vectors).
+pub fn data_dir() -> PathBuf {
+    repo_root().join("tests").join("data")
 }
 
 pub fn sipp_dir() -> PathBuf {

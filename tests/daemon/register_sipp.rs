@@ -129,7 +129,16 @@ fn invite_without_credentials_is_challenged_with_407() {
     assert!(
         header_values(&r, "Proxy-Authenticate")[0].starts_with("Digest realm=\"trunkgate.test\"")
     );
-    // the retransmitted INVITE is absorbed: same 407 (same nonce), not a new challenge
+    // The challenge is stateless (nothing kept for an unauthenticated source): the
+    // retransmitted INVITE gets a 407 of its own with the same To tag, and a fresh nonce.
     let again = c.request(&invite, to);
-    assert_eq!(r, again, "retransmission must get the identical response");
+    let without_nonce = |r: &str| {
+        r.lines()
+            .filter(|l| !l.starts_with("Proxy-Authenticate"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(without_nonce(&r), without_nonce(&again));
+    // and nothing more: no Timer G retransmission of a 407 that nobody ACKs
+    assert_eq!(c.recv(std::time::Duration::from_millis(1200)), None);
 }

@@ -1,5 +1,5 @@
 //! RFC 4475 torture messages against the running daemon, one UDP datagram each, checked
-//! against `testdata/rfc4475/MANIFEST.tsv`; then 2,000 mutated datagrams, after which the
+//! against `tests/data/rfc4475/MANIFEST.tsv`; then 2,000 mutated datagrams, after which the
 //! daemon must still be running and answering.
 //!
 //! Several torture messages reuse the same top Via (sent-by and branch) and method, which makes
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use trunkgate::sip::digest::{self, Algorithm, Credentials};
 
 use crate::harness::{
-    header_values, options, shared_dir, status_code, tail, Daemon, SipClient, REALM,
+    data_dir, header_values, options, status_code, tail, Daemon, SipClient, REALM,
 };
 
 /// T1 for the torture daemon: transactions end 64*T1 after their final response.
@@ -29,7 +29,7 @@ const FINAL_WAIT: Duration = Duration::from_secs(2);
 const REG_PASSWORD: &str = "torture-secret";
 
 fn torture_dir() -> PathBuf {
-    shared_dir().join("testdata").join("rfc4475")
+    data_dir().join("rfc4475")
 }
 
 struct Row {

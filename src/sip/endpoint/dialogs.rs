@@ -18,7 +18,7 @@ use crate::call::signal::{
     CallCmd, CallRef, InboundInvite, OutboundInvite, Reply, Request as CallRequest, TimerHeaders,
     ToCall,
 };
-use crate::numbers::{CallerIdInput, Verdict};
+use crate::numbers::{CallerIdInput, Special, Verdict};
 use crate::sip::grammar::{NameAddr, Uri};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::parse::{RequestInfo, ResponseInfo};
@@ -191,7 +191,7 @@ impl Dialogs {
     }
 
     /// The dialog an in-dialog request belongs to: Call-ID and both tags must match.
-    fn find(&self, info: &RequestInfo) -> Option<CallRef> {
+    pub(super) fn find(&self, info: &RequestInfo) -> Option<CallRef> {
         let call = *self.by_call_id.get(&info.call_id)?;
         let d = self.by_ref.get(&call)?;
         let to_tag = info.to.tag()?;
@@ -343,9 +343,16 @@ impl Endpoint {
         record.called = Some(destination.e164.clone());
         let trunk_cfg = &self.auth.trunks()[trunk];
         let on_trunk = self.dialogs.per_trunk.get(&name).copied().unwrap_or(0);
-        if self.dialogs.active() >= self.max_calls
-            || trunk_cfg.max_calls.is_some_and(|m| on_trunk >= m)
-        {
+        let over_limit = self.dialogs.active() >= self.max_calls
+            || trunk_cfg.max_calls.is_some_and(|m| on_trunk >= m);
+        // A limit protects the carrier account and the machine; refusing an emergency call to
+        // protect them would be the wrong trade.
+        let emergency = destination.special == Some(Special::Emergency);
+        if over_limit && emergency {
+            warn!(trunk = %name, call_id = %info.call_id, active = self.dialogs.active(), on_trunk,
+                  "emergency call admitted over the concurrent call limit");
+        }
+        if over_limit && !emergency {
             SipStats::inc(&self.stats.call_limit_refusals);
             warn!(trunk = %name, call_id = %info.call_id, active = self.dialogs.active(),
                   on_trunk, "call refused: concurrent call limit reached");

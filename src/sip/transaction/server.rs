@@ -75,42 +75,54 @@ impl ServerTransactions {
         self.txs.is_empty()
     }
 
-    /// Matches a request (its key computed with `TxKey::for_request`).
+    /// Matches a request (its key computed with `TxKey::for_request`), opening a transaction
+    /// for a new one.
     pub fn on_request(&mut self, key: TxKey, is_ack: bool, now: Instant) -> ServerRx {
-        if let Some(id) = self.by_key.get(&key).copied() {
-            let timers = self.timers;
-            let Some(tx) = self.txs.get_mut(&id) else {
-                return ServerRx::Retransmission(None);
-            };
-            if is_ack {
-                return match tx.state {
-                    State::Completed if tx.invite => {
-                        tx.state = State::Confirmed;
-                        tx.give_up_at = None;
-                        let at = now + timers.t4;
-                        tx.deadline = Some(at);
-                        self.heap.push(at, id);
-                        ServerRx::AckAbsorbed
-                    }
-                    State::Confirmed => ServerRx::AckAbsorbed,
-                    _ => ServerRx::AckForTu,
-                };
-            }
-            return match tx.state {
-                State::Trying => ServerRx::Retransmission(None),
-                // RFC 6026: in Accepted the 2xx is the TU's to retransmit; absorb the INVITE.
-                State::Accepted | State::Confirmed => ServerRx::Retransmission(None),
-                State::Proceeding | State::Completed => ServerRx::Retransmission(
-                    tx.last_response
-                        .clone()
-                        .zip(tx.dest)
-                        .map(|(bytes, dest)| Transmit { dest, bytes }),
-                ),
-            };
+        match self.lookup(&key, is_ack, now) {
+            Some(rx) => rx,
+            None if is_ack => ServerRx::AckForTu,
+            None => ServerRx::New(self.open(key)),
         }
+    }
+
+    /// What an existing transaction makes of a request: `None` when none matches (a new
+    /// request, or an ACK that no transaction absorbs). Opens nothing, so a request can be
+    /// answered statelessly after this.
+    pub fn lookup(&mut self, key: &TxKey, is_ack: bool, now: Instant) -> Option<ServerRx> {
+        let id = self.by_key.get(key).copied()?;
+        let timers = self.timers;
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return Some(ServerRx::Retransmission(None));
+        };
         if is_ack {
-            return ServerRx::AckForTu;
+            return Some(match tx.state {
+                State::Completed if tx.invite => {
+                    tx.state = State::Confirmed;
+                    tx.give_up_at = None;
+                    let at = now + timers.t4;
+                    tx.deadline = Some(at);
+                    self.heap.push(at, id);
+                    ServerRx::AckAbsorbed
+                }
+                State::Confirmed => ServerRx::AckAbsorbed,
+                _ => ServerRx::AckForTu,
+            });
         }
+        Some(match tx.state {
+            State::Trying => ServerRx::Retransmission(None),
+            // RFC 6026: in Accepted the 2xx is the TU's to retransmit; absorb the INVITE.
+            State::Accepted | State::Confirmed => ServerRx::Retransmission(None),
+            State::Proceeding | State::Completed => ServerRx::Retransmission(
+                tx.last_response
+                    .clone()
+                    .zip(tx.dest)
+                    .map(|(bytes, dest)| Transmit { dest, bytes }),
+            ),
+        })
+    }
+
+    /// Opens a transaction for a new request the TU will answer.
+    pub fn open(&mut self, key: TxKey) -> TxId {
         let id = self.next_id;
         self.next_id += 1;
         let invite = matches!(&key, TxKey::Rfc3261 { method, .. } | TxKey::Rfc2543 { method, .. } if method == "INVITE");
@@ -132,7 +144,7 @@ impl ServerTransactions {
                 give_up_at: None,
             },
         );
-        ServerRx::New(id)
+        id
     }
 
     /// Looks up a live transaction (e.g. the INVITE a CANCEL names).
