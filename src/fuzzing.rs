@@ -482,6 +482,17 @@ min_expires = 1
 [calls]
 max_calls = 3
 
+# Small enough for a few datagrams to reach bans, budgets and the transaction ceiling.
+[security]
+ban_after = 3
+ban_time = "10m"
+ban_time_max = "40m"
+unauthenticated_rate = 2
+unauthenticated_burst = 6
+never_ban = ["127.0.0.2/32"]
+max_transactions = 10
+max_tracked_addresses = 16
+
 [[trunks]]
 name = "pbx-main"
 auth_username = "3cx_trunk"
@@ -532,6 +543,8 @@ struct Harness {
     done: Vec<CallRef>,
     /// The datagram being handled is a request our parser rejects (400/505).
     answering_rejected: bool,
+    /// What went out while handling the current datagram: response codes, `None` for requests.
+    round: Vec<Option<u16>>,
 }
 
 /// Feeds up to [`MAX_CHUNKS`] datagrams (see the module doc for the format) into an endpoint.
@@ -551,6 +564,7 @@ pub fn sip_datagram(data: &[u8]) {
         calls: Vec::new(),
         done: Vec::new(),
         answering_rejected: false,
+        round: Vec::new(),
     };
     for chunk in split(data).take(MAX_CHUNKS) {
         let Some((&ctl, payload)) = chunk.split_first() else {
@@ -565,9 +579,24 @@ pub fn sip_datagram(data: &[u8]) {
                 parse::parse(&datagram, config().sip.max_message_size),
                 Err(ParseFailure::Reject { .. })
             );
+            let transactions = h.ep.server_transactions();
+            h.round.clear();
             h.ep.handle_datagram(&datagram, src, h.now);
             h.drain();
             h.answering_rejected = false;
+            // A challenge is stateless: one datagram back, no transaction kept.
+            if h.round.iter().any(|c| matches!(c, Some(401 | 407))) {
+                assert_eq!(
+                    h.round.len(),
+                    1,
+                    "more than the challenge sent: {:?}",
+                    h.round
+                );
+                assert!(
+                    h.ep.server_transactions() <= transactions,
+                    "a challenge left a server transaction"
+                );
+            }
         }
         h.act(ctl >> 4);
     }
@@ -674,6 +703,7 @@ impl Harness {
             Parsed::Request(r, _) => (r.headers, None),
             Parsed::Response(r, _) => (r.headers, Some(r.code)),
         };
+        self.round.push(code);
         let previous = self.sent.get(&t.dest);
         let contact = headers
             .get("Contact")

@@ -109,6 +109,7 @@ fn authentication_keyword_answers_the_challenge() {
         calls: Vec::new(),
         done: Vec::new(),
         answering_rejected: false,
+        round: Vec::new(),
     };
     let src = "127.0.0.1:5062".parse().unwrap();
     for m in [&first, &second] {
