@@ -439,7 +439,10 @@ fn notification(msg: &NotificationMessage) {
                 let mut lc = Lifecycle::new(now, backoff(), 5);
                 lc.on_gone(now, retry_after);
                 match lc.poll(now) {
-                    Step::Subscribe => assert!(retry_after.unwrap_or_default().is_zero()),
+                    Step::Subscribe => {
+                        assert!(retry_after.unwrap_or_default().is_zero());
+                        lc.on_outcome(now, Outcome::Failed);
+                    }
                     Step::Wait(at) => assert_eq!(Some(at - now), retry_after),
                     other => panic!("after gone: {other:?}"),
                 }
