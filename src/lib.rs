@@ -7,6 +7,8 @@ pub mod call;
 pub mod carrier;
 pub mod config;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod media;
 pub mod numbers;

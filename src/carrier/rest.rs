@@ -416,7 +416,7 @@ impl RestClient {
 }
 
 /// `statusCode`, `reasonText`, `retryAfter` from an error envelope (any envelope name tolerated).
-fn envelope_fields(
+pub(crate) fn envelope_fields(
     v: &serde_json::Value,
     name: &str,
 ) -> (Option<i64>, Option<String>, Option<u64>) {

@@ -6,7 +6,7 @@
 //! order: method (405), header inspection (416, 420), content (415, 406), then authentication
 //! and the method itself.
 
-mod client_auth;
+pub(crate) mod client_auth;
 mod dialogs;
 #[cfg(test)]
 mod guard_tests;

@@ -255,6 +255,12 @@ pub fn parse(datagram: &[u8], max_size: usize) -> Result<Parsed, ParseFailure> {
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .collect();
+    // A CR that ends no line would stay inside a header value, and everything that copies one
+    // (responses, our answer to a PBX's challenge) would send a line break other parsers split
+    // on. No response either: it would have to echo the line.
+    if lines.iter().any(|l| l.contains('\r')) {
+        return Err(ParseFailure::Drop(ParseError::Garbage));
+    }
     let start_line = lines[0];
     if start_line.starts_with("SIP/") {
         return parse_response(start_line, &lines[1..], body, head_terminated)
@@ -513,4 +519,36 @@ pub fn parse_message(datagram: &[u8]) -> Result<Message, ParseFailure> {
         Parsed::Request(r, _) => Message::Request(r),
         Parsed::Response(r, _) => Message::Response(r),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_cr_in_the_header_block_drops_the_datagram() {
+        // Found by fuzzing: a PBX's 407 with a quoted-pair backslash-CR in its nonce made our
+        // retried INVITE carry a bare CR in Proxy-Authorization (the client side unescapes it);
+        // fuzz/corpus/sip_datagram/repro-bare-cr-in-pbx-challenge.
+        let ok = "SIP/2.0 407 Proxy Authentication Required\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\
+                  From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\
+                  Proxy-Authenticate: Digest realm=\"pbx\", nonce=\"n\"\r\n\r\n";
+        assert!(parse(ok.as_bytes(), 65535).is_ok());
+        let bad = ok.replace("nonce=\"n\"", "nonce=\"n\\\rX-Injected: 1\"");
+        assert!(matches!(
+            parse(bad.as_bytes(), 65535),
+            Err(ParseFailure::Drop(ParseError::Garbage))
+        ));
+        let request = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\
+                       From: <sip:a@b>;tag=1\rX: y\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert!(matches!(
+            parse(request.as_bytes(), 65535),
+            Err(ParseFailure::Drop(ParseError::Garbage))
+        ));
+        // In the body a CR is just a byte.
+        let body = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\
+                    From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\
+                    Content-Type: application/sdp\r\nContent-Length: 3\r\n\r\na\rb";
+        assert!(parse(body.as_bytes(), 65535).is_ok());
+    }
 }
