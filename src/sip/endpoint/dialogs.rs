@@ -234,6 +234,9 @@ fn with_user(uri: &str, user: &str) -> Option<String> {
         Some((_, h)) => h,
         None => rest,
     };
+    // A registered Contact may carry URI headers (`?Subject=...`); a Request-URI may not
+    // (RFC 3261 19.1.5), so they are left out rather than sent where no parser takes them.
+    let host_part = host_part.split_once('?').map_or(host_part, |(h, _)| h);
     Some(format!("{scheme}:{user}@{host_part}"))
 }
 
