@@ -43,6 +43,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
         )
     })?;
     let local = socket.local_addr()?;
+    widen_receive_buffer(&socket);
     let advertise = SocketAddr::new(advertised_ip(&config, local)?, local.port());
     let status_listener = tokio::net::TcpListener::bind(config.status.listen)
         .await
@@ -324,6 +325,28 @@ impl Signals {
 /// The address PBXs reach us at: `sip.advertise`, else the bound address, else (bound to all
 /// interfaces) the source address the routing table picks for a public destination. The
 /// lookup is a `connect` on an unbound UDP socket: no packet is sent.
+/// What the SIP socket asks the kernel to queue: a burst of 30,000 datagrams/s (a flood, or
+/// every PBX re-registering after an outage) outruns the default ~208 KiB while bans are being
+/// decided, and what the kernel drops is lost before the guard can count it.
+const SIP_RECEIVE_BUFFER: usize = 4 << 20;
+
+fn widen_receive_buffer(socket: &UdpSocket) {
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(SIP_RECEIVE_BUFFER) {
+        warn!(error = %e, "cannot set the SIP socket's receive buffer");
+        return;
+    }
+    // Linux caps the request at net.core.rmem_max and reports double what it grants.
+    match sock.recv_buffer_size() {
+        Ok(got) if got < SIP_RECEIVE_BUFFER => info!(
+            bytes = got,
+            wanted = SIP_RECEIVE_BUFFER,
+            "SIP receive buffer capped by net.core.rmem_max; raise it for flood headroom"
+        ),
+        _ => {}
+    }
+}
+
 fn advertised_ip(config: &Config, local: SocketAddr) -> anyhow::Result<IpAddr> {
     if let Some(ip) = config.sip.advertise {
         return Ok(ip);

@@ -142,7 +142,14 @@ async fn outbound(
                 .header("Retry-After", "30"),
         );
     };
-    let reservation = match carrier.reserve() {
+    // An emergency call goes out even over the carrier accounts' max_calls, as it does over ours.
+    let emergency = inv.destination.special == Some(crate::numbers::Special::Emergency);
+    let reserved = if emergency {
+        carrier.reserve_emergency()
+    } else {
+        carrier.reserve()
+    };
+    let reservation = match reserved {
         Ok(r) => r,
         Err(e) => {
             warn!(reason = %e, "no carrier capacity");

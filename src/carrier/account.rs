@@ -273,8 +273,13 @@ impl Account {
         let Ok(permit) = self.capacity.clone().try_acquire_owned() else {
             return refuse("account at max_calls");
         };
-        let call = CarrierCall::new(self.clone(), session.clone(), Direction::Inbound, permit)
-            .with_incoming(c);
+        let call = CarrierCall::new(
+            self.clone(),
+            session.clone(),
+            Direction::Inbound,
+            Some(permit),
+        )
+        .with_incoming(c);
         if let Err(e) = self.inbound.try_send(call) {
             // The returned call is dropped here, which unregisters it; reject explicitly.
             drop(e);

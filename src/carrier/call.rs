@@ -47,7 +47,7 @@ impl CarrierCall {
         account: Arc<Account>,
         session: String,
         direction: Direction,
-        permit: OwnedSemaphorePermit,
+        permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
         // Inbound calls are "answered" from the carrier's view once we send callAnswer; any
         // later respondCallUpdate answers our own update.
@@ -61,7 +61,7 @@ impl CarrierCall {
             incoming: None,
             audit: Some(audit),
             finished: false,
-            permit: Some(permit),
+            permit,
         }
     }
 

@@ -58,7 +58,8 @@ pub enum Unavailable {
 /// Capacity on one account, held from before the WebRTC offer is built until the call ends.
 pub struct Reservation {
     account: Arc<Account>,
-    permit: OwnedSemaphorePermit,
+    /// `None` only for an emergency call admitted over the account's `max_calls`.
+    permit: Option<OwnedSemaphorePermit>,
     ice_servers: Vec<IceServer>,
 }
 
@@ -187,15 +188,37 @@ impl Carrier {
         usable.sort_by_key(|a| std::cmp::Reverse(a.capacity.available_permits()));
         for account in usable {
             if let Ok(permit) = account.capacity.clone().try_acquire_owned() {
-                let turn = account.turn_credentials();
-                return Ok(Reservation {
-                    ice_servers: ice_servers(&self.ice_urls, turn.as_ref()),
-                    account: account.clone(),
-                    permit,
-                });
+                return Ok(self.reservation(account, Some(permit)));
             }
         }
         Err(Unavailable::AtCapacity)
+    }
+
+    /// `reserve` for an emergency call: when every account is at its `max_calls`, the call
+    /// still goes out on the first usable one, over the limit (and is not counted in it).
+    pub fn reserve_emergency(&self) -> Result<Reservation, Unavailable> {
+        match self.reserve() {
+            Err(Unavailable::AtCapacity) => self
+                .accounts
+                .iter()
+                .find(|a| a.usable())
+                .map(|a| self.reservation(a, None))
+                .ok_or(Unavailable::NotSubscribed),
+            other => other,
+        }
+    }
+
+    fn reservation(
+        &self,
+        account: &Arc<Account>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Reservation {
+        let turn = account.turn_credentials();
+        Reservation {
+            ice_servers: ice_servers(&self.ice_urls, turn.as_ref()),
+            account: account.clone(),
+            permit,
+        }
     }
 
     /// ICE servers of an account for an inbound call's answer.

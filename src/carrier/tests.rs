@@ -615,6 +615,18 @@ async fn capacity_is_per_account_and_returned_when_calls_end() {
             rig.carrier.reserve(),
             Err(Unavailable::AtCapacity)
         ));
+        // an emergency call still gets out, over the account's max_calls
+        let over = rig
+            .carrier
+            .reserve_emergency()
+            .expect("emergency over capacity");
+        assert_eq!(over.account(), rig.carrier.status()[0].name);
+        assert_eq!(
+            rig.carrier.status()[0].active_calls,
+            4,
+            "not counted in the limit"
+        );
+        drop(over);
         drop(held);
         let (_peer, offer, _ev) = MediaPeer::offer(&peer_settings(), &[Codec::Pcmu])
             .await

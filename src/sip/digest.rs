@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 /// Header values come from the network unauthenticated, so every parameter value is capped to
 /// keep parsing and hashing work bounded; no legitimate value is anywhere near this long.
-const MAX_VALUE_LEN: usize = 1024;
+pub const MAX_VALUE_LEN: usize = 1024;
 
 /// Digest hash algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

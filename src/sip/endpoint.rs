@@ -443,16 +443,7 @@ impl Endpoint {
     /// In a live dialog, or a CANCEL of an INVITE transaction we hold.
     fn bound_to_state(&self, req: &Request, info: &RequestInfo) -> bool {
         match req.method {
-            Method::Cancel => {
-                let key = TxKey::for_request(
-                    &Method::Invite,
-                    &info.top_via,
-                    &info.call_id,
-                    &info.cseq,
-                    info.from.tag(),
-                );
-                self.server.find(&key).is_some()
-            }
+            Method::Cancel => self.server.find(&cancelled_invite(info)).is_some(),
             Method::Register | Method::Options => false,
             Method::Invite if info.to.tag().is_none() => false,
             _ => self.dialogs.find(info).is_some(),
@@ -663,6 +654,18 @@ impl Endpoint {
 enum Work {
     Authenticated(usize),
     Bound,
+}
+
+/// The key of the INVITE transaction a CANCEL names (RFC 3261 9.2: same branch, Call-ID, CSeq
+/// number).
+fn cancelled_invite(info: &RequestInfo) -> TxKey {
+    TxKey::for_request(
+        &Method::Invite,
+        &info.top_via,
+        &info.call_id,
+        &info.cseq,
+        info.from.tag(),
+    )
 }
 
 /// The To tag of a stateless response: the same for a retransmission of the same request.

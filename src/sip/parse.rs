@@ -498,6 +498,10 @@ fn parse_response(
         .map_err(bad("Via"))?;
     let call_id = single(&headers, "Call-ID")?.to_string();
     let cseq = CSeq::parse(single(&headers, "CSeq")?).map_err(bad("CSeq"))?;
+    // What a response's From and To carry goes into the ACK, BYE and re-INVITE we build from
+    // it: one that does not parse would make us send what no parser (ours included) accepts.
+    NameAddr::parse(single(&headers, "From")?).map_err(bad("From"))?;
+    NameAddr::parse(single(&headers, "To")?).map_err(bad("To"))?;
     Ok(Parsed::Response(
         Response {
             code,
@@ -544,6 +548,13 @@ mod tests {
         assert!(matches!(
             parse(request.as_bytes(), 65535),
             Err(ParseFailure::Drop(ParseError::Garbage))
+        ));
+        // A To the ACK would copy must parse (found by fuzzing: a PBX's 200 with a To tag
+        // holding spaces made our ACK unparseable).
+        let bad_to = ok.replace("To: <sip:c@d>;tag=2", "To: <sip:c@d>;tag=2:x@y SIP/2.0");
+        assert!(matches!(
+            parse(bad_to.as_bytes(), 65535),
+            Err(ParseFailure::Drop(ParseError::BadHeader(_)))
         ));
         // In the body a CR is just a byte.
         let body = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n\

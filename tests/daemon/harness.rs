@@ -2,10 +2,13 @@
 
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, UdpSocket};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use trunkgate::sip::digest::{self, Algorithm, Credentials};
 
 pub const REALM: &str = "trunkgate.test";
 
@@ -52,12 +55,28 @@ impl Daemon {
         trunks: &str,
         env: impl FnOnce(&Path) -> Vec<(String, String)>,
     ) -> Daemon {
+        Daemon::start_full(log_extra, sip_extra, "127.0.0.1:0", trunks, env)
+    }
+
+    /// `start` with a chosen `[status] listen` (a fixed port, for the command line, which
+    /// finds the endpoint in the config file).
+    pub fn start_with_status(status_listen: &str, sip_extra: &str, trunks: &str) -> Daemon {
+        Daemon::start_full("", sip_extra, status_listen, trunks, |_| Vec::new())
+    }
+
+    fn start_full(
+        log_extra: &str,
+        sip_extra: &str,
+        status_listen: &str,
+        trunks: &str,
+        env: impl FnOnce(&Path) -> Vec<(String, String)>,
+    ) -> Daemon {
         let port = free_udp_port();
         let dir = tempfile::tempdir().expect("tempdir");
         let cdr = dir.path().join("cdr.jsonl");
         let config = format!(
             "[log]\nlevel = \"debug\"\n{log_extra}\n\n[sip]\nlisten = \"127.0.0.1:{port}\"\nrealm = \"{REALM}\"\n{sip_extra}\n\n\
-             [cdr]\npath = \"{}\"\n\n[status]\nlisten = \"127.0.0.1:0\"\n\n{trunks}\n",
+             [cdr]\npath = \"{}\"\n\n[status]\nlisten = \"{status_listen}\"\n\n{trunks}\n",
             cdr.display()
         );
         let path = dir.path().join("trunkgate.toml");
@@ -194,7 +213,15 @@ pub struct SipClient {
 
 impl SipClient {
     pub fn new() -> SipClient {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+        SipClient::bind([127, 0, 0, 1])
+    }
+
+    /// A client on an ephemeral port of another loopback address (127.0.0.x): a peer the
+    /// daemon tells apart from the others by its source address.
+    pub fn bind(ip: [u8; 4]) -> SipClient {
+        assert_eq!(ip[0], 127, "test peers stay on loopback");
+        let socket = UdpSocket::bind((Ipv4Addr::from(ip), 0))
+            .unwrap_or_else(|e| panic!("bind a client on {ip:?}: {e}"));
         SipClient { socket }
     }
 
@@ -355,7 +382,6 @@ pub fn authenticated_invite(
     password: &str,
     extra: &str,
 ) -> String {
-    use trunkgate::sip::digest::{self, Algorithm};
     let me = client.addr();
     let call_id = format!("{:x}@harness", rand_u64());
     let uri = format!("sip:{dialled}@{to}");
@@ -370,25 +396,20 @@ pub fn authenticated_invite(
     let first = client.request(&invite(1, ""), to);
     assert_eq!(status_code(&first), 407, "{first}");
     ack(client, to, &first, &uri);
-    let challenge = header_values(&first, "Proxy-Authenticate")
+    let challenge = challenges(&first, "Proxy-Authenticate")
         .into_iter()
-        .find(|c| c.contains("MD5"))
+        .find(|c| c.algorithm() == Algorithm::Md5)
         .expect("an MD5 challenge");
-    let nonce = challenge
-        .split("nonce=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .expect("nonce")
-        .to_string();
-    let realm = REALM;
-    let ha1 = digest::ha1(Algorithm::Md5, user, realm, password);
-    let creds = digest::parse_credentials(&format!(
-        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"0\""
-    ))
-    .expect("credentials");
-    let response = digest::expected_response(Algorithm::Md5, &ha1, "INVITE", &creds).expect("hash");
+    let md5 = Auth {
+        alg: Algorithm::Md5,
+        user,
+        password,
+        nonce: challenge.nonce(),
+        qop: None,
+    };
     let auth = format!(
-        "Proxy-Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5\r\n"
+        "Proxy-Authorization: {}\r\n",
+        credentials(&md5, "INVITE", &uri)
     );
     let last = client.request(&invite(2, &auth), to);
     ack(client, to, &last, &uri);
@@ -590,4 +611,292 @@ impl Drop for SimProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+// ------------------------------------------------------------ the status endpoint, as text
+
+/// GET over plain HTTP/1.1 (status endpoint): (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // chunked bodies: keep only the payload lines (metrics and JSON never look like hex sizes
+    // on their own line followed by CRLF, so strip the chunk-size lines)
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || after.len() < n {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = after[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+/// Parses Prometheus text format 0.0.4 strictly enough to catch a malformed line: every sample
+/// is `name{label="value",...} number` of a family announced by `# TYPE`. Returns
+/// `name{labels}` → value.
+pub fn parse_prometheus(text: &str) -> HashMap<String, f64> {
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE line");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "bad type in {line:?}"
+            );
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("sample line {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("value in {line:?}")),
+        };
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "metric name in {line:?}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(
+                    labels.starts_with('{') && labels.ends_with('}'),
+                    "labels in {line:?}"
+                );
+                for pair in labels[1..labels.len() - 1].split("\",") {
+                    let (k, v) = pair
+                        .split_once("=\"")
+                        .unwrap_or_else(|| panic!("label in {line:?}"));
+                    assert!(
+                        k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "label name in {line:?}"
+                    );
+                    let _ = v;
+                }
+            }
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(
+            types.contains_key(family),
+            "sample of an undeclared family: {line:?}"
+        );
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+pub fn metric(m: &HashMap<String, f64>, series: &str) -> f64 {
+    m.get(series).copied().unwrap_or(0.0)
+}
+
+impl Daemon {
+    /// `GET /metrics`, parsed (`name{labels}` → value); panics unless 200.
+    pub fn metrics(&self) -> HashMap<String, f64> {
+        let (code, text) = http_get(self.status_addr(), "/metrics");
+        assert_eq!(code, 200, "GET /metrics: {text}");
+        parse_prometheus(&text)
+    }
+
+    /// `GET /status` as JSON; panics unless 200.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, v) = http_json(self.status_addr(), "GET", "/status", None);
+        assert_eq!(code, 200, "GET /status: {v}");
+        v
+    }
+}
+
+// ------------------------------------------------------- digest challenges and credentials
+
+/// One `WWW-Authenticate` / `Proxy-Authenticate` value.
+#[derive(Debug, Clone)]
+pub struct Challenge {
+    pub algorithm: Option<String>,
+    pub realm: Option<String>,
+    pub nonce: Option<String>,
+    pub qop: Option<String>,
+    pub stale: Option<String>,
+}
+
+impl Challenge {
+    pub fn algorithm(&self) -> Algorithm {
+        // RFC 7616: no algorithm parameter means MD5
+        Algorithm::parse(self.algorithm.as_deref().unwrap_or("MD5"))
+            .unwrap_or_else(|| panic!("challenge with an unknown algorithm: {self:?}"))
+    }
+
+    pub fn nonce(&self) -> &str {
+        self.nonce
+            .as_deref()
+            .unwrap_or_else(|| panic!("challenge without nonce: {self:?}"))
+    }
+
+    pub fn offers_auth(&self) -> bool {
+        self.qop
+            .as_deref()
+            .is_some_and(|q| q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth")))
+    }
+}
+
+/// Parses `Digest k=v, k="v", ...` (quoted values may contain commas and escapes).
+pub fn parse_challenge(value: &str) -> Challenge {
+    let v = value.trim();
+    let (scheme, rest) = v.split_once(char::is_whitespace).unwrap_or((v, ""));
+    assert!(
+        scheme.eq_ignore_ascii_case("Digest"),
+        "not a Digest challenge: {value:?}"
+    );
+    let mut params: Vec<(String, String)> = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        let mut name = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            name.push(c);
+            chars.next();
+        }
+        if name.is_empty() {
+            break;
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        assert_eq!(
+            chars.next(),
+            Some('='),
+            "parameter {name:?} without value in {value:?}"
+        );
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut val = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => val.extend(chars.next()),
+                    Some(c) => val.push(c),
+                    None => panic!("unterminated quoted string in {value:?}"),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' || c.is_whitespace() {
+                    break;
+                }
+                val.push(c);
+                chars.next();
+            }
+        }
+        params.push((name.to_ascii_lowercase(), val));
+    }
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    Challenge {
+        algorithm: get("algorithm"),
+        realm: get("realm"),
+        nonce: get("nonce"),
+        qop: get("qop"),
+        stale: get("stale"),
+    }
+}
+
+pub fn challenges(resp: &str, header: &str) -> Vec<Challenge> {
+    header_values(resp, header)
+        .iter()
+        .map(|v| parse_challenge(v))
+        .collect()
+}
+
+/// What goes into the credentials.
+pub struct Auth<'a> {
+    pub alg: Algorithm,
+    pub user: &'a str,
+    pub password: &'a str,
+    pub nonce: &'a str,
+    /// `(nc, cnonce)` for qop=auth; `None` for no qop.
+    pub qop: Option<(u32, &'a str)>,
+}
+
+/// An `Authorization` / `Proxy-Authorization` value for `method` and `uri`.
+pub fn credentials(a: &Auth, method: &str, uri: &str) -> String {
+    let mut creds = Credentials {
+        username: a.user.to_string(),
+        realm: REALM.to_string(),
+        nonce: a.nonce.to_string(),
+        uri: uri.to_string(),
+        response: String::new(),
+        algorithm: a.alg,
+        qop: a.qop.map(|_| "auth".to_string()),
+        nc: a.qop.map(|(nc, _)| format!("{nc:08x}")),
+        cnonce: a.qop.map(|(_, c)| c.to_string()),
+        opaque: None,
+    };
+    let ha1 = digest::ha1(a.alg, a.user, REALM, a.password);
+    creds.response =
+        digest::expected_response(a.alg, &ha1, method, &creds).expect("compute digest response");
+    let mut v = format!(
+        "Digest username=\"{}\", realm=\"{REALM}\", nonce=\"{}\", uri=\"{uri}\", response=\"{}\", algorithm={}",
+        creds.username,
+        creds.nonce,
+        creds.response,
+        a.alg.as_str()
+    );
+    if let (Some(nc), Some(cnonce)) = (&creds.nc, &creds.cnonce) {
+        v.push_str(&format!(", qop=auth, nc={nc}, cnonce=\"{cnonce}\""));
+    }
+    v
+}
+
+/// The `branch` of a message's top Via.
+pub fn top_branch(msg: &str) -> Option<String> {
+    let via = header_values(msg, "Via").into_iter().next()?;
+    let i = via.find("branch=")? + "branch=".len();
+    Some(via[i..].split([';', ',', ' ']).next()?.to_string())
 }

@@ -15,6 +15,7 @@ mod numbers;
 mod ops;
 mod register_sipp;
 mod rtp_capture;
+mod security;
 mod sha256_auth;
 mod systemd;
 mod torture;

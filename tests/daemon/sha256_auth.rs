@@ -6,11 +6,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use trunkgate::sip::digest::{self, Algorithm, Credentials};
+use trunkgate::sip::digest::{self, Algorithm};
 
 use crate::harness::{
-    ack, assert_logged_without_secret, header_values, rand_u64, status_code, tail, trunk, Daemon,
-    SipClient, REALM,
+    ack, assert_logged_without_secret, challenges, credentials, header_values, rand_u64,
+    status_code, tail, top_branch, trunk, Auth, Challenge, Daemon, SipClient, REALM,
 };
 
 /// The digest username (differs from the From/To user, as with 3CX).
@@ -19,158 +19,6 @@ const PASSWORD: &str = "Sha256-secret";
 const FROM_USER: &str = "0501234567";
 const BOTH: &str = "digest_algorithms = [\"SHA-256\", \"MD5\"]";
 const FINAL_WAIT: Duration = Duration::from_secs(3);
-
-/// One `WWW-Authenticate` / `Proxy-Authenticate` value.
-#[derive(Debug, Clone)]
-struct Challenge {
-    algorithm: Option<String>,
-    realm: Option<String>,
-    nonce: Option<String>,
-    qop: Option<String>,
-    stale: Option<String>,
-}
-
-impl Challenge {
-    fn algorithm(&self) -> Algorithm {
-        // RFC 7616: no algorithm parameter means MD5
-        Algorithm::parse(self.algorithm.as_deref().unwrap_or("MD5"))
-            .unwrap_or_else(|| panic!("challenge with an unknown algorithm: {self:?}"))
-    }
-
-    fn nonce(&self) -> &str {
-        self.nonce
-            .as_deref()
-            .unwrap_or_else(|| panic!("challenge without nonce: {self:?}"))
-    }
-
-    fn offers_auth(&self) -> bool {
-        self.qop
-            .as_deref()
-            .is_some_and(|q| q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth")))
-    }
-}
-
-/// Parses `Digest k=v, k="v", ...` (quoted values may contain commas and escapes).
-fn parse_challenge(value: &str) -> Challenge {
-    let v = value.trim();
-    let (scheme, rest) = v.split_once(char::is_whitespace).unwrap_or((v, ""));
-    assert!(
-        scheme.eq_ignore_ascii_case("Digest"),
-        "not a Digest challenge: {value:?}"
-    );
-    let mut params: Vec<(String, String)> = Vec::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
-            chars.next();
-        }
-        let mut name = String::new();
-        while let Some(&c) = chars.peek() {
-            if c == '=' || c.is_whitespace() {
-                break;
-            }
-            name.push(c);
-            chars.next();
-        }
-        if name.is_empty() {
-            break;
-        }
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        assert_eq!(
-            chars.next(),
-            Some('='),
-            "parameter {name:?} without value in {value:?}"
-        );
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let mut val = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') => break,
-                    Some('\\') => val.extend(chars.next()),
-                    Some(c) => val.push(c),
-                    None => panic!("unterminated quoted string in {value:?}"),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c == ',' || c.is_whitespace() {
-                    break;
-                }
-                val.push(c);
-                chars.next();
-            }
-        }
-        params.push((name.to_ascii_lowercase(), val));
-    }
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    Challenge {
-        algorithm: get("algorithm"),
-        realm: get("realm"),
-        nonce: get("nonce"),
-        qop: get("qop"),
-        stale: get("stale"),
-    }
-}
-
-fn challenges(resp: &str, header: &str) -> Vec<Challenge> {
-    header_values(resp, header)
-        .iter()
-        .map(|v| parse_challenge(v))
-        .collect()
-}
-
-/// What goes into the credentials.
-struct Auth<'a> {
-    alg: Algorithm,
-    user: &'a str,
-    password: &'a str,
-    nonce: &'a str,
-    /// `(nc, cnonce)` for qop=auth; `None` for no qop.
-    qop: Option<(u32, &'a str)>,
-}
-
-/// An `Authorization` / `Proxy-Authorization` value for `method` and `uri`.
-fn credentials(a: &Auth, method: &str, uri: &str) -> String {
-    let mut creds = Credentials {
-        username: a.user.to_string(),
-        realm: REALM.to_string(),
-        nonce: a.nonce.to_string(),
-        uri: uri.to_string(),
-        response: String::new(),
-        algorithm: a.alg,
-        qop: a.qop.map(|_| "auth".to_string()),
-        nc: a.qop.map(|(nc, _)| format!("{nc:08x}")),
-        cnonce: a.qop.map(|(_, c)| c.to_string()),
-        opaque: None,
-    };
-    let ha1 = digest::ha1(a.alg, a.user, REALM, a.password);
-    creds.response =
-        digest::expected_response(a.alg, &ha1, method, &creds).expect("compute digest response");
-    let mut v = format!(
-        "Digest username=\"{}\", realm=\"{REALM}\", nonce=\"{}\", uri=\"{uri}\", response=\"{}\", algorithm={}",
-        creds.username,
-        creds.nonce,
-        creds.response,
-        a.alg.as_str()
-    );
-    if let (Some(nc), Some(cnonce)) = (&creds.nc, &creds.cnonce) {
-        v.push_str(&format!(", qop=auth, nc={nc}, cnonce=\"{cnonce}\""));
-    }
-    v
-}
-
-/// The `branch` of a message's top Via.
-fn top_branch(msg: &str) -> Option<String> {
-    let via = header_values(msg, "Via").into_iter().next()?;
-    let i = via.find("branch=")? + "branch=".len();
-    Some(via[i..].split([';', ',', ' ']).next()?.to_string())
-}
 
 fn first_line(s: &str) -> &str {
     s.split("\r\n").next().unwrap_or("")

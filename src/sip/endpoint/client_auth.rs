@@ -42,8 +42,16 @@ pub fn authorization(
             _ => {}
         }
     }
-    let realm = realm?;
-    let nonce = nonce?;
+    // What we cannot write back as a plain quoted-string, we do not answer: a PBX's challenge
+    // must not put a control character, a quote or a quoted-pair into our request's header.
+    let realm = realm.filter(|r| quotable(r))?;
+    let nonce = nonce.filter(|n| quotable(n))?;
+    if opaque
+        .as_deref()
+        .is_some_and(|o| !o.is_empty() && !quotable(o))
+    {
+        return None;
+    }
     let cnonce = format!("{:016x}", rand::random::<u64>());
     let creds = Credentials {
         username: username.to_string(),
@@ -71,6 +79,14 @@ pub fn authorization(
         v.push_str(&format!(", opaque=\"{o}\""));
     }
     Some(v)
+}
+
+/// Non-empty, no longer than a digest parameter may be, and nothing that needs escaping inside
+/// a quoted-string (RFC 3261 25.1).
+fn quotable(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= digest::MAX_VALUE_LEN
+        && !v.chars().any(|c| c.is_control() || c == '"' || c == '\\')
 }
 
 /// Splits at commas outside quotes.
@@ -109,6 +125,24 @@ mod tests {
             assert!(verify(&creds, "INVITE", &ha1), "{v}");
             assert_eq!(creds.realm, "3CX");
         }
+    }
+
+    #[test]
+    fn refuses_a_challenge_it_could_not_write_back_safely() {
+        for challenge in [
+            "Digest realm=\"\", nonce=\"n\"",
+            "Digest realm=\"r\", nonce=\"\"",
+            "Digest realm=\"a\\\\\"b\", nonce=\"n\"",
+            "Digest realm=\"r\", nonce=\"n\u{1}x\"",
+            "Digest realm=\"r\", nonce=\"n\", opaque=\"o\\\\x\"",
+        ] {
+            assert!(
+                authorization(challenge, "u", "p", "INVITE", "sip:a@b").is_none(),
+                "{challenge:?}"
+            );
+        }
+        let long = format!("Digest realm=\"r\", nonce=\"{}\"", "n".repeat(2000));
+        assert!(authorization(&long, "u", "p", "INVITE", "sip:a@b").is_none());
     }
 
     #[test]

@@ -614,14 +614,7 @@ impl Endpoint {
 
     /// CANCEL: 200 to it and 487 to the INVITE while that has no final response; else 481.
     pub(super) fn cancel(&mut self, info: &RequestInfo) -> Answer {
-        let key = TxKey::for_request(
-            &Method::Invite,
-            &info.top_via,
-            &info.call_id,
-            &info.cseq,
-            info.from.tag(),
-        );
-        let Some(invite_tx) = self.server.find(&key) else {
+        let Some(invite_tx) = self.server.find(&super::cancelled_invite(info)) else {
             return Answer::new(481);
         };
         if let Some(call) = self.dialogs.by_invite_tx.get(&invite_tx).copied() {

@@ -374,8 +374,10 @@ impl Guard {
             since: now,
             until,
         });
+        // The wall clock only for the operator's eyes; every decision runs on `Instant`s.
+        let until_wall = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + length);
         warn!(address = %source, reason = reason.label(), failures, ban_s = length.as_secs(),
-              offence = offences, "address banned");
+              until = %until_wall, offence = offences, "address banned");
         self.schedule(now);
     }
 }
