@@ -20,7 +20,8 @@ use crate::call::signal::CallCmd;
 use crate::carrier::{Carrier, CarrierCall, Overrides};
 use crate::config::{CarrierAccount, CarrierConfig, Config, Secret};
 use crate::media::rtp_leg::PortPool;
-use crate::media::webrtc_peer::PeerSettings;
+use crate::media::engine::{EngineConfig, MediaEngine};
+use crate::media::PeerSettings;
 use crate::numbers::NumberPolicy;
 use crate::ops::cdr::{CdrWriter, Fanout};
 use crate::ops::http::OpsState;
@@ -387,7 +388,14 @@ fn call_context(
         });
     let mut peer = PeerSettings::new(webrtc_ip);
     peer.relay_only = carrier.as_ref().is_some_and(|c| c.relay_only());
+    let media = MediaEngine::start(&EngineConfig {
+        threads: config.media.threads,
+        bind: std::net::SocketAddr::new(webrtc_ip, config.media.webrtc_port),
+        port_per_call: false,
+    })
+    .map_err(|e| anyhow::anyhow!("media engine (media.webrtc_bind / media.webrtc_port): {e}"))?;
     Ok(CallContext {
+        media,
         carrier,
         ports: PortPool::new(rtp_ip, first, last),
         sdp_ip,

@@ -44,7 +44,7 @@ use crate::carrier::protocol::{
 };
 use crate::config::Config;
 use crate::media::pbx_sdp::{self, LocalSdp, MediaLine, Negotiated};
-use crate::media::webrtc_peer::{Codec, Direction, TELEPHONE_EVENT_PT};
+use crate::media::{Codec, Direction, TELEPHONE_EVENT_PT};
 use crate::sip::digest::{self, Algorithm, Credentials};
 use crate::sip::endpoint::client_auth;
 use crate::sip::endpoint::Endpoint;

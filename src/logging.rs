@@ -17,26 +17,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// The WebRTC stack logs every ICE and DTLS step at info: quiet unless asked for by name.
-const QUIET: &[&str] = &[
-    "webrtc",
-    "rtc",
-    "rtc_crypto",
-    "rtc_datachannel",
-    "rtc_dtls",
-    "rtc_ice",
-    "rtc_interceptor",
-    "rtc_mdns",
-    "rtc_media",
-    "rtc_rtcp",
-    "rtc_rtp",
-    "rtc_sctp",
-    "rtc_sdp",
-    "rtc_shared",
-    "rtc_srtp",
-    "rtc_stun",
-    "rtc_turn",
-];
+/// The WebRTC stack (str0m and its ICE, DTLS and SRTP crates) logs every step at debug and
+/// some at info: quiet unless asked for by name.
+const QUIET: &[&str] = &["str0m", "str0m_proto", "str0m_aws_lc_rs", "is", "dimpl"];
 
 /// The filter for a configured level: the level, plus `warn` for the WebRTC crates unless the
 /// level names them itself.

@@ -2,7 +2,6 @@
 //! (re-INVITE → `startCallUpdate`), carrier re-offers (→ re-INVITE), RFC 4028 refreshes and
 //! expiry, carrier audit failures, and a WebRTC leg that fails.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -15,8 +14,8 @@ use super::signal::{Reply, Request, ToCall};
 use crate::carrier::events::{CallEvent, EndCause};
 use crate::carrier::CarrierCall;
 use crate::media::pbx_sdp::{self, MediaLine};
-use crate::media::relay::Relay;
-use crate::media::webrtc_peer::{AudioFormat, Direction, MediaPeer, PeerState};
+use crate::media::engine::MediaCall;
+use crate::media::{AudioFormat, Direction, PeerState};
 use crate::sip::transport::sleep_until;
 
 /// Where the PBX side's offer/answer stands.
@@ -30,8 +29,7 @@ pub enum PbxFlow {
 pub struct Bridge<'a> {
     pub leg: &'a mut PbxLeg,
     pub carrier: CarrierCall,
-    pub peer: Arc<MediaPeer>,
-    pub relay: Relay,
+    pub peer: MediaCall,
     pub format: AudioFormat,
     pub timer: Option<SessionTimer>,
     pub timer_negotiated: Option<TimerNegotiated>,
@@ -50,7 +48,7 @@ enum OwnReinvite {
 
 impl Bridge<'_> {
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToCall>, record: &mut CallRecord) {
-        let mut peer_state = self.relay.peer_state();
+        let mut peer_state = self.peer.peer_state();
         let mut own: Option<OwnReinvite> = None;
         // RFC 3261 14.1: after a 491 the re-INVITE is tried again 2.1-4 s later (we own no Call-ID
         // ordering, so the random wait of the non-owner side applies either way).
@@ -211,7 +209,7 @@ impl Bridge<'_> {
                         expecting_since = Instant::now();
                     }
                     let pbx_sends = matches!(self.pbx_direction, Direction::SendRecv | Direction::SendOnly);
-                    let last = self.relay.last_from_pbx().map_or(expecting_since, |t| t.max(expecting_since));
+                    let last = self.peer.last_from_pbx().map_or(expecting_since, |t| t.max(expecting_since));
                     if pbx_sends && last.elapsed() >= rtp_timeout {
                         warn!(silent_s = last.elapsed().as_secs(), "no RTP from the PBX: ending the call");
                         record.ended_by = EndedBy::Gateway;
@@ -232,8 +230,9 @@ impl Bridge<'_> {
                 }
             }
         }
-        record.take_counters(self.relay.counters());
-        self.peer.close().await;
+        record.take_counters(self.peer.counters());
+        record.quality = Some(self.peer.quality());
+        self.peer.close();
     }
 
     async fn end_carrier(&mut self, reason: &str) {
@@ -336,7 +335,7 @@ impl Bridge<'_> {
             warn!(codec = ?self.format.codec, "re-INVITE drops the call's codec");
             488u16
         })?;
-        self.relay.update(media);
+        self.peer.update_pbx(media);
         self.leg.pbx = Some(media);
         let direction = offer.effective_direction();
         let answer = pbx_sdp::answer_direction(direction);
@@ -375,7 +374,7 @@ impl Bridge<'_> {
             .respond_update(&answer)
             .await
             .map_err(|e| e.to_string())?;
-        let carrier_dir = crate::media::webrtc_peer::sdp_direction(sdp);
+        let carrier_dir = crate::media::sdp_direction(sdp);
         let Some(line) = self.leg.line else {
             return Err("no SDP sent to the PBX yet".into());
         };
@@ -399,7 +398,7 @@ impl Bridge<'_> {
             return;
         };
         if let Some(media) = pbx_media(&answer, self.format.codec) {
-            self.relay.update(media);
+            self.peer.update_pbx(media);
             self.leg.pbx = Some(media);
         } else {
             warn!("PBX answer without the call's codec");

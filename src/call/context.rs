@@ -12,7 +12,7 @@ use super::signal::{CallCmd, CallRef, CallRefs};
 use crate::carrier::Carrier;
 use crate::config::{CallsConfig, InboundConfig};
 use crate::media::rtp_leg::PortPool;
-use crate::media::webrtc_peer::PeerSettings;
+use crate::media::PeerSettings;
 use crate::numbers::NumberPolicy;
 
 pub struct CallContext {
@@ -22,6 +22,8 @@ pub struct CallContext {
     pub sdp_ip: IpAddr,
     /// WebRTC settings without ICE servers (those come with each reservation).
     pub peer: PeerSettings,
+    /// The media engine every call's media lives in.
+    pub media: crate::media::engine::MediaEngine,
     pub cmds: mpsc::UnboundedSender<CallCmd>,
     pub records: Records,
     pub calls: CallsConfig,

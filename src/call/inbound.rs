@@ -18,8 +18,8 @@ use super::signal::{CallCmd, CallRef, InboundInvite, Request, ToCall};
 use crate::carrier::events::CallEvent;
 use crate::carrier::CarrierCall;
 use crate::media::pbx_sdp::{self, MediaLine};
-use crate::media::relay::Relay;
-use crate::media::webrtc_peer::{g711_in_sdp, Direction, MediaPeer, TELEPHONE_EVENT_PT};
+use crate::media::engine::FarEnd;
+use crate::media::{g711_in_sdp, Direction, TELEPHONE_EVENT_PT};
 
 /// Runs one carrier call toward the PBX to its end; always reports `Done` and one record.
 pub async fn run(ctx: Arc<CallContext>, call: CallRef, carrier: CarrierCall) {
@@ -154,8 +154,6 @@ async fn inbound(
             headers: session_timer::request_headers(&ctx.timer),
         }),
     ));
-    let rtp_socket = Arc::new(rtp.rtp);
-    let rtcp_socket = Arc::new(rtp.rtcp);
     let mut ringing = false;
     let mut cancelled = false;
     let no_answer = tokio::time::sleep(ctx.calls.no_answer_timeout);
@@ -244,8 +242,8 @@ async fn inbound(
         record.ended_by = EndedBy::Gateway;
         return reject(&mut carrier, record, 488, "Codec Mismatch").await;
     };
-    let (peer, answer_sdp, format, events) =
-        match MediaPeer::answer_with(&settings, &offer, Some(codec)).await {
+    let (peer, answer_sdp, format) =
+        match ctx.media.answer(&settings, &offer, Some(codec), FarEnd::Pbx).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "WebRTC answer failed");
@@ -254,7 +252,6 @@ async fn inbound(
                 return reject(&mut carrier, record, 503, "Media Failure").await;
             }
         };
-    let peer = Arc::new(peer);
     let Some(media) = pbx_media(&answer, format.codec) else {
         leg.bye(Some("SIP;cause=488;text=\"codec\"".into()));
         record.ended_by = EndedBy::Gateway;
@@ -271,7 +268,12 @@ async fn inbound(
         alternative: None,
     });
     leg.pbx = Some(media);
-    let relay = Relay::start(rtp_socket, rtcp_socket, peer.clone(), events, media);
+    if let Err(e) = peer.attach_pbx(rtp, media) {
+        warn!(error = %e, "media engine refused the call");
+        leg.bye(Some("Q.850;cause=41;text=\"media failure\"".into()));
+        record.ended_by = EndedBy::Gateway;
+        return reject(&mut carrier, record, 503, "Media Failure").await;
+    }
     if let Err(e) = carrier.answer(&answer_sdp).await {
         warn!(error = %e, "carrier callAnswer failed");
         leg.bye(Some("Q.850;cause=41;text=\"carrier answer failed\"".into()));
@@ -280,7 +282,7 @@ async fn inbound(
         return;
     }
     record.answered_now();
-    let counters = relay.counters().clone();
+    let counters = peer.counters().clone();
     ctx.active.update(leg.call, |a| {
         a.state = "answered";
         a.counters = Some(counters);
@@ -292,7 +294,6 @@ async fn inbound(
         leg,
         carrier,
         peer,
-        relay,
         format,
         timer,
         timer_negotiated: negotiated,

@@ -19,8 +19,9 @@ use crate::carrier::events::CallEvent;
 use crate::carrier::rest::RestError;
 use crate::carrier::Unavailable;
 use crate::media::pbx_sdp::{self, AudioOffer, Negotiated};
-use crate::media::relay::Relay;
-use crate::media::webrtc_peer::{Codec, Direction, MediaEvents, MediaPeer};
+use crate::media::engine::{FarEnd, MediaCall};
+use crate::media::relay::PbxMedia;
+use crate::media::{Codec, Direction};
 
 /// Runs one outbound call to its end; always reports `Done` and one record.
 pub async fn run(
@@ -184,7 +185,9 @@ async fn outbound(
     settings.ice_servers = reservation.ice_servers().to_vec();
     let e164 = inv.destination.e164.clone();
     let setup = async {
-        let (peer, offer_sdp, events) = MediaPeer::offer(&settings, &codecs)
+        let (peer, offer_sdp) = ctx
+            .media
+            .offer(&settings, &codecs, FarEnd::Pbx)
             .await
             .map_err(|e| format!("WebRTC offer: {e}"))?;
         let carrier = reservation
@@ -194,7 +197,7 @@ async fn outbound(
                 RestError::Refused { code, .. } => format!("callStart refused ({code:?}): {e}"),
                 _ => format!("callStart: {e}"),
             })?;
-        Ok::<_, String>((peer, carrier, events))
+        Ok::<_, String>((peer, carrier))
     };
     // The PBX may give up while the carrier leg is set up.
     let setup = tokio::select! {
@@ -211,8 +214,8 @@ async fn outbound(
             return;
         }
     };
-    let (mut carrier, peer, events) = match setup {
-        Ok((peer, carrier, events)) => (carrier, Arc::new(peer), events),
+    let (mut carrier, peer) = match setup {
+        Ok((peer, carrier)) => (carrier, peer),
         Err(e) => {
             warn!(error = %e, "carrier leg failed");
             return refuse(leg, record, Reply::new(503).header("Retry-After", "5"));
@@ -225,10 +228,25 @@ async fn outbound(
         .update(leg.call, |a| a.carrier_session = Some(session));
     info!(destination = %e164, account = %carrier.account(), "carrier call started");
 
-    let rtp_socket = Arc::new(rtp.rtp);
-    let rtcp_socket = Arc::new(rtp.rtcp);
-    let mut events = Some(events);
-    let mut relay: Option<Relay> = None;
+    // The PBX's sockets go to the engine now: audio it sends before the WebRTC leg can carry
+    // it is held there, not lost.
+    let first = codecs.first().copied().unwrap_or(Codec::Pcmu);
+    let initial = offer
+        .as_ref()
+        .and_then(|(o, _)| pbx_media(o, first))
+        .map(|m| PbxMedia { receives: false, ..m })
+        .unwrap_or(PbxMedia {
+            addr: None,
+            audio_pt: first.payload_type(),
+            event_pt: None,
+            receives: false,
+        });
+    if let Err(e) = peer.attach_pbx(rtp, initial) {
+        warn!(error = %e, "media engine refused the call");
+        let _ = carrier.end(Some("media failure")).await;
+        return refuse(leg, record, Reply::new(503).header("Retry-After", "5"));
+    }
+    let mut early_started = false;
     let mut ringing_sent = false;
     let no_answer = tokio::time::sleep(ctx.calls.no_answer_timeout);
     tokio::pin!(no_answer);
@@ -243,9 +261,10 @@ async fn outbound(
                 }
                 Some(CallEvent::Progress { sdp }) => {
                     // Early media: answer the PBX provisionally and relay at once.
-                    match early_media(leg, &peer, &sdp, &offer, (&rtp_socket, &rtcp_socket), &mut events, &mut relay).await {
+                    match early_media(leg, &peer, &sdp, &offer).await {
                         Ok(our) => {
                             ringing_sent = true;
+                            early_started = true;
                             leg.respond(Reply::new(183).sdp(our));
                         }
                         Err(e) => warn!(error = %e, "early media SDP unusable; waiting for the answer"),
@@ -298,7 +317,7 @@ async fn outbound(
 
     // Answered: the carrier's SDP completes the WebRTC leg (unless early media did).
     let format = match peer.format() {
-        Some(f) if relay.is_some() => f,
+        Some(f) if early_started => f,
         _ => match peer.accept_answer(&answer_sdp).await {
             Ok(f) => f,
             Err(e) => {
@@ -329,41 +348,22 @@ async fn outbound(
                 audio_pt: format.codec.payload_type(),
                 event_pt: format
                     .telephone_event_pt
-                    .map(|_| crate::media::webrtc_peer::TELEPHONE_EVENT_PT),
+                    .map(|_| crate::media::TELEPHONE_EVENT_PT),
                 direction: Direction::SendRecv,
                 alternative: None,
             };
             leg.render(line)
         }
     };
-    let relay = match (relay, leg.pbx) {
-        (Some(r), Some(p)) => {
-            r.update(p);
-            r
-        }
-        (r, pbx) => {
-            drop(r);
-            let pbx = pbx.unwrap_or(crate::media::relay::PbxMedia {
-                addr: None,
-                audio_pt: format.codec.payload_type(),
-                event_pt: None,
-                receives: false,
-            });
-            match events.take() {
-                Some(ev) => Relay::start(
-                    rtp_socket.clone(),
-                    rtcp_socket.clone(),
-                    peer.clone(),
-                    ev,
-                    pbx,
-                ),
-                None => {
-                    let _ = carrier.end(Some("media lost")).await;
-                    return refuse(leg, record, Reply::new(500));
-                }
-            }
-        }
-    };
+    match leg.pbx {
+        Some(p) => peer.update_pbx(p),
+        None => peer.update_pbx(PbxMedia {
+            addr: None,
+            audio_pt: format.codec.payload_type(),
+            event_pt: None,
+            receives: false,
+        }),
+    }
     let mut reply = Reply::new(200).sdp(body);
     if let Some(t) = &timer {
         for (n, v) in t.response_headers() {
@@ -372,7 +372,7 @@ async fn outbound(
     }
     leg.respond(reply);
     record.answered_now();
-    let counters = relay.counters().clone();
+    let counters = peer.counters().clone();
     ctx.active.update(leg.call, |a| {
         a.state = "answered";
         a.counters = Some(counters);
@@ -383,7 +383,6 @@ async fn outbound(
         leg,
         carrier,
         peer,
-        relay,
         format,
         timer: session_timer,
         timer_negotiated: timer,
@@ -407,16 +406,13 @@ async fn wait_cancel(rx: &mut mpsc::UnboundedReceiver<ToCall>) -> Option<ToCall>
     }
 }
 
-/// Applies a `sessionProgress` SDP as the WebRTC answer, starts the relay and returns our
-/// provisional SDP for the 183.
+/// Applies a `sessionProgress` SDP as the WebRTC answer, points the relay at the PBX and
+/// returns our provisional SDP for the 183.
 async fn early_media(
     leg: &mut PbxLeg,
-    peer: &Arc<MediaPeer>,
+    peer: &MediaCall,
     sdp: &str,
     offer: &Option<(AudioOffer, Negotiated)>,
-    (socket, rtcp): (&Arc<tokio::net::UdpSocket>, &Arc<tokio::net::UdpSocket>),
-    events: &mut Option<MediaEvents>,
-    relay: &mut Option<Relay>,
 ) -> Result<String, String> {
     let Some((o, n)) = offer else {
         return Err("offerless INVITE: early media needs the PBX's offer".into());
@@ -424,16 +420,7 @@ async fn early_media(
     let format = peer.accept_answer(sdp).await.map_err(|e| e.to_string())?;
     let media = pbx_media(o, format.codec).ok_or("codec mismatch")?;
     leg.pbx = Some(media);
-    if relay.is_none() {
-        let ev = events.take().ok_or("media events gone")?;
-        *relay = Some(Relay::start(
-            socket.clone(),
-            rtcp.clone(),
-            peer.clone(),
-            ev,
-            media,
-        ));
-    }
+    peer.update_pbx(media);
     let direction = pbx_sdp::answer_direction(o.effective_direction());
     Ok(leg.render(PbxLeg::answer_line(n, &format, direction)))
 }

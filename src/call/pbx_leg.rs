@@ -8,7 +8,7 @@ use super::context::CallContext;
 use super::signal::{CallCmd, CallRef, Reply};
 use crate::media::pbx_sdp::{self, AudioOffer, LocalSdp, MediaLine, Negotiated};
 use crate::media::relay::PbxMedia;
-use crate::media::webrtc_peer::{AudioFormat, Codec, Direction};
+use crate::media::{AudioFormat, Codec, Direction};
 
 pub struct PbxLeg {
     pub ctx: Arc<CallContext>,

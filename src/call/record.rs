@@ -58,6 +58,10 @@ pub struct CallRecord {
     pub rtp_packets_to_pbx: u64,
     pub rtp_bytes_from_pbx: u64,
     pub rtp_bytes_to_pbx: u64,
+    /// Per-direction quality figures (packets, loss, jitter, round-trip time, MOS) of an
+    /// answered call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<crate::media::engine::CallQuality>,
     /// Sequence gaps seen on each incoming stream.
     pub rtp_lost_from_pbx: u64,
     pub rtp_lost_from_carrier: u64,
@@ -91,6 +95,7 @@ impl CallRecord {
             rtp_packets_to_pbx: 0,
             rtp_bytes_from_pbx: 0,
             rtp_bytes_to_pbx: 0,
+            quality: None,
             rtp_lost_from_pbx: 0,
             rtp_lost_from_carrier: 0,
             rtp_lost_reported_by_pbx: 0,

@@ -33,7 +33,7 @@ pub use lifecycle::{Backoff, Phase};
 pub use rest::{RemoteCallState, RestError};
 
 use crate::config::{CarrierConfig, IceTransportPolicy};
-pub use crate::media::webrtc_peer::IceServer;
+pub use crate::media::IceServer;
 use account::Account;
 
 #[derive(Debug, Error)]

@@ -2,14 +2,17 @@
 //! 127.0.0.1: subscription lifecycle, faults, calls both ways with media checked by the packets
 //! that come back. Every wait is bounded.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use super::*;
 use crate::config::{CarrierAccount, CarrierConfig, IceTransportPolicy, Secret};
-use crate::media::webrtc_peer::{Codec, MediaEvents, MediaPeer, OutRtp, PeerSettings};
+use crate::media::engine::{EngineConfig, FarEnd, MediaCall, MediaEngine};
+use crate::media::relay::PbxMedia;
+use crate::media::rtp::{write_header, RtpHeader};
+use crate::media::rtp_leg::RtpLeg;
+use crate::media::{Codec, PeerSettings};
 use crate::sim::{self, BehaviourConfig, SimConfig, SimHandle, SimUser};
 
 const USER: &str = "gw@sim.test";
@@ -158,10 +161,47 @@ async fn next(call: &mut CarrierCall) -> CallEvent {
         .expect("event stream open")
 }
 
-/// Places a call with a real offer and waits for the answer; returns the call and its peer.
-async fn answered_call(rig: &Rig, to: &str) -> (CarrierCall, Arc<MediaPeer>, MediaEvents) {
+/// The gateway's media engine for these tests (one per process).
+fn engine() -> MediaEngine {
+    static ENGINE: std::sync::OnceLock<MediaEngine> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            MediaEngine::start(&EngineConfig {
+                threads: 1,
+                bind: "127.0.0.1:0".parse().unwrap(),
+                port_per_call: false,
+            })
+            .expect("media engine")
+        })
+        .clone()
+}
+
+/// A plain RTP socket standing in for the PBX, attached to `call`'s relay.
+async fn test_pbx(call: &MediaCall, codec: Codec) -> tokio::net::UdpSocket {
+    let me = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rtcp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtp.set_nonblocking(true).unwrap();
+    rtcp.set_nonblocking(true).unwrap();
+    let port = rtp.local_addr().unwrap().port();
+    me.connect(("127.0.0.1", port)).await.unwrap();
+    let leg = RtpLeg { rtp, rtcp, port };
+    let pbx = PbxMedia {
+        addr: Some(me.local_addr().unwrap()),
+        audio_pt: codec.payload_type(),
+        event_pt: Some(101),
+        receives: true,
+    };
+    call.attach_pbx(leg, pbx).expect("attach");
+    me
+}
+
+/// Places a call with a real offer and waits for the answer; returns the call, its media and
+/// the test's PBX socket.
+async fn answered_call(rig: &Rig, to: &str) -> (CarrierCall, MediaCall, tokio::net::UdpSocket) {
     let reservation = rig.carrier.reserve().expect("capacity");
-    let (peer, offer, events) = MediaPeer::offer(&peer_settings(), &[Codec::Pcmu, Codec::Pcma])
+    let (peer, offer) = engine()
+        .offer(&peer_settings(), &[Codec::Pcmu, Codec::Pcma], FarEnd::Pbx)
         .await
         .expect("offer");
     assert!(offer.contains("a=candidate"), "complete offer");
@@ -176,37 +216,40 @@ async fn answered_call(rig: &Rig, to: &str) -> (CarrierCall, Arc<MediaPeer>, Med
             other => panic!("unexpected {other:?}"),
         }
     }
-    (call, Arc::new(peer), events)
+    let pbx = test_pbx(&peer, peer.format().expect("format").codec).await;
+    (call, peer, pbx)
 }
 
-/// Sends `n` PCMU packets (distinct payloads) and counts the echoes that match.
-async fn echo_round(peer: &MediaPeer, events: &mut MediaEvents, n: u16, seq0: u16) -> usize {
+/// Sends `n` PCMU packets (distinct payloads) from the test's PBX socket and counts the echoes
+/// that come back to it byte-exact.
+async fn echo_round(pbx: &tokio::net::UdpSocket, n: u16, seq0: u16) -> usize {
     let mut sent = Vec::new();
+    let mut buf = [0u8; 172];
     for i in 0..n {
         let payload = [(i % 251) as u8; 160];
         sent.push(payload);
-        peer.send_rtp(&OutRtp {
-            payload_type: 0,
-            marker: i == 0,
-            sequence: seq0.wrapping_add(i),
-            timestamp: u32::from(seq0.wrapping_add(i)) * 160,
-            payload: &payload,
-        })
-        .await
-        .expect("send");
+        let seq = seq0.wrapping_add(i);
+        write_header(&mut buf, i == 0, 0, seq, u32::from(seq) * 160, 0xabcd);
+        buf[12..].copy_from_slice(&payload);
+        pbx.send(&buf).await.expect("send");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let mut seen = vec![false; sent.len()];
     let mut matched = 0;
+    let mut rbuf = [0u8; 1500];
     let deadline = Instant::now() + Duration::from_secs(5);
     while matched < n as usize && Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(500), events.recv_rtp()).await {
-            Ok(Some(p)) if p.payload_type == 0 => {
-                let i = p.sequence.wrapping_sub(seq0) as usize;
-                if i < sent.len() && p.payload[..] == sent[i][..] {
-                    matched += 1;
+        match tokio::time::timeout(Duration::from_millis(500), pbx.recv(&mut rbuf)).await {
+            Ok(Ok(len)) => {
+                let Some(h) = RtpHeader::parse(&rbuf[..len]) else { continue };
+                let payload = &rbuf[h.payload_start..h.payload_end];
+                if let Some(i) = sent.iter().position(|p| p[..] == payload[..]) {
+                    if !seen[i] {
+                        seen[i] = true;
+                        matched += 1;
+                    }
                 }
             }
-            Ok(Some(_)) => {}
             _ => break,
         }
     }
@@ -373,26 +416,21 @@ async fn outbound_call_is_answered_and_rtp_and_dtmf_echo_over_dtls_srtp() {
     within(async {
         let rig = Rig::start(sim_config(), client_config(PASS)).await;
         rig.subscribed().await;
-        let (mut call, peer, mut events) = answered_call(&rig, "+971501234567").await;
-        events.wait_connected().await.expect("DTLS-SRTP up");
+        let (mut call, peer, pbx) = answered_call(&rig, "+971501234567").await;
+        peer.wait_connected().await.expect("DTLS-SRTP up");
         let v = rig.sim_call(call.session());
         assert_eq!(v.to, format!("sip:+971501234567@sim.test"));
         assert_eq!(v.from, format!("sip:{USER}"));
         // Let the simulator's side finish its handshake too before counting.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let matched = echo_round(&peer, &mut events, 50, 1000).await;
+        let matched = echo_round(&pbx, 50, 1000).await;
         assert!(matched >= 48, "only {matched} of 50 echoed");
         // RFC 4733 digit 5: start, then the end packet three times.
         for (i, flags) in [0x0au8, 0x8a, 0x8a, 0x8a].iter().enumerate() {
-            peer.send_rtp(&OutRtp {
-                payload_type: 101,
-                marker: i == 0,
-                sequence: 2000 + i as u16,
-                timestamp: 777 * 160,
-                payload: &[5, *flags, 0x03, 0x20],
-            })
-            .await
-            .expect("event sent");
+            let mut b = [0u8; 16];
+            write_header(&mut b, i == 0, 101, 2000 + i as u16, 777 * 160, 0xabcd);
+            b[12..].copy_from_slice(&[5, *flags, 0x03, 0x20]);
+            pbx.send(&b).await.expect("event sent");
         }
         let session = call.session().to_string();
         rig.until("the digit at the simulator", |r| {
@@ -406,7 +444,7 @@ async fn outbound_call_is_answered_and_rtp_and_dtmf_echo_over_dtls_srtp() {
         let v = rig.sim_call(&session);
         assert_eq!(v.ended_by.as_deref(), Some("client"));
         assert_eq!(rig.carrier.status()[0].active_calls, 0, "capacity returned");
-        peer.close().await;
+        peer.close();
     })
     .await;
 }
@@ -421,7 +459,8 @@ async fn busy_number_ends_with_486_and_duplicates_are_dropped() {
             .await;
         assert_eq!(faults["duplicate_notifications"], true, "{faults}");
         let reservation = rig.carrier.reserve().unwrap();
-        let (_peer, offer, _ev) = MediaPeer::offer(&peer_settings(), &[Codec::Pcmu])
+        let (_peer, offer) = engine()
+            .offer(&peer_settings(), &[Codec::Pcmu], FarEnd::Pbx)
             .await
             .unwrap();
         let mut call = reservation.start_call(BUSY, &offer).await.unwrap();
@@ -461,8 +500,8 @@ async fn websocket_drop_reconnects_and_resyncs_while_the_call_stays_up() {
     within(async {
         let rig = Rig::start(sim_config(), client_config(PASS)).await;
         rig.subscribed().await;
-        let (mut call, peer, mut events) = answered_call(&rig, "+971501112233").await;
-        events.wait_connected().await.expect("media up");
+        let (mut call, peer, pbx) = answered_call(&rig, "+971501112233").await;
+        peer.wait_connected().await.expect("media up");
         tokio::time::sleep(Duration::from_millis(200)).await;
         rig.control(
             "/faults",
@@ -474,7 +513,7 @@ async fn websocket_drop_reconnects_and_resyncs_while_the_call_stays_up() {
         })
         .await;
         // Media does not depend on the notification channel.
-        let matched = echo_round(&peer, &mut events, 20, 5000).await;
+        let matched = echo_round(&pbx, 20, 5000).await;
         assert!(matched >= 18, "media during the outage: {matched} of 20");
         rig.until("reconnected", |r| {
             r.carrier.status()[0].websocket_connected && r.live_subscriptions()[0].ws_connects >= 2
@@ -488,7 +527,7 @@ async fn websocket_drop_reconnects_and_resyncs_while_the_call_stays_up() {
         let v = rig.sim_call(call.session());
         assert_eq!(v.state, sim::CallState::Answered, "the call stayed up");
         assert_eq!(rig.live_subscriptions().len(), 1, "same subscription");
-        let matched = echo_round(&peer, &mut events, 20, 6000).await;
+        let matched = echo_round(&pbx, 20, 6000).await;
         assert!(matched >= 18, "media after reconnect: {matched} of 20");
         // Events flow again on the new socket.
         let session = call.session().to_string();
@@ -498,7 +537,7 @@ async fn websocket_drop_reconnects_and_resyncs_while_the_call_stays_up() {
             CallEvent::Ended { cause, .. } => assert_eq!(cause, EndCause::Remote),
             other => panic!("{other:?}"),
         }
-        peer.close().await;
+        peer.close();
     })
     .await;
 }
@@ -508,7 +547,7 @@ async fn a_call_whose_audit_fails_is_reported_ended() {
     within(async {
         let rig = Rig::start(sim_config(), client_config(PASS)).await;
         rig.subscribed().await;
-        let (mut call, peer, _events) = answered_call(&rig, "+971504445566").await;
+        let (mut call, peer, _pbx) = answered_call(&rig, "+971504445566").await;
         let session = call.session().to_string();
         rig.until("audits arrive", |r| r.sim_call(&session).audits >= 1)
             .await;
@@ -530,7 +569,7 @@ async fn a_call_whose_audit_fails_is_reported_ended() {
             other => panic!("{other:?}"),
         }
         assert!(call.next_event().await.is_none(), "nothing after the end");
-        peer.close().await;
+        peer.close();
     })
     .await;
 }
@@ -559,10 +598,11 @@ async fn inbound_call_is_a_typed_event_and_can_be_answered_or_rejected() {
         assert_eq!(inc.callee_number.as_deref(), Some("+97142001000"));
         assert_eq!(inc.caller_name.as_deref(), Some("Mona"));
         call.ringing().await.expect("ringing");
-        let (peer, answer, format, mut events) =
-            MediaPeer::answer(&peer_settings(), inc.offer.as_deref().unwrap())
-                .await
-                .expect("answer");
+        let (peer, answer, format) = engine()
+            .answer(&peer_settings(), inc.offer.as_deref().unwrap(), None, FarEnd::Pbx)
+            .await
+            .expect("answer");
+        let pbx = test_pbx(&peer, format.codec).await;
         call.answer(&answer).await.expect("callAnswer");
         rig.until("answered at the simulator", |r| {
             r.sim_call(&session).state == sim::CallState::Answered
@@ -571,19 +611,20 @@ async fn inbound_call_is_a_typed_event_and_can_be_answered_or_rejected() {
         // The simulator plays its tone: the exact bytes arrive over DTLS-SRTP.
         let want = sim::media::tone_payload(format.codec);
         let mut good = 0;
+        let mut buf = [0u8; 1500];
         while good < 10 {
-            let p = tokio::time::timeout(LIMIT, events.recv_rtp())
+            let n = tokio::time::timeout(LIMIT, pbx.recv(&mut buf))
                 .await
                 .expect("tone packets")
-                .expect("stream open");
-            if p.payload[..] == want[..] {
+                .expect("socket open");
+            if buf[12..n] == want[..] {
                 good += 1;
             }
         }
         rig.control(&format!("/calls/{session}/hangup"), json!({}))
             .await;
         assert!(matches!(next(&mut call).await, CallEvent::Ended { .. }));
-        peer.close().await;
+        peer.close();
 
         // A second one is rejected.
         let r = rig
@@ -628,7 +669,8 @@ async fn capacity_is_per_account_and_returned_when_calls_end() {
         );
         drop(over);
         drop(held);
-        let (_peer, offer, _ev) = MediaPeer::offer(&peer_settings(), &[Codec::Pcmu])
+        let (_peer, offer) = engine()
+            .offer(&peer_settings(), &[Codec::Pcmu], FarEnd::Pbx)
             .await
             .unwrap();
         let call = rig

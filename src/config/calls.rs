@@ -19,6 +19,11 @@ pub struct MediaConfig {
     pub rtp_bind: Option<IpAddr>,
     /// Where the WebRTC leg's host candidates bind; default: `sip.listen`'s address.
     pub webrtc_bind: Option<IpAddr>,
+    /// Media threads, each owning a share of the calls (0: one per CPU core).
+    pub threads: usize,
+    /// First shared WebRTC UDP port: media thread `i` listens on `webrtc_port + i` (0: ports
+    /// chosen by the OS).
+    pub webrtc_port: u16,
 }
 
 impl Default for MediaConfig {
@@ -27,6 +32,8 @@ impl Default for MediaConfig {
             rtp_ports: "10000-20000".into(),
             rtp_bind: None,
             webrtc_bind: None,
+            threads: 0,
+            webrtc_port: 0,
         }
     }
 }

@@ -1,9 +1,18 @@
-//! Media: the WebRTC peer of the carrier leg (`webrtc_peer`), the plain RTP leg toward the PBX
-//! (`rtp_leg`: port pairs from the configured range, `pbx_sdp`: its SDP), RTP header handling
-//! (`rtp`), and the relay between the two legs (`relay`).
+//! Media: the engine that owns every call's media (`engine`: media threads, sans-IO WebRTC on
+//! str0m, the relay, batched I/O), the PBX side's port pairs (`rtp_leg`) and SDP (`pbx_sdp`),
+//! RTP header handling (`rtp`), the relay between the legs (`relay`) and the WebRTC leg's SDP
+//! text helpers (`sdp_text`). The shared vocabulary is in `types`.
 
+pub mod engine;
 pub mod pbx_sdp;
 pub mod relay;
 pub mod rtp;
 pub mod rtp_leg;
-pub mod webrtc_peer;
+pub mod sdp_text;
+mod types;
+
+pub use sdp_text::{g711_in_sdp, sdp_audio_direction as sdp_direction};
+pub use types::{
+    AudioFormat, Codec, Direction, IceServer, PeerError, PeerSettings, PeerState,
+    TELEPHONE_EVENT_PT,
+};

@@ -14,7 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::media::webrtc_peer::{Codec, Direction};
+use crate::media::{Codec, Direction};
 
 /// Why a PBX's SDP could not be used. The caller answers 488 for
 /// [`SdpError::UnsupportedTransport`] and [`SdpError::NoAudio`], 400 for the rest.

@@ -1,25 +1,16 @@
-//! The media relay of one call: plain RTP from the PBX socket into the WebRTC track and the
-//! track's packets back to the PBX, without transcoding. Payload types are rewritten between
-//! the legs' numbers, sequence numbers and timestamps are kept continuous toward each side
-//! (`rtp::Continuity`), and the PBX side latches onto the address its RTP really comes from
-//! (symmetric RTP, for PBXs behind NAT).
-//!
-//! Two tasks per call, one per direction, each owning its buffers: no lock is shared between
-//! calls and the steady state allocates nothing of its own (payloads toward the WebRTC stack are
-//! carved from one reusable arena, because the stack takes owned `Bytes`).
+//! The relay of one call between the PBX's plain RTP and the carrier's WebRTC stream, sans-IO:
+//! payload-type mapping between the legs' numbers, sequence/timestamp continuity toward each
+//! side (`rtp::Continuity`), symmetric-RTP latching onto the address the PBX's RTP really comes
+//! from, the early-audio hold (what the PBX sends before the WebRTC leg can carry it is kept,
+//! bounded, and sent once it can be), and the call's packet counters. The media thread feeds it
+//! datagrams and reads what to send; nothing here allocates per packet.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-use bytes::BytesMut;
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tracing::debug;
+use std::time::{Duration, Instant};
 
 use super::rtp::{write_header, Continuity, RtpHeader};
-use super::webrtc_peer::{MediaEvent, MediaEvents, MediaPeer, OutRtp, PeerState};
+use super::AudioFormat;
 
 /// What the call has negotiated with the PBX; replaced on every offer/answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +24,8 @@ pub struct PbxMedia {
     pub receives: bool,
 }
 
-/// Packet counters of one call (read for records and metrics).
+/// Packet counters of one call (read for records and metrics; written by the media thread
+/// with relaxed atomics, never locked).
 #[derive(Debug, Default)]
 pub struct RelayCounters {
     pub from_pbx_packets: AtomicU64,
@@ -42,26 +34,40 @@ pub struct RelayCounters {
     pub to_pbx_bytes: AtomicU64,
     /// From another source once latched, not RTP, or a payload type with no mapping.
     pub dropped: AtomicU64,
-    /// Sequence gaps in what arrived from the PBX and from the carrier (RFC 3550 A.3 in spirit:
-    /// expected minus received, per source).
+    /// Sequence gaps in what arrived from the PBX and from the carrier (expected minus
+    /// received, per source).
     pub lost_from_pbx: AtomicU64,
     pub lost_from_carrier: AtomicU64,
     /// What the PBX's RTCP receiver reports say it lost of what we sent (the latest cumulative
     /// count).
     pub lost_reported_by_pbx: AtomicU64,
-    /// Milliseconds after the relay started at which the PBX's last RTP packet arrived (0: none).
-    last_from_pbx_ms: AtomicU64,
+    /// Early packets from the PBX held until the WebRTC leg could carry them, and those
+    /// dropped because they were too old or too many by then.
+    pub early_held: AtomicU64,
+    pub early_dropped: AtomicU64,
+    /// Milliseconds after the call started at which the PBX's last RTP packet arrived (0: none).
+    pub last_from_pbx_ms: AtomicU64,
+}
+
+impl RelayCounters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
 }
 
 /// Counts sequence gaps of one incoming stream; restarts on a new SSRC.
 #[derive(Debug, Default)]
-struct GapCounter {
+pub struct GapCounter {
     last: Option<(u32, u16)>,
 }
 
 impl GapCounter {
     /// Packets missing before this one (0 for in-order, reordered or duplicate packets).
-    fn missing(&mut self, ssrc: u32, seq: u16) -> u64 {
+    pub fn missing(&mut self, ssrc: u32, seq: u16) -> u64 {
         let gap = match self.last {
             Some((s, last)) if s == ssrc => {
                 let d = seq.wrapping_sub(last);
@@ -79,297 +85,309 @@ impl GapCounter {
     }
 }
 
-impl RelayCounters {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+/// How long early audio is kept for the WebRTC leg, and how many packets of it (20 ms each).
+pub const EARLY_HOLD: Duration = Duration::from_millis(300);
+const EARLY_SLOTS: usize = 16;
+/// Largest early datagram kept (a G.711 packet of 20 ms is 172 bytes; 60 ms is 492).
+const EARLY_SLOT_BYTES: usize = 512;
+
+/// A bounded ring of early PBX datagrams, allocated once per call.
+struct EarlyBuffer {
+    data: Box<[[u8; EARLY_SLOT_BYTES]; EARLY_SLOTS]>,
+    meta: [(u16, Instant); EARLY_SLOTS],
+    head: usize,
+    len: usize,
+}
+
+impl EarlyBuffer {
+    fn new(now: Instant) -> Self {
+        EarlyBuffer {
+            data: Box::new([[0; EARLY_SLOT_BYTES]; EARLY_SLOTS]),
+            meta: [(0, now); EARLY_SLOTS],
+            head: 0,
+            len: 0,
+        }
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    /// Keeps a copy; the oldest goes when full. False when it does not fit a slot.
+    fn push(&mut self, datagram: &[u8], now: Instant) -> (bool, bool) {
+        if datagram.len() > EARLY_SLOT_BYTES {
+            return (false, false);
+        }
+        let evicted = self.len == EARLY_SLOTS;
+        let at = (self.head + self.len) % EARLY_SLOTS;
+        self.data[at][..datagram.len()].copy_from_slice(datagram);
+        self.meta[at] = (datagram.len() as u16, now);
+        if evicted {
+            self.head = (self.head + 1) % EARLY_SLOTS;
+        } else {
+            self.len += 1;
+        }
+        (true, evicted)
+    }
+
+    fn pop(&mut self) -> Option<(&[u8], Instant)> {
+        if self.len == 0 {
+            return None;
+        }
+        let at = self.head;
+        self.head = (self.head + 1) % EARLY_SLOTS;
+        self.len -= 1;
+        let (len, when) = self.meta[at];
+        Some((&self.data[at][..usize::from(len)], when))
     }
 }
 
-/// A running relay; stops when dropped.
+/// A packet for the carrier: its header fields toward the carrier and where its payload sits
+/// in the datagram that was fed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToCarrier {
+    pub payload_type: u8,
+    pub marker: bool,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub payload: (usize, usize),
+    /// The PBX stream's own fields, for receive statistics.
+    pub pbx_ssrc: u32,
+    pub pbx_sequence: u16,
+    pub pbx_timestamp: u32,
+}
+
+/// The relay of one call.
 pub struct Relay {
-    started: std::time::Instant,
-    params: watch::Sender<PbxMedia>,
-    counters: Arc<RelayCounters>,
-    peer_state: watch::Receiver<PeerState>,
-    tasks: [JoinHandle<()>; 3],
+    pbx: PbxMedia,
+    latched: Option<SocketAddr>,
+    up: Continuity,
+    down: Continuity,
+    up_gaps: GapCounter,
+    down_gaps: GapCounter,
+    /// Our SSRC toward the PBX.
+    down_ssrc: u32,
+    early: EarlyBuffer,
+    started: Instant,
 }
 
 impl Relay {
-    /// Starts relaying between `socket` (the PBX's RTP) and `peer`.
-    pub fn start(
-        socket: Arc<UdpSocket>,
-        rtcp: Arc<UdpSocket>,
-        peer: Arc<MediaPeer>,
-        events: MediaEvents,
-        pbx: PbxMedia,
-    ) -> Relay {
-        let (params, params_rx) = watch::channel(pbx);
-        let (latch_tx, latch_rx) = watch::channel(None::<SocketAddr>);
-        let (state_tx, peer_state) = watch::channel(events.state());
-        let counters = Arc::new(RelayCounters::default());
-        let started = std::time::Instant::now();
-        let up = tokio::spawn(pbx_to_carrier(
-            socket.clone(),
-            peer.clone(),
-            params_rx.clone(),
-            latch_tx,
-            counters.clone(),
-            started,
-        ));
-        let down = tokio::spawn(carrier_to_pbx(
-            socket,
-            peer,
-            events,
-            params_rx,
-            latch_rx,
-            state_tx,
-            counters.clone(),
-        ));
-        let reports = tokio::spawn(rtcp_from_pbx(rtcp, counters.clone()));
+    pub fn new(pbx: PbxMedia, down_ssrc: u32, now: Instant) -> Self {
         Relay {
-            started,
-            params,
-            counters,
-            peer_state,
-            tasks: [up, down, reports],
+            pbx,
+            latched: None,
+            up: Continuity::default(),
+            down: Continuity::default(),
+            up_gaps: GapCounter::default(),
+            down_gaps: GapCounter::default(),
+            down_ssrc,
+            early: EarlyBuffer::new(now),
+            started: now,
         }
     }
 
     /// New PBX-side parameters (re-INVITE, hold); a changed address re-opens latching.
-    pub fn update(&self, pbx: PbxMedia) {
-        self.params.send_if_modified(|p| {
-            let changed = *p != pbx;
-            *p = pbx;
-            changed
-        });
+    pub fn update(&mut self, pbx: PbxMedia) {
+        if pbx.addr != self.pbx.addr {
+            self.latched = None;
+        }
+        self.pbx = pbx;
     }
 
-    /// When the PBX's last RTP packet arrived (None: nothing yet).
-    pub fn last_from_pbx(&self) -> Option<std::time::Instant> {
-        match self.counters.last_from_pbx_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(self.started + std::time::Duration::from_millis(ms)),
+    pub fn pbx(&self) -> &PbxMedia {
+        &self.pbx
+    }
+
+    pub fn down_ssrc(&self) -> u32 {
+        self.down_ssrc
+    }
+
+    /// Where packets for the PBX go: the latched source, else its SDP address.
+    pub fn pbx_destination(&self) -> Option<SocketAddr> {
+        self.latched.or(self.pbx.addr)
+    }
+
+    /// A datagram from the PBX's RTP socket while the WebRTC leg cannot carry it yet: checked
+    /// like any other and held.
+    pub fn hold(&mut self, src: SocketAddr, datagram: &[u8], c: &RelayCounters, now: Instant) {
+        if !self.accept_source(src, c) || RtpHeader::parse(datagram).is_none() {
+            RelayCounters::add(&c.dropped, 1);
+            return;
+        }
+        self.mark_pbx_alive(c, now);
+        match self.early.push(datagram, now) {
+            (true, evicted) => {
+                RelayCounters::add(&c.early_held, 1);
+                if evicted {
+                    RelayCounters::add(&c.early_dropped, 1);
+                }
+            }
+            (false, _) => RelayCounters::add(&c.early_dropped, 1),
         }
     }
 
-    pub fn counters(&self) -> &Arc<RelayCounters> {
-        &self.counters
-    }
-
-    /// The WebRTC connection's state as the relay last saw it.
-    pub fn peer_state(&self) -> watch::Receiver<PeerState> {
-        self.peer_state.clone()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-/// Arena size for payloads handed to the WebRTC stack: about 300 G.711 frames per allocation.
-const ARENA: usize = 64 * 1024;
-
-async fn pbx_to_carrier(
-    socket: Arc<UdpSocket>,
-    peer: Arc<MediaPeer>,
-    mut params: watch::Receiver<PbxMedia>,
-    latch: watch::Sender<Option<SocketAddr>>,
-    counters: Arc<RelayCounters>,
-    started: std::time::Instant,
-) {
-    let mut buf = [0u8; 2048];
-    let mut arena = BytesMut::with_capacity(ARENA);
-    let mut pbx = *params.borrow_and_update();
-    let mut latched: Option<SocketAddr> = None;
-    let mut continuity = Continuity::default();
-    let mut gaps = GapCounter::default();
-    loop {
-        let (n, src) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                // ICMP port unreachable from an earlier send surfaces here: not fatal.
-                debug!(error = %e, "RTP receive error");
+    /// Held datagrams still young enough to send, oldest first, each copied into `buf`; the
+    /// caller forwards each with [`Self::from_pbx_checked`].
+    pub fn take_held(&mut self, buf: &mut [u8], c: &RelayCounters, now: Instant) -> Option<usize> {
+        while let Some((d, when)) = self.early.pop() {
+            if now.saturating_duration_since(when) > EARLY_HOLD || d.len() > buf.len() {
+                RelayCounters::add(&c.early_dropped, 1);
                 continue;
             }
-        };
-        if params.has_changed().unwrap_or(false) {
-            let new = *params.borrow_and_update();
-            if new.addr != pbx.addr {
-                latched = None;
-            }
-            pbx = new;
+            buf[..d.len()].copy_from_slice(d);
+            return Some(d.len());
         }
-        match latched {
-            Some(l) if l != src => {
-                RelayCounters::add(&counters.dropped, 1);
-                continue;
-            }
-            Some(_) => {}
+        None
+    }
+
+    fn accept_source(&mut self, src: SocketAddr, c: &RelayCounters) -> bool {
+        match self.latched {
+            Some(l) if l != src => false,
+            Some(_) => true,
             None => {
-                latched = Some(src);
-                latch.send_replace(Some(src));
-                debug!(%src, "PBX RTP source latched");
+                self.latched = Some(src);
+                tracing::debug!(%src, "PBX RTP source latched");
+                let _ = c;
+                true
             }
         }
-        let Some(h) = RtpHeader::parse(&buf[..n]) else {
-            RelayCounters::add(&counters.dropped, 1);
-            continue;
-        };
-        let missing = gaps.missing(h.ssrc, h.sequence);
-        if missing > 0 {
-            RelayCounters::add(&counters.lost_from_pbx, missing);
+    }
+
+    fn mark_pbx_alive(&self, c: &RelayCounters, now: Instant) {
+        // max(1) keeps 0 meaning "nothing yet"
+        let ms = (now.saturating_duration_since(self.started).as_millis() as u64).max(1);
+        c.last_from_pbx_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A datagram from the PBX: what to write toward the carrier, or None (dropped and counted).
+    pub fn from_pbx(
+        &mut self,
+        src: SocketAddr,
+        datagram: &[u8],
+        format: Option<AudioFormat>,
+        c: &RelayCounters,
+        now: Instant,
+    ) -> Option<ToCarrier> {
+        if !self.accept_source(src, c) {
+            RelayCounters::add(&c.dropped, 1);
+            return None;
         }
-        // one clock read per packet; max(1) keeps 0 meaning "nothing yet"
-        let ms = (started.elapsed().as_millis() as u64).max(1);
-        counters.last_from_pbx_ms.store(ms, Ordering::Relaxed);
-        let Some(format) = peer.format() else {
-            continue; // carrier leg not negotiated yet (early RTP from the PBX)
+        self.mark_pbx_alive(c, now);
+        self.from_pbx_checked(datagram, format, c)
+    }
+
+    /// As [`Self::from_pbx`] for a datagram whose source was already accepted (a held one).
+    pub fn from_pbx_checked(
+        &mut self,
+        datagram: &[u8],
+        format: Option<AudioFormat>,
+        c: &RelayCounters,
+    ) -> Option<ToCarrier> {
+        let Some(h) = RtpHeader::parse(datagram) else {
+            RelayCounters::add(&c.dropped, 1);
+            return None;
         };
-        let pt = if h.payload_type == pbx.audio_pt {
+        let missing = self.up_gaps.missing(h.ssrc, h.sequence);
+        if missing > 0 {
+            RelayCounters::add(&c.lost_from_pbx, missing);
+        }
+        let format = format?;
+        let pt = if h.payload_type == self.pbx.audio_pt {
             format.codec.payload_type()
-        } else if Some(h.payload_type) == pbx.event_pt && format.telephone_event_pt.is_some() {
+        } else if Some(h.payload_type) == self.pbx.event_pt && format.telephone_event_pt.is_some()
+        {
             format.telephone_event_pt.unwrap_or_default()
         } else {
-            RelayCounters::add(&counters.dropped, 1);
-            continue;
+            RelayCounters::add(&c.dropped, 1);
+            return None;
         };
-        let (sequence, timestamp, new_source) = continuity.map(h.ssrc, h.sequence, h.timestamp);
-        let payload = &buf[h.payload_start..h.payload_end];
-        if arena.capacity() < payload.len() {
-            arena = BytesMut::with_capacity(ARENA);
-        }
-        arena.extend_from_slice(payload);
-        let bytes = arena.split().freeze();
-        let out = OutRtp {
+        let (sequence, timestamp, new_source) = self.up.map(h.ssrc, h.sequence, h.timestamp);
+        RelayCounters::add(&c.from_pbx_packets, 1);
+        RelayCounters::add(&c.from_pbx_bytes, (h.payload_end - h.payload_start) as u64);
+        Some(ToCarrier {
             payload_type: pt,
             marker: h.marker || new_source,
             sequence,
             timestamp,
-            payload: &[],
-        };
-        match peer.send_rtp_bytes(&out, bytes).await {
-            Ok(()) => {
-                RelayCounters::add(&counters.from_pbx_packets, 1);
-                RelayCounters::add(&counters.from_pbx_bytes, payload.len() as u64);
-            }
-            Err(e) => {
-                RelayCounters::add(&counters.dropped, 1);
-                debug!(error = %e, "RTP toward the carrier not sent");
-            }
-        }
+            payload: (h.payload_start, h.payload_end),
+            pbx_ssrc: h.ssrc,
+            pbx_sequence: h.sequence,
+            pbx_timestamp: h.timestamp,
+        })
     }
-}
 
-/// Reads the PBX's RTCP (RTP port + 1) for its receiver reports; nothing is relayed (the
-/// WebRTC leg runs its own RTCP).
-async fn rtcp_from_pbx(socket: Arc<UdpSocket>, counters: Arc<RelayCounters>) {
-    let mut buf = [0u8; 1500];
-    loop {
-        let Ok((n, _)) = socket.recv_from(&mut buf).await else {
-            continue;
-        };
-        if let Some(lost) = super::rtp::rtcp_cumulative_lost(&buf[..n]) {
-            counters
-                .lost_reported_by_pbx
-                .store(u64::from(lost), Ordering::Relaxed);
-        }
-    }
-}
-
-async fn carrier_to_pbx(
-    socket: Arc<UdpSocket>,
-    peer: Arc<MediaPeer>,
-    mut events: MediaEvents,
-    mut params: watch::Receiver<PbxMedia>,
-    mut latch: watch::Receiver<Option<SocketAddr>>,
-    state: watch::Sender<PeerState>,
-    counters: Arc<RelayCounters>,
-) {
-    let mut out = [0u8; 1500];
-    let mut pbx = *params.borrow_and_update();
-    let mut latched: Option<SocketAddr> = *latch.borrow_and_update();
-    let ssrc: u32 = rand::random();
-    let mut continuity = Continuity::default();
-    let mut gaps = GapCounter::default();
-    while let Some(event) = events.recv().await {
-        let pkt = match event {
-            MediaEvent::State(s) => {
-                state.send_replace(s);
-                continue;
-            }
-            MediaEvent::Rtp(p) => p,
-        };
-        let missing = gaps.missing(pkt.ssrc, pkt.sequence);
+    /// A packet from the carrier: writes the RTP datagram for the PBX into `out` and returns
+    /// its length and destination, or None (not for the PBX now, or unmappable).
+    #[allow(clippy::too_many_arguments)]
+    pub fn to_pbx(
+        &mut self,
+        payload_type: u8,
+        marker: bool,
+        sequence: u16,
+        timestamp: u32,
+        ssrc: u32,
+        payload: &[u8],
+        format: Option<AudioFormat>,
+        c: &RelayCounters,
+        out: &mut [u8],
+    ) -> Option<(usize, SocketAddr)> {
+        let missing = self.down_gaps.missing(ssrc, sequence);
         if missing > 0 {
-            RelayCounters::add(&counters.lost_from_carrier, missing);
+            RelayCounters::add(&c.lost_from_carrier, missing);
         }
-        if params.has_changed().unwrap_or(false) {
-            pbx = *params.borrow_and_update();
+        let dest = self.pbx_destination()?;
+        if !self.pbx.receives {
+            return None;
         }
-        if latch.has_changed().unwrap_or(false) {
-            latched = *latch.borrow_and_update();
-        }
-        let Some(dest) = latched.or(pbx.addr) else {
-            continue;
-        };
-        if !pbx.receives {
-            continue;
-        }
-        let Some(format) = peer.format() else {
-            continue;
-        };
-        let pt = if pkt.payload_type == format.codec.payload_type() {
-            pbx.audio_pt
-        } else if Some(pkt.payload_type) == format.telephone_event_pt && pbx.event_pt.is_some() {
-            pbx.event_pt.unwrap_or_default()
+        let format = format?;
+        let pt = if payload_type == format.codec.payload_type() {
+            self.pbx.audio_pt
+        } else if Some(payload_type) == format.telephone_event_pt && self.pbx.event_pt.is_some() {
+            self.pbx.event_pt.unwrap_or_default()
         } else {
-            RelayCounters::add(&counters.dropped, 1);
-            continue;
+            RelayCounters::add(&c.dropped, 1);
+            return None;
         };
-        let len = 12 + pkt.payload.len();
+        let len = 12 + payload.len();
         if len > out.len() {
-            RelayCounters::add(&counters.dropped, 1);
-            continue;
+            RelayCounters::add(&c.dropped, 1);
+            return None;
         }
-        let (sequence, timestamp, new_source) =
-            continuity.map(pkt.ssrc, pkt.sequence, pkt.timestamp);
-        write_header(
-            &mut out,
-            pkt.marker || new_source,
-            pt,
-            sequence,
-            timestamp,
-            ssrc,
-        );
-        out[12..len].copy_from_slice(&pkt.payload);
-        let sent = match socket.try_send_to(&out[..len], dest) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                socket.send_to(&out[..len], dest).await
-            }
-            other => other,
-        };
-        match sent {
-            Ok(_) => {
-                RelayCounters::add(&counters.to_pbx_packets, 1);
-                RelayCounters::add(&counters.to_pbx_bytes, pkt.payload.len() as u64);
-            }
-            Err(e) => debug!(%dest, error = %e, "RTP toward the PBX not sent"),
+        let (sequence, timestamp, new_source) = self.down.map(ssrc, sequence, timestamp);
+        write_header(out, marker || new_source, pt, sequence, timestamp, self.down_ssrc);
+        out[12..len].copy_from_slice(payload);
+        Some((len, dest))
+    }
+
+    /// When the PBX's last RTP packet arrived (None: nothing yet).
+    pub fn last_from_pbx(c: &RelayCounters, started: Instant) -> Option<Instant> {
+        match c.last_from_pbx_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(started + Duration::from_millis(ms)),
         }
     }
-    state.send_replace(PeerState::Closed);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::GapCounter;
+    use super::*;
+
+    fn rtp(seq: u16, ts: u32, pt: u8) -> [u8; 172] {
+        let mut b = [0u8; 172];
+        write_header(&mut b, false, pt, seq, ts, 0x1234);
+        b[12] = seq as u8;
+        b
+    }
+
+    fn pbx() -> PbxMedia {
+        PbxMedia {
+            addr: Some("127.0.0.1:4000".parse().unwrap()),
+            audio_pt: 0,
+            event_pt: Some(101),
+            receives: true,
+        }
+    }
+
+    const FORMAT: Option<AudioFormat> = Some(AudioFormat {
+        codec: super::super::Codec::Pcmu,
+        telephone_event_pt: Some(101),
+    });
 
     #[test]
     fn gaps_count_missing_packets_only() {
@@ -381,5 +399,45 @@ mod tests {
         assert_eq!(g.missing(1, 3), 0);
         assert_eq!(g.missing(2, 900), 0); // new source
         assert_eq!(g.missing(2, 40_000), 0); // a restart, not loss
+    }
+
+    #[test]
+    fn early_audio_is_held_in_order_and_bounded_by_age() {
+        let t0 = Instant::now();
+        let c = RelayCounters::default();
+        let mut r = Relay::new(pbx(), 7, t0);
+        let src: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        for i in 0..20u16 {
+            r.hold(src, &rtp(i, u32::from(i) * 160, 0), &c, t0 + Duration::from_millis(20 * u64::from(i)));
+        }
+        // 16 slots: the first four went; at 400 ms the packets older than 300 ms go too
+        let now = t0 + Duration::from_millis(400);
+        let mut buf = [0u8; 1500];
+        let mut got = Vec::new();
+        while let Some(n) = r.take_held(&mut buf, &c, now) {
+            let m = r.from_pbx_checked(&buf[..n], FORMAT, &c).unwrap();
+            got.push(buf[m.payload.0]);
+        }
+        assert_eq!(got, (5..20).collect::<Vec<u8>>());
+        assert_eq!(RelayCounters::get(&c.early_dropped), 5);
+    }
+
+    #[test]
+    fn latching_drops_other_sources_and_maps_payload_types() {
+        let t0 = Instant::now();
+        let c = RelayCounters::default();
+        let mut r = Relay::new(pbx(), 7, t0);
+        let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:4002".parse().unwrap();
+        assert!(r.from_pbx(a, &rtp(1, 160, 0), FORMAT, &c, t0).is_some());
+        assert!(r.from_pbx(b, &rtp(2, 320, 0), FORMAT, &c, t0).is_none());
+        assert!(r.from_pbx(a, &rtp(3, 480, 96), FORMAT, &c, t0).is_none());
+        assert_eq!(RelayCounters::get(&c.dropped), 2);
+        let mut out = [0u8; 1500];
+        let (n, dest) = r
+            .to_pbx(101, true, 9, 99, 5, &[1, 2, 3, 4], FORMAT, &c, &mut out)
+            .unwrap();
+        assert_eq!((n, dest), (16, a));
+        assert_eq!(out[1], 0x80 | 101);
     }
 }

@@ -26,13 +26,19 @@ pub struct PortPool {
     cursor: AtomicU32,
 }
 
-/// A call's PBX-side sockets.
+/// A call's PBX-side sockets (non-blocking; the media engine takes them over).
 #[derive(Debug)]
 pub struct RtpLeg {
-    pub rtp: tokio::net::UdpSocket,
-    /// Bound to hold the RTCP port (RFC 3550 11: RTP port + 1); what arrives is not used yet.
-    pub rtcp: tokio::net::UdpSocket,
+    pub rtp: UdpSocket,
+    /// The RTCP port (RFC 3550 11: RTP port + 1): the PBX's reports arrive here.
+    pub rtcp: UdpSocket,
     pub port: u16,
+}
+
+impl RtpLeg {
+    pub fn into_sockets(self) -> (UdpSocket, UdpSocket) {
+        (self.rtp, self.rtcp)
+    }
 }
 
 impl PortPool {
@@ -51,7 +57,7 @@ impl PortPool {
         self.ip
     }
 
-    /// Binds the next free pair. Needs a tokio runtime (the sockets are registered with it).
+    /// Binds the next free pair.
     pub fn allocate(&self) -> Result<RtpLeg, RtpLegError> {
         for _ in 0..self.pairs {
             let n = self.cursor.fetch_add(1, Ordering::Relaxed) % self.pairs;
@@ -64,11 +70,7 @@ impl PortPool {
             };
             rtp.set_nonblocking(true)?;
             rtcp.set_nonblocking(true)?;
-            return Ok(RtpLeg {
-                rtp: tokio::net::UdpSocket::from_std(rtp)?,
-                rtcp: tokio::net::UdpSocket::from_std(rtcp)?,
-                port,
-            });
+            return Ok(RtpLeg { rtp, rtcp, port });
         }
         Err(RtpLegError::Exhausted {
             first: self.first,
@@ -81,8 +83,8 @@ impl PortPool {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn pairs_are_even_odd_and_exhaust_cleanly() {
+    #[test]
+    fn pairs_are_even_odd_and_exhaust_cleanly() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         // find a free block of 6 ports to own for the test
         let base = loop {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::calls::{Call, CallState};
 use super::notify::{call_end_event, call_event};
 use super::state::{lock, Sim};
-use crate::media::webrtc_peer::Direction;
+use crate::media::Direction;
 
 /// Which notification, if any, tells the client that the call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use super::faults::FaultRequest;
 use super::inbound::{InboundError, OriginateRequest};
 use super::state::{lock, Sim};
 use super::subscriptions::WsOut;
-use crate::media::webrtc_peer::Direction;
+use crate::media::Direction;
 
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()

@@ -14,7 +14,8 @@ use super::*;
 use crate::carrier::protocol::{
     self as p, CallControlRequest, NotificationMessage, SubscribeRequest, SubscribeRequestBody,
 };
-use crate::media::webrtc_peer::{Codec, Direction, MediaPeer, PeerSettings};
+use crate::media::engine::{EngineConfig, FarEnd, MediaCall, MediaEngine};
+use crate::media::{Codec, Direction, PeerSettings};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -51,7 +52,22 @@ pub struct Client {
     pub http: reqwest::Client,
     pub tls: Arc<rustls::ClientConfig>,
     /// The gateway-side WebRTC peer of each call this client started, by session.
-    peers: std::sync::Mutex<std::collections::HashMap<String, Arc<MediaPeer>>>,
+    peers: std::sync::Mutex<std::collections::HashMap<String, Arc<MediaCall>>>,
+}
+
+/// The gateway-side media engine of these tests (one per process).
+fn engine() -> MediaEngine {
+    static ENGINE: std::sync::OnceLock<MediaEngine> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            MediaEngine::start(&EngineConfig {
+                threads: 1,
+                bind: "127.0.0.1:0".parse().unwrap(),
+                port_per_call: false,
+            })
+            .expect("media engine")
+        })
+        .clone()
 }
 
 fn loopback_peer_settings() -> PeerSettings {
@@ -170,7 +186,7 @@ impl Client {
         panic!("socket never registered");
     }
 
-    fn peer(&self, session: &str) -> Arc<MediaPeer> {
+    fn peer(&self, session: &str) -> Arc<MediaCall> {
         self.peers.lock().unwrap()[session].clone()
     }
 
@@ -192,10 +208,14 @@ impl Client {
 
     /// `callStart` with a real WebRTC offer; the peer is kept for the call's life.
     pub async fn call_start(&self, to: &str) -> String {
-        let (peer, offer, _events) =
-            MediaPeer::offer(&loopback_peer_settings(), &[Codec::Pcmu, Codec::Pcma])
-                .await
-                .expect("offer");
+        let (peer, offer) = engine()
+            .offer(
+                &loopback_peer_settings(),
+                &[Codec::Pcmu, Codec::Pcma],
+                FarEnd::Pbx,
+            )
+            .await
+            .expect("offer");
         let body = CallControlRequest::CallStart {
             from: format!("sip:{USER}"),
             to: format!("sip:{to}@ims.test"),

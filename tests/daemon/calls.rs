@@ -368,7 +368,7 @@ fn reinvite_without_sdp_gets_an_offer_and_the_ack_answer_keeps_audio() {
 
 #[test]
 fn inbound_call_reaches_the_registered_pbx_with_audio_both_ways() {
-    use trunkgate::media::webrtc_peer::Codec;
+    use trunkgate::media::Codec;
     let b = Bridge::start();
     // The PBX registers from port P (reg_auth.xml), then listens on the same P as a UAS.
     let pbx_port = free_udp_port();

@@ -1,38 +1,11 @@
-//! SDP text helpers and the codec parameters the media engine is given.
-
-use rtc::peer_connection::configuration::media_engine::MIME_TYPE_TELEPHONE_EVENT;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters};
+//! SDP text helpers for the WebRTC leg: reading the direction, codecs, DTLS role and mid of
+//! the first audio section, and finishing str0m's local descriptions for a complete,
+//! non-trickle exchange (no `a=ice-options:trickle`, an `a=end-of-candidates`).
 
 use super::{AudioFormat, Codec, Direction};
 
-pub(super) fn g711(codec: Codec) -> RTCRtpCodecParameters {
-    RTCRtpCodecParameters {
-        rtp_codec: RTCRtpCodec {
-            mime_type: codec.mime().to_owned(),
-            clock_rate: 8000,
-            channels: 0,
-            sdp_fmtp_line: String::new(),
-            rtcp_feedback: Vec::new(),
-        },
-        payload_type: codec.payload_type(),
-    }
-}
-
-pub(super) fn telephone_event(pt: u8) -> RTCRtpCodecParameters {
-    RTCRtpCodecParameters {
-        rtp_codec: RTCRtpCodec {
-            mime_type: MIME_TYPE_TELEPHONE_EVENT.to_owned(),
-            clock_rate: 8000,
-            channels: 0,
-            sdp_fmtp_line: "0-16".to_owned(),
-            rtcp_feedback: Vec::new(),
-        },
-        payload_type: pt,
-    }
-}
-
 /// Direction attribute of the first audio section (else session level; default sendrecv).
-pub(super) fn sdp_audio_direction(sdp: &str) -> Direction {
+pub fn sdp_audio_direction(sdp: &str) -> Direction {
     let parse = |l: &str| match l.trim_end() {
         "a=sendrecv" => Some(Direction::SendRecv),
         "a=sendonly" => Some(Direction::SendOnly),
@@ -80,8 +53,7 @@ pub fn g711_in_sdp(sdp: &str) -> Vec<Codec> {
             let name = sdp
                 .lines()
                 .find_map(|l| l.trim_end().strip_prefix(prefix.as_str()))?;
-            let name = name.split('/').next()?;
-            Codec::from_mime(&format!("audio/{name}"))
+            Codec::from_encoding_name(name.split('/').next()?)
         }
     }) {
         if !out.contains(&c) {
@@ -93,7 +65,7 @@ pub fn g711_in_sdp(sdp: &str) -> Vec<Codec> {
 
 /// The format an SDP's first audio section names: its first G.711 codec and the PT of its
 /// `telephone-event/8000`.
-pub(super) fn format_in_sdp(sdp: &str) -> Option<AudioFormat> {
+pub fn format_in_sdp(sdp: &str) -> Option<AudioFormat> {
     let codec = first_g711_in_sdp(sdp)?;
     let telephone_event_pt = sdp.lines().find_map(|l| {
         let (pt, name) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
@@ -105,6 +77,56 @@ pub(super) fn format_in_sdp(sdp: &str) -> Option<AudioFormat> {
         codec,
         telephone_event_pt,
     })
+}
+
+/// The `a=setup:` value of the first audio section (or the session), lower-cased.
+pub fn setup_role(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=setup:"))
+        .map(|v| v.trim().to_ascii_lowercase())
+}
+
+/// The `a=mid:` of the first audio section.
+pub fn first_audio_mid(sdp: &str) -> Option<String> {
+    let mut in_audio = false;
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            if in_audio {
+                return None;
+            }
+            in_audio = line.starts_with("m=audio ");
+        } else if in_audio {
+            if let Some(mid) = line.trim_end().strip_prefix("a=mid:") {
+                return Some(mid.trim().to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// str0m writes trickle-style descriptions; ours are complete when sent (every candidate
+/// gathered), so `a=ice-options:trickle` goes and each media section ends its candidates.
+pub fn finish_local_sdp(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len() + 64);
+    let mut pending_end = false;
+    for line in sdp.split_inclusive('\n') {
+        let bare = line.trim_end();
+        if bare == "a=ice-options:trickle" || bare == "a=end-of-candidates" {
+            continue;
+        }
+        if bare.starts_with("m=") && pending_end {
+            out.push_str("a=end-of-candidates\r\n");
+        }
+        if bare.starts_with("m=") {
+            pending_end = true;
+        }
+        out.push_str(bare);
+        out.push_str("\r\n");
+    }
+    if pending_end {
+        out.push_str("a=end-of-candidates\r\n");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -136,6 +158,16 @@ mod tests {
         assert_eq!(first_g711_in_sdp(pcmu), Some(Codec::Pcmu));
         assert_eq!(first_g711_in_sdp("m=audio 9 RTP/SAVPF 111\r\n"), None);
         assert_eq!(first_g711_in_sdp("m=video 9 RTP/SAVPF 0\r\n"), None);
+    }
+
+    #[test]
+    fn local_sdp_is_complete_and_not_trickle() {
+        let raw = "v=0\r\na=ice-options:trickle\r\nm=audio 9 X 0\r\na=mid:0\r\na=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\n";
+        let done = finish_local_sdp(raw);
+        assert!(!done.contains("trickle"));
+        assert!(done.ends_with("a=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\na=end-of-candidates\r\n"));
+        assert_eq!(first_audio_mid(&done).as_deref(), Some("0"));
+        assert_eq!(setup_role("a=setup:ACTPASS\r\n").as_deref(), Some("actpass"));
     }
 
     #[test]

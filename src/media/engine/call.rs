@@ -1,0 +1,518 @@
+//! One call inside a media thread: its WebRTC peer, its far side (the PBX's RTP sockets and the
+//! relay, or a local far end for the simulator), and the glue between them. The thread hands it
+//! readable sockets, due timers and commands; it answers with datagrams to send and events for
+//! the async side. Per packet it neither allocates nor locks nor hops tasks (str0m's own
+//! buffers aside).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, IceConnectionState, Input, Output};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::batch::SendBatch;
+use super::demux::{Demux, DemuxCounters, Drop as DemuxDrop};
+use super::local::{tone_payload, DigitTracker, LocalMode, LocalStats};
+use super::peer::WebRtcPeer;
+use super::quality_glue::{CallQuality, QualityTracker};
+use super::CallKey;
+use crate::media::relay::{PbxMedia, Relay, RelayCounters};
+use crate::media::{AudioFormat, Codec, PeerError, PeerState};
+
+/// What a call shares with its async handle: counters and figures written by the media
+/// thread (atomics; the quality snapshot once per statistics interval), the connection state.
+#[derive(Debug)]
+pub struct CallShared {
+    pub counters: Arc<RelayCounters>,
+    pub local: Arc<LocalStats>,
+    pub state: watch::Sender<PeerState>,
+    format: AtomicU32,
+    quality: Mutex<CallQuality>,
+    pub started: Instant,
+}
+
+const HAS_FORMAT: u32 = 1 << 24;
+const HAS_EVENT: u32 = 1 << 16;
+
+impl CallShared {
+    pub fn new(now: Instant) -> Self {
+        CallShared {
+            counters: Arc::default(),
+            local: Arc::default(),
+            state: watch::channel(PeerState::New).0,
+            format: AtomicU32::new(0),
+            quality: Mutex::new(CallQuality::default()),
+            started: now,
+        }
+    }
+
+    pub fn format(&self) -> Option<AudioFormat> {
+        let v = self.format.load(Ordering::Relaxed);
+        if v & HAS_FORMAT == 0 {
+            return None;
+        }
+        let codec = if v & 0xff == 8 {
+            Codec::Pcma
+        } else {
+            Codec::Pcmu
+        };
+        Some(AudioFormat {
+            codec,
+            telephone_event_pt: (v & HAS_EVENT != 0).then_some(((v >> 8) & 0xff) as u8),
+        })
+    }
+
+    fn set_format(&self, f: AudioFormat) {
+        let ev = f
+            .telephone_event_pt
+            .map_or(0, |pt| HAS_EVENT | u32::from(pt) << 8);
+        self.format.store(
+            HAS_FORMAT | ev | u32::from(f.codec.payload_type()),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn quality(&self) -> CallQuality {
+        self.quality
+            .lock()
+            .map(|q| q.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn set_quality(&self, q: CallQuality) {
+        match self.quality.lock() {
+            Ok(mut g) => *g = q,
+            Err(p) => *p.into_inner() = q,
+        }
+    }
+}
+
+/// A reply the call owes once its candidates are gathered.
+pub enum PendingSdp {
+    Offer(oneshot::Sender<Result<String, PeerError>>),
+    Answer {
+        sdp: String,
+        codec: Option<Codec>,
+        reply: oneshot::Sender<Result<(String, AudioFormat), PeerError>>,
+    },
+}
+
+/// The PBX side: its RTP and RTCP sockets and the relay.
+pub struct PbxSide {
+    pub rtp: mio::net::UdpSocket,
+    pub rtcp: mio::net::UdpSocket,
+    pub relay: Relay,
+}
+
+/// A simulated far end living in the engine.
+pub struct LocalSide {
+    pub mode: LocalMode,
+    digits: DigitTracker,
+    next_tone: Option<Instant>,
+    tone_seq: u16,
+    tone_ts: u32,
+}
+
+impl LocalSide {
+    pub fn new(mode: LocalMode) -> Self {
+        LocalSide {
+            mode,
+            digits: DigitTracker::default(),
+            next_tone: None,
+            tone_seq: rand::random(),
+            tone_ts: rand::random(),
+        }
+    }
+}
+
+/// What the thread lends a call for one step.
+pub struct Io<'a> {
+    pub batch: &'a mut SendBatch,
+    pub demux: &'a mut Demux<CallKey>,
+    pub demux_counters: &'a DemuxCounters,
+    pub scratch: &'a mut [u8],
+}
+
+pub struct Call {
+    pub key: CallKey,
+    pub peer: WebRtcPeer,
+    pub ufrag: String,
+    /// A socket of its own for the WebRTC leg (far ends), instead of the thread's shared one.
+    pub own_socket: Option<mio::net::UdpSocket>,
+    pub local_addr: SocketAddr,
+    /// Remote addresses this call owns in the shared port's demultiplexer.
+    pub addrs: Vec<SocketAddr>,
+    pub pbx: Option<PbxSide>,
+    pub far: Option<LocalSide>,
+    pub shared: Arc<CallShared>,
+    pub digits: Option<mpsc::UnboundedSender<char>>,
+    pub pending: Option<PendingSdp>,
+    pub gather_deadline: Option<Instant>,
+    pub connected: bool,
+    pub closed: bool,
+    /// When the thread's timer heap will next wake this call.
+    pub scheduled: Option<Instant>,
+    next_rtc: Instant,
+    quality: QualityTracker,
+}
+
+/// A G.711 packet interval.
+const PTIME: Duration = Duration::from_millis(20);
+
+impl Call {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: CallKey,
+        mut peer: WebRtcPeer,
+        own_socket: Option<mio::net::UdpSocket>,
+        local_addr: SocketAddr,
+        far: Option<LocalSide>,
+        shared: Arc<CallShared>,
+        digits: Option<mpsc::UnboundedSender<char>>,
+        now: Instant,
+    ) -> Self {
+        let ufrag = peer.local_ufrag();
+        Call {
+            key,
+            peer,
+            ufrag,
+            own_socket,
+            local_addr,
+            addrs: Vec::new(),
+            pbx: None,
+            far,
+            shared,
+            digits,
+            pending: None,
+            gather_deadline: None,
+            connected: false,
+            closed: false,
+            scheduled: None,
+            next_rtc: now,
+            quality: QualityTracker::new(now),
+        }
+    }
+
+    /// The earliest moment the call needs the thread's attention.
+    pub fn next_timeout(&self) -> Instant {
+        let mut t = self.next_rtc;
+        if let Some(d) = self.gather_deadline {
+            t = t.min(d);
+        }
+        if let Some(n) = self.far.as_ref().and_then(|f| f.next_tone) {
+            t = t.min(n);
+        }
+        t.min(self.quality.next_report())
+    }
+
+    fn set_state(&mut self, s: PeerState) {
+        self.shared.state.send_if_modified(|cur| {
+            let changed = *cur != s && *cur != PeerState::Closed;
+            if changed {
+                *cur = s;
+            }
+            changed
+        });
+    }
+
+    pub fn set_format(&mut self, f: AudioFormat) {
+        self.shared.set_format(f);
+    }
+
+    /// A datagram for this call's WebRTC leg (shared port or its own socket).
+    pub fn on_webrtc_datagram(
+        &mut self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        now: Instant,
+        io: &mut Io<'_>,
+    ) {
+        let Ok(recv) = Receive::new(Protocol::Udp, source, destination, data) else {
+            io.demux_counters.count(DemuxDrop::Garbage);
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        if !self.peer.rtc().accepts(&input) {
+            io.demux_counters.count(DemuxDrop::Refused);
+            return;
+        }
+        if let Err(e) = self.peer.rtc().handle_input(input) {
+            tracing::debug!(error = %e, "WebRTC input refused");
+            io.demux_counters.count(DemuxDrop::Refused);
+        } else {
+            io.demux_counters
+                .delivered
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.drive(now, io);
+    }
+
+    /// The PBX's RTP socket is readable: relay (or hold) everything queued on it.
+    pub fn on_pbx_rtp(&mut self, now: Instant, io: &mut Io<'_>) {
+        let Some(pbx) = self.pbx.as_mut() else { return };
+        let mut wrote = false;
+        loop {
+            let (n, src) = match pbx.rtp.recv_from(io.scratch) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // ICMP port unreachable from an earlier send surfaces here: not fatal.
+                Err(_) => continue,
+            };
+            let c = &self.shared.counters;
+            if !self.connected {
+                pbx.relay.hold(src, &io.scratch[..n], c, now);
+                continue;
+            }
+            let format = self.peer.format();
+            if let Some(m) = pbx.relay.from_pbx(src, &io.scratch[..n], format, c, now) {
+                self.quality
+                    .on_pbx_packet(m.pbx_ssrc, m.pbx_sequence, m.pbx_timestamp, now);
+                let payload = &io.scratch[m.payload.0..m.payload.1];
+                wrote |= self.peer.write_rtp(
+                    m.payload_type,
+                    m.sequence,
+                    m.timestamp,
+                    m.marker,
+                    payload,
+                    now,
+                );
+            }
+        }
+        if wrote {
+            self.poke(now, io);
+        }
+    }
+
+    /// The PBX's RTCP socket is readable: its reports feed the quality figures.
+    pub fn on_pbx_rtcp(&mut self, now: Instant, io: &mut Io<'_>) {
+        let Some(pbx) = self.pbx.as_mut() else { return };
+        loop {
+            let n = match pbx.rtcp.recv_from(io.scratch) {
+                Ok((n, _)) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            };
+            self.quality
+                .on_pbx_rtcp(&io.scratch[..n], pbx.relay.down_ssrc(), &self.shared.counters, now);
+        }
+    }
+
+    /// Drives str0m after a write, so written packets leave now.
+    fn poke(&mut self, now: Instant, io: &mut Io<'_>) {
+        if let Err(e) = self.peer.rtc().handle_input(Input::Timeout(now)) {
+            tracing::debug!(error = %e, "WebRTC timeout handling failed");
+        }
+        self.drive(now, io);
+    }
+
+    pub fn on_timeout(&mut self, now: Instant, io: &mut Io<'_>) {
+        if let Some(far) = self.far.as_mut() {
+            if far.mode == LocalMode::Tone && self.connected {
+                let due = *far.next_tone.get_or_insert(now);
+                if due <= now {
+                    let codec = self.peer.format().map_or(Codec::Pcmu, |f| f.codec);
+                    let payload = tone_payload(codec);
+                    if self.peer.write_rtp(
+                        codec.payload_type(),
+                        far.tone_seq,
+                        far.tone_ts,
+                        false,
+                        &payload,
+                        now,
+                    ) {
+                        RelayCounters::add(&self.shared.local.rtp_out, 1);
+                    }
+                    far.tone_seq = far.tone_seq.wrapping_add(1);
+                    far.tone_ts = far.tone_ts.wrapping_add(160);
+                    far.next_tone = Some(due + PTIME);
+                }
+            }
+        }
+        if now >= self.quality.next_report() {
+            if let Some(pbx) = self.pbx.as_mut() {
+                let dest = pbx.relay.pbx_destination();
+                if let Some(len) =
+                    self.quality
+                        .pbx_report(io.scratch, pbx.relay.down_ssrc(), &self.shared.counters, now)
+                {
+                    if let Some(d) = dest {
+                        let rtcp = SocketAddr::new(d.ip(), d.port().wrapping_add(1));
+                        let _ = pbx.rtcp.send_to(&io.scratch[..len], rtcp);
+                    }
+                }
+            } else {
+                self.quality.skip_report(now);
+            }
+            self.shared.set_quality(self.quality.snapshot());
+        }
+        self.poke(now, io);
+    }
+
+    /// Runs str0m until it wants time to pass: datagrams out, events handled.
+    pub fn drive(&mut self, now: Instant, io: &mut Io<'_>) {
+        // Echoed packets and flushed early audio are written while draining: drive again so
+        // they leave in this pass (bounded: a pass writes at most what it drained).
+        for _ in 0..4 {
+            let mut wrote = false;
+            loop {
+                match self.peer.rtc().poll_output() {
+                    Ok(Output::Timeout(t)) => {
+                        self.next_rtc = t;
+                        break;
+                    }
+                    Ok(Output::Transmit(t)) => self.transmit(t.destination, t.contents.into(), io),
+                    Ok(Output::Event(e)) => wrote |= self.on_event(e, now, io),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "WebRTC leg failed");
+                        self.set_state(PeerState::Failed);
+                        self.next_rtc = now + Duration::from_secs(3600);
+                        return;
+                    }
+                }
+            }
+            if !wrote {
+                return;
+            }
+            if let Err(e) = self.peer.rtc().handle_input(Input::Timeout(now)) {
+                tracing::debug!(error = %e, "WebRTC timeout handling failed");
+            }
+        }
+    }
+
+    fn transmit(&mut self, dest: SocketAddr, data: Vec<u8>, io: &mut Io<'_>) {
+        if let Some(s) = &self.own_socket {
+            let _ = s.send_to(&data, dest);
+            return;
+        }
+        if !self.addrs.contains(&dest) {
+            if io.demux.learn_addr(dest, self.key) {
+                self.addrs.push(dest);
+            } else {
+                tracing::warn!(%dest, "remote address already used by another call on this port");
+            }
+        }
+        io.batch.push(dest, data);
+    }
+
+    /// Returns true when it wrote RTP that needs another drive.
+    fn on_event(&mut self, e: Event, now: Instant, io: &mut Io<'_>) -> bool {
+        match e {
+            Event::Connected => {
+                self.connected = true;
+                self.set_state(PeerState::Connected);
+                return self.flush_early(now, io);
+            }
+            Event::IceConnectionStateChange(s) => match s {
+                IceConnectionState::Checking => self.set_state(PeerState::Connecting),
+                IceConnectionState::Disconnected => {
+                    if self.connected {
+                        self.set_state(PeerState::Disconnected)
+                    }
+                }
+                IceConnectionState::Connected | IceConnectionState::Completed => {
+                    if self.connected {
+                        self.set_state(PeerState::Connected)
+                    }
+                }
+                _ => {}
+            },
+            Event::RtpPacket(p) => return self.on_rtp(&p, now, io),
+            Event::MediaIngressStats(s) => self.quality.on_ingress(&s),
+            Event::MediaEgressStats(s) => self.quality.on_egress(&s),
+            Event::Closed => self.set_state(PeerState::Closed),
+            _ => {}
+        }
+        false
+    }
+
+    fn flush_early(&mut self, now: Instant, io: &mut Io<'_>) -> bool {
+        let Some(pbx) = self.pbx.as_mut() else {
+            return false;
+        };
+        let format = self.peer.format();
+        let mut wrote = false;
+        let c = &self.shared.counters;
+        while let Some(n) = pbx.relay.take_held(io.scratch, c, now) {
+            if let Some(m) = pbx.relay.from_pbx_checked(&io.scratch[..n], format, c) {
+                self.quality
+                    .on_pbx_packet(m.pbx_ssrc, m.pbx_sequence, m.pbx_timestamp, now);
+                wrote |= self.peer.write_rtp(
+                    m.payload_type,
+                    m.sequence,
+                    m.timestamp,
+                    m.marker,
+                    &io.scratch[m.payload.0..m.payload.1],
+                    now,
+                );
+            }
+        }
+        wrote
+    }
+
+    fn on_rtp(&mut self, p: &str0m::rtp::RtpPacket, now: Instant, io: &mut Io<'_>) -> bool {
+        let pt = *p.header.payload_type;
+        let (seq, ts, marker, ssrc) = (
+            p.header.sequence_number,
+            p.header.timestamp,
+            p.header.marker,
+            *p.header.ssrc,
+        );
+        let format = self.peer.format();
+        if let Some(pbx) = self.pbx.as_mut() {
+            let c = &self.shared.counters;
+            if let Some((len, dest)) =
+                pbx.relay
+                    .to_pbx(pt, marker, seq, ts, ssrc, &p.payload, format, c, io.scratch)
+            {
+                match pbx.rtp.send_to(&io.scratch[..len], dest) {
+                    Ok(_) => {
+                        RelayCounters::add(&c.to_pbx_packets, 1);
+                        RelayCounters::add(&c.to_pbx_bytes, p.payload.len() as u64);
+                        self.quality.on_sent_to_pbx(ts, p.payload.len(), now);
+                    }
+                    Err(e) => tracing::trace!(%dest, error = %e, "RTP toward the PBX not sent"),
+                }
+            }
+            return false;
+        }
+        let Some(far) = self.far.as_mut() else {
+            return false;
+        };
+        let st = &self.shared.local;
+        RelayCounters::add(&st.rtp_in, 1);
+        RelayCounters::add(&st.bytes_in, p.payload.len() as u64);
+        if format.and_then(|f| f.telephone_event_pt) == Some(pt) {
+            if let (Some(d), Some(tx)) = (far.digits.on_event(ts, &p.payload), &self.digits) {
+                let _ = tx.send(d);
+            }
+        }
+        if far.mode == LocalMode::Echo && self.peer.write_rtp(pt, seq, ts, marker, &p.payload, now) {
+            RelayCounters::add(&st.rtp_out, 1);
+            return true;
+        }
+        false
+    }
+
+    /// The PBX's sockets arrive (or are replaced).
+    pub fn attach_pbx(&mut self, side: PbxSide) {
+        self.pbx = Some(side);
+    }
+
+    pub fn update_pbx(&mut self, pbx: PbxMedia) {
+        if let Some(side) = self.pbx.as_mut() {
+            side.relay.update(pbx);
+        }
+    }
+
+    /// Ends the call: state Closed, routing forgotten by the caller.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.peer.rtc().disconnect();
+        self.shared.set_quality(self.quality.snapshot());
+        self.set_state(PeerState::Closed);
+    }
+}
