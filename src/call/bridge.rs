@@ -13,8 +13,8 @@ use super::session_timer::{self, Negotiated as TimerNegotiated, SessionTimer, Ti
 use super::signal::{Reply, Request, ToCall};
 use crate::carrier::events::{CallEvent, EndCause};
 use crate::carrier::CarrierCall;
-use crate::media::pbx_sdp::{self, MediaLine};
 use crate::media::engine::MediaCall;
+use crate::media::pbx_sdp::{self, MediaLine};
 use crate::media::{AudioFormat, Direction, PeerState};
 use crate::sip::transport::sleep_until;
 

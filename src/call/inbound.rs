@@ -17,8 +17,8 @@ use super::session_timer::{self, SessionTimer};
 use super::signal::{CallCmd, CallRef, InboundInvite, Request, ToCall};
 use crate::carrier::events::CallEvent;
 use crate::carrier::CarrierCall;
-use crate::media::pbx_sdp::{self, MediaLine};
 use crate::media::engine::FarEnd;
+use crate::media::pbx_sdp::{self, MediaLine};
 use crate::media::{g711_in_sdp, Direction, TELEPHONE_EVENT_PT};
 
 /// Runs one carrier call toward the PBX to its end; always reports `Done` and one record.
@@ -242,16 +242,19 @@ async fn inbound(
         record.ended_by = EndedBy::Gateway;
         return reject(&mut carrier, record, 488, "Codec Mismatch").await;
     };
-    let (peer, answer_sdp, format) =
-        match ctx.media.answer(&settings, &offer, Some(codec), FarEnd::Pbx).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "WebRTC answer failed");
-                leg.bye(Some("Q.850;cause=41;text=\"media failure\"".into()));
-                record.ended_by = EndedBy::Gateway;
-                return reject(&mut carrier, record, 503, "Media Failure").await;
-            }
-        };
+    let (peer, answer_sdp, format) = match ctx
+        .media
+        .answer(&settings, &offer, Some(codec), FarEnd::Pbx)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(error = %e, "WebRTC answer failed");
+            leg.bye(Some("Q.850;cause=41;text=\"media failure\"".into()));
+            record.ended_by = EndedBy::Gateway;
+            return reject(&mut carrier, record, 503, "Media Failure").await;
+        }
+    };
     let Some(media) = pbx_media(&answer, format.codec) else {
         leg.bye(Some("SIP;cause=488;text=\"codec\"".into()));
         record.ended_by = EndedBy::Gateway;

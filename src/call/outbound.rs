@@ -18,8 +18,8 @@ use super::signal::{CallRef, OutboundInvite, Reply, ToCall};
 use crate::carrier::events::CallEvent;
 use crate::carrier::rest::RestError;
 use crate::carrier::Unavailable;
-use crate::media::pbx_sdp::{self, AudioOffer, Negotiated};
 use crate::media::engine::{FarEnd, MediaCall};
+use crate::media::pbx_sdp::{self, AudioOffer, Negotiated};
 use crate::media::relay::PbxMedia;
 use crate::media::{Codec, Direction};
 
@@ -234,7 +234,10 @@ async fn outbound(
     let initial = offer
         .as_ref()
         .and_then(|(o, _)| pbx_media(o, first))
-        .map(|m| PbxMedia { receives: false, ..m })
+        .map(|m| PbxMedia {
+            receives: false,
+            ..m
+        })
         .unwrap_or(PbxMedia {
             addr: None,
             audio_pt: first.payload_type(),

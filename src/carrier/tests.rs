@@ -241,7 +241,9 @@ async fn echo_round(pbx: &tokio::net::UdpSocket, n: u16, seq0: u16) -> usize {
     while matched < n as usize && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_millis(500), pbx.recv(&mut rbuf)).await {
             Ok(Ok(len)) => {
-                let Some(h) = RtpHeader::parse(&rbuf[..len]) else { continue };
+                let Some(h) = RtpHeader::parse(&rbuf[..len]) else {
+                    continue;
+                };
                 let payload = &rbuf[h.payload_start..h.payload_end];
                 if let Some(i) = sent.iter().position(|p| p[..] == payload[..]) {
                     if !seen[i] {
@@ -599,7 +601,12 @@ async fn inbound_call_is_a_typed_event_and_can_be_answered_or_rejected() {
         assert_eq!(inc.caller_name.as_deref(), Some("Mona"));
         call.ringing().await.expect("ringing");
         let (peer, answer, format) = engine()
-            .answer(&peer_settings(), inc.offer.as_deref().unwrap(), None, FarEnd::Pbx)
+            .answer(
+                &peer_settings(),
+                inc.offer.as_deref().unwrap(),
+                None,
+                FarEnd::Pbx,
+            )
             .await
             .expect("answer");
         let pbx = test_pbx(&peer, format.codec).await;

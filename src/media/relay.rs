@@ -290,8 +290,7 @@ impl Relay {
         let format = format?;
         let pt = if h.payload_type == self.pbx.audio_pt {
             format.codec.payload_type()
-        } else if Some(h.payload_type) == self.pbx.event_pt && format.telephone_event_pt.is_some()
-        {
+        } else if Some(h.payload_type) == self.pbx.event_pt && format.telephone_event_pt.is_some() {
             format.telephone_event_pt.unwrap_or_default()
         } else {
             RelayCounters::add(&c.dropped, 1);
@@ -350,7 +349,14 @@ impl Relay {
             return None;
         }
         let (sequence, timestamp, new_source) = self.down.map(ssrc, sequence, timestamp);
-        write_header(out, marker || new_source, pt, sequence, timestamp, self.down_ssrc);
+        write_header(
+            out,
+            marker || new_source,
+            pt,
+            sequence,
+            timestamp,
+            self.down_ssrc,
+        );
         out[12..len].copy_from_slice(payload);
         Some((len, dest))
     }
@@ -408,7 +414,12 @@ mod tests {
         let mut r = Relay::new(pbx(), 7, t0);
         let src: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         for i in 0..20u16 {
-            r.hold(src, &rtp(i, u32::from(i) * 160, 0), &c, t0 + Duration::from_millis(20 * u64::from(i)));
+            r.hold(
+                src,
+                &rtp(i, u32::from(i) * 160, 0),
+                &c,
+                t0 + Duration::from_millis(20 * u64::from(i)),
+            );
         }
         // 16 slots: the first four went; at 400 ms the packets older than 300 ms go too
         let now = t0 + Duration::from_millis(400);

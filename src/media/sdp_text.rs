@@ -165,9 +165,14 @@ mod tests {
         let raw = "v=0\r\na=ice-options:trickle\r\nm=audio 9 X 0\r\na=mid:0\r\na=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\n";
         let done = finish_local_sdp(raw);
         assert!(!done.contains("trickle"));
-        assert!(done.ends_with("a=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\na=end-of-candidates\r\n"));
+        assert!(
+            done.ends_with("a=candidate:1 1 udp 1 127.0.0.1 5 typ host\r\na=end-of-candidates\r\n")
+        );
         assert_eq!(first_audio_mid(&done).as_deref(), Some("0"));
-        assert_eq!(setup_role("a=setup:ACTPASS\r\n").as_deref(), Some("actpass"));
+        assert_eq!(
+            setup_role("a=setup:ACTPASS\r\n").as_deref(),
+            Some("actpass")
+        );
     }
 
     #[test]

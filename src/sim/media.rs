@@ -45,9 +45,7 @@ pub struct MediaStatsView {
 impl CallMediaStats {
     pub fn view(&self) -> MediaStatsView {
         let get = |f: fn(&LocalStats) -> &std::sync::atomic::AtomicU64| {
-            self.local
-                .get()
-                .map_or(0, |l| f(l).load(Ordering::Relaxed))
+            self.local.get().map_or(0, |l| f(l).load(Ordering::Relaxed))
         };
         MediaStatsView {
             rtp_packets_in: get(|l| &l.rtp_in),

@@ -76,9 +76,8 @@ impl SendBatch {
             }
             // SAFETY: every header points into `self.iov` and `self.queue`, which outlive the
             // call and are not touched until it returns.
-            let n = unsafe {
-                libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), self.hdrs.len() as u32, 0)
-            };
+            let n =
+                unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), self.hdrs.len() as u32, 0) };
             done.syscalls += 1;
             if n < 0 {
                 let err = std::io::Error::last_os_error();

@@ -244,9 +244,7 @@ impl Call {
             tracing::debug!(error = %e, "WebRTC input refused");
             io.demux_counters.count(DemuxDrop::Refused);
         } else {
-            io.demux_counters
-                .delivered
-                .fetch_add(1, Ordering::Relaxed);
+            io.demux_counters.delivered.fetch_add(1, Ordering::Relaxed);
         }
         self.drive(now, io);
     }
@@ -296,8 +294,12 @@ impl Call {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => continue,
             };
-            self.quality
-                .on_pbx_rtcp(&io.scratch[..n], pbx.relay.down_ssrc(), &self.shared.counters, now);
+            self.quality.on_pbx_rtcp(
+                &io.scratch[..n],
+                pbx.relay.down_ssrc(),
+                &self.shared.counters,
+                now,
+            );
         }
     }
 
@@ -335,10 +337,12 @@ impl Call {
         if now >= self.quality.next_report() {
             if let Some(pbx) = self.pbx.as_mut() {
                 let dest = pbx.relay.pbx_destination();
-                if let Some(len) =
-                    self.quality
-                        .pbx_report(io.scratch, pbx.relay.down_ssrc(), &self.shared.counters, now)
-                {
+                if let Some(len) = self.quality.pbx_report(
+                    io.scratch,
+                    pbx.relay.down_ssrc(),
+                    &self.shared.counters,
+                    now,
+                ) {
                     if let Some(d) = dest {
                         let rtcp = SocketAddr::new(d.ip(), d.port().wrapping_add(1));
                         let _ = pbx.rtcp.send_to(&io.scratch[..len], rtcp);
@@ -464,9 +468,9 @@ impl Call {
         let format = self.peer.format();
         if let Some(pbx) = self.pbx.as_mut() {
             let c = &self.shared.counters;
-            if let Some((len, dest)) =
-                pbx.relay
-                    .to_pbx(pt, marker, seq, ts, ssrc, &p.payload, format, c, io.scratch)
+            if let Some((len, dest)) = pbx
+                .relay
+                .to_pbx(pt, marker, seq, ts, ssrc, &p.payload, format, c, io.scratch)
             {
                 match pbx.rtp.send_to(&io.scratch[..len], dest) {
                     Ok(_) => {
@@ -490,7 +494,8 @@ impl Call {
                 let _ = tx.send(d);
             }
         }
-        if far.mode == LocalMode::Echo && self.peer.write_rtp(pt, seq, ts, marker, &p.payload, now) {
+        if far.mode == LocalMode::Echo && self.peer.write_rtp(pt, seq, ts, marker, &p.payload, now)
+        {
             RelayCounters::add(&st.rtp_out, 1);
             return true;
         }

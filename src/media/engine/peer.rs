@@ -138,7 +138,8 @@ impl WebRtcPeer {
             // Both sides would wait for the other to start DTLS (RFC 5763 5: an answer picks).
             return Err(PeerError::BadSdp("answer with a=setup:actpass".into()));
         }
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| PeerError::BadSdp(e.to_string()))?;
         self.rtc
             .sdp_api()
             .accept_answer(pending, answer)
@@ -166,7 +167,11 @@ impl WebRtcPeer {
     }
 
     /// Reads the negotiated codec and telephone-event PT and whether we may send.
-    fn refresh(&mut self, remote_sdp: &str, codec: Option<Codec>) -> Result<AudioFormat, PeerError> {
+    fn refresh(
+        &mut self,
+        remote_sdp: &str,
+        codec: Option<Codec>,
+    ) -> Result<AudioFormat, PeerError> {
         let mid = self.mid.ok_or(PeerError::NoTransceiver)?;
         let media = self.rtc.media(mid).ok_or(PeerError::NoTransceiver)?;
         let remote_pts: Vec<Pt> = media.remote_pts().to_vec();
@@ -225,7 +230,8 @@ impl WebRtcPeer {
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             return false;
         };
-        let write = RtpWrite::new(pt.into(), SeqNo::from(ext), timestamp, now, payload).marker(marker);
+        let write =
+            RtpWrite::new(pt.into(), SeqNo::from(ext), timestamp, now, payload).marker(marker);
         tx.write_rtp(write);
         self.last_seq = Some(ext);
         true

@@ -147,7 +147,9 @@ impl MediaThread {
             let n = {
                 let mut slices: [IoSliceMut<'_>; RECV_BATCH] = {
                     let mut it = self.recv_bufs.iter_mut();
-                    std::array::from_fn(|_| IoSliceMut::new(it.next().map_or(&mut [][..], |b| &mut b[..])))
+                    std::array::from_fn(|_| {
+                        IoSliceMut::new(it.next().map_or(&mut [][..], |b| &mut b[..]))
+                    })
                 };
                 match self
                     .udp_state
@@ -229,10 +231,7 @@ impl MediaThread {
     }
 
     fn current_key(&self, slot: u32) -> Option<CallKey> {
-        self.calls
-            .get(slot as usize)?
-            .as_ref()
-            .map(|c| c.key)
+        self.calls.get(slot as usize)?.as_ref().map(|c| c.key)
     }
 
     fn on_call_socket(&mut self, slot: u32, kind: usize, now: Instant) {
@@ -249,7 +248,9 @@ impl MediaThread {
             KIND_OWN => {
                 let local = call.local_addr;
                 loop {
-                    let Some(sock) = call.own_socket.as_ref() else { break };
+                    let Some(sock) = call.own_socket.as_ref() else {
+                        break;
+                    };
                     let (n, src) = match sock.recv_from(io.scratch) {
                         Ok(r) => r,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -406,7 +407,12 @@ impl MediaThread {
                     let _ = reply.send(Err(PeerError::EngineGone));
                 }
             }
-            Command::AttachPbx { key, rtp, rtcp, pbx } => {
+            Command::AttachPbx {
+                key,
+                rtp,
+                rtcp,
+                pbx,
+            } => {
                 let registry = self.poll.registry();
                 let Some(Some(call)) = self.calls.get_mut(key.slot as usize) else {
                     return true;
@@ -452,7 +458,9 @@ impl MediaThread {
         let codecs = match &spec.role {
             Role::Offer { codecs, .. } => codecs.clone(),
             Role::Answer { codec: Some(c), .. } => vec![*c],
-            Role::Answer { codec: None, .. } => vec![crate::media::Codec::Pcmu, crate::media::Codec::Pcma],
+            Role::Answer { codec: None, .. } => {
+                vec![crate::media::Codec::Pcmu, crate::media::Codec::Pcma]
+            }
         };
         let timing = IceTiming {
             initial_rto: s.ice_check_interval,
@@ -475,7 +483,8 @@ impl MediaThread {
             (None, self.shared_addr)
         };
         if !s.relay_only {
-            let c = Candidate::host(local_addr, "udp").map_err(|e| PeerError::WebRtc(e.to_string()))?;
+            let c =
+                Candidate::host(local_addr, "udp").map_err(|e| PeerError::WebRtc(e.to_string()))?;
             peer.add_local_candidate(c);
         }
         let far = match spec.far_end {
