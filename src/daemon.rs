@@ -104,6 +104,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
         security: endpoint.security().clone(),
         edge: edge_tx,
         sip_loop: health.clone(),
+        media: ctx.media.counters().clone(),
     });
     let status_addr = status_listener.local_addr()?;
     let http = tokio::spawn(crate::ops::http::serve(

@@ -14,6 +14,8 @@
 //!   read must parse again and mean the same.
 //! - [`carrier_json`]: every carrier wire type (REST bodies, WebSocket frames) and the pure
 //!   interpretation of notifications; whatever parses must survive serialising and parsing back.
+//! - [`webrtc_demux`]: datagrams from strangers and peers into a shared WebRTC port's
+//!   demultiplexer and the str0m peers behind it.
 //! - [`digest_header`]: the digest credential parser, `nc`, verification against a fixed HA1,
 //!   and the client side that answers a PBX's challenge.
 //!
@@ -989,3 +991,9 @@ fn fill_len(message: Vec<u8>) -> Vec<u8> {
 #[cfg(test)]
 #[path = "fuzzing_tests.rs"]
 mod tests;
+
+/// Fuzz target `webrtc_demux`: chunks separated by 0xff, the first byte of each choosing the
+/// source address.
+pub fn webrtc_demux(data: &[u8]) {
+    crate::media::engine::demux::fuzz_datagrams(data);
+}

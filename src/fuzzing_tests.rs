@@ -125,3 +125,8 @@ fn fixed_ha1s_have_their_algorithms_lengths() {
     assert_eq!(super::FIXED_HA1_MD5.len(), 32);
     assert_eq!(super::FIXED_HA1_SHA256.len(), 64);
 }
+
+#[test]
+fn webrtc_demux_corpus_replays() {
+    replay("webrtc_demux", super::webrtc_demux);
+}

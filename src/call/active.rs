@@ -3,12 +3,12 @@
 //! (never per packet), so the one lock here is off the media path.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::record::CallDirection;
 use super::signal::CallRef;
-use crate::media::relay::RelayCounters;
+use crate::media::engine::MediaView;
 
 #[derive(Debug, Clone)]
 pub struct ActiveCall {
@@ -21,7 +21,8 @@ pub struct ActiveCall {
     /// `setup`, `ringing`, `answered`.
     pub state: &'static str,
     pub started: Instant,
-    pub counters: Option<Arc<RelayCounters>>,
+    /// The call's media figures once it is answered.
+    pub media: Option<MediaView>,
 }
 
 #[derive(Debug, Default)]

@@ -44,7 +44,7 @@ pub async fn run(ctx: Arc<CallContext>, call: CallRef, carrier: CarrierCall) {
                 carrier_session: Some(carrier.session().to_string()),
                 state: "setup",
                 started: Instant::now(),
-                counters: None,
+                media: None,
             },
         );
         let mut leg = PbxLeg::new(ctx.clone(), call, 0);
@@ -285,10 +285,10 @@ async fn inbound(
         return;
     }
     record.answered_now();
-    let counters = peer.counters().clone();
+    let view = peer.view();
     ctx.active.update(leg.call, |a| {
         a.state = "answered";
-        a.counters = Some(counters);
+        a.media = Some(view);
     });
     info!(%trunk, codec = ?format.codec, "answered by the PBX");
     let negotiated = session_timer::on_2xx(timer_headers.session_expires.as_deref());

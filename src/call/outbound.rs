@@ -50,7 +50,7 @@ pub async fn run(
                 carrier_session: None,
                 state: "setup",
                 started: Instant::now(),
-                counters: None,
+                media: None,
             },
         );
         let mut leg = PbxLeg::new(ctx.clone(), call, 0);
@@ -375,10 +375,10 @@ async fn outbound(
     }
     leg.respond(reply);
     record.answered_now();
-    let counters = peer.counters().clone();
+    let view = peer.view();
     ctx.active.update(leg.call, |a| {
         a.state = "answered";
-        a.counters = Some(counters);
+        a.media = Some(view);
     });
     info!(codec = ?format.codec, "answered");
     let session_timer = timer.map(|t| SessionTimer::new(&t, t.we_refresh(true), Instant::now()));

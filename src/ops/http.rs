@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::metrics::{CallMetrics, Exposition};
-use crate::call::active::ActiveCalls;
+use crate::call::active::{ActiveCall, ActiveCalls};
 use crate::call::record::CallDirection;
+use crate::call::signal::CallRef;
 use crate::carrier::{AccountStatus, Carrier};
 use crate::media::relay::RelayCounters;
 use crate::sip::registrar::Registrations;
@@ -43,6 +44,8 @@ pub struct OpsState {
     pub edge: mpsc::UnboundedSender<EdgeCommand>,
     /// The SIP loop's own gauges.
     pub sip_loop: Arc<LoopHealth>,
+    /// The media engine's own counters (datagrams, syscalls, strangers' datagrams by reason).
+    pub media: Arc<crate::media::engine::EngineCounters>,
 }
 
 pub fn router(state: Arc<OpsState>) -> Router {
@@ -207,6 +210,7 @@ async fn status(State(s): State<Arc<OpsState>>) -> Response {
                 "caller": c.caller,
                 "state": c.state,
                 "duration_s": now.saturating_duration_since(c.started).as_secs(),
+                "quality": c.media.as_ref().map(|m| m.quality()),
             })
         })
         .collect();
@@ -288,8 +292,8 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
     let live = |f: fn(&RelayCounters) -> u64| -> u64 {
         calls
             .iter()
-            .filter_map(|(_, c)| c.counters.as_ref())
-            .map(|c| f(c))
+            .filter_map(|(_, c)| c.media.as_ref())
+            .map(|m| f(m.counters()))
             .sum()
     };
     let m = &s.metrics;
@@ -359,6 +363,7 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
             v as f64,
         );
     }
+    media_metrics(&s, &calls, &mut e);
     // Carrier accounts.
     let accounts = s.carrier.as_ref().map(|c| c.status()).unwrap_or_default();
     type Read = fn(&AccountStatus) -> f64;
@@ -411,6 +416,75 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
 }
 
 /// The edge under attack: transactions against their ceiling, failures by kind, bans, drops.
+/// The media engine: datagrams on the shared WebRTC ports, the syscalls they took, and what
+/// strangers sent that no call took (by reason); live calls' MOS by direction.
+fn media_metrics(s: &OpsState, calls: &[(CallRef, ActiveCall)], e: &mut Exposition) {
+    let m = &s.media;
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    e.single(
+        "trunkgate_media_calls",
+        "gauge",
+        "Calls whose media the engine holds now.",
+        ld(&m.calls),
+    );
+    for (name, help, v) in [
+        (
+            "trunkgate_media_webrtc_datagrams_received_total",
+            "Datagrams received on the shared WebRTC ports.",
+            ld(&m.received),
+        ),
+        (
+            "trunkgate_media_webrtc_datagrams_sent_total",
+            "Datagrams sent on the shared WebRTC ports.",
+            ld(&m.sent),
+        ),
+        (
+            "trunkgate_media_recv_syscalls_total",
+            "recvmmsg calls on the shared WebRTC ports.",
+            ld(&m.recv_syscalls),
+        ),
+        (
+            "trunkgate_media_send_syscalls_total",
+            "sendmmsg calls on the shared WebRTC ports.",
+            ld(&m.send_syscalls),
+        ),
+    ] {
+        e.single(name, "counter", help, v);
+    }
+    let family = "trunkgate_media_dropped_datagrams_total";
+    e.family(
+        family,
+        "counter",
+        "Datagrams on the WebRTC ports no call took, by reason.",
+    );
+    let d = &m.demux;
+    for (reason, v) in [
+        ("garbage", ld(&d.garbage)),
+        ("stun_unknown_ufrag", ld(&d.stun_unknown_ufrag)),
+        ("unknown_source", ld(&d.unknown_source)),
+        ("refused", ld(&d.refused)),
+    ] {
+        e.sample(family, &[("reason", reason)], v);
+    }
+    let family = "trunkgate_call_mos";
+    e.family(
+        family,
+        "gauge",
+        "E-model MOS estimate of each live answered call, by direction.",
+    );
+    for (id, c) in calls {
+        if let Some(q) = c.media.as_ref().map(|m| m.quality()) {
+            let id = id.to_string();
+            for (dir, v) in [
+                ("pbx_to_carrier", q.pbx_to_carrier.mos),
+                ("carrier_to_pbx", q.carrier_to_pbx.mos),
+            ] {
+                e.sample(family, &[("call", id.as_str()), ("direction", dir)], v);
+            }
+        }
+    }
+}
+
 fn security_metrics(s: &OpsState, e: &mut Exposition) {
     e.single(
         "trunkgate_sip_server_transactions",

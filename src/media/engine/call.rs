@@ -412,15 +412,11 @@ impl Call {
             }
             Event::IceConnectionStateChange(s) => match s {
                 IceConnectionState::Checking => self.set_state(PeerState::Connecting),
-                IceConnectionState::Disconnected => {
-                    if self.connected {
-                        self.set_state(PeerState::Disconnected)
-                    }
+                IceConnectionState::Disconnected if self.connected => {
+                    self.set_state(PeerState::Disconnected)
                 }
-                IceConnectionState::Connected | IceConnectionState::Completed => {
-                    if self.connected {
-                        self.set_state(PeerState::Connected)
-                    }
+                IceConnectionState::Connected | IceConnectionState::Completed if self.connected => {
+                    self.set_state(PeerState::Connected)
                 }
                 _ => {}
             },

@@ -163,6 +163,80 @@ pub fn stun_local_ufrag(m: &[u8]) -> Option<&str> {
     None
 }
 
+/// Fuzz entry (see `crate::fuzzing::webrtc_demux`): datagrams from a few sources into the
+/// demultiplexer of a shared port holding two calls, each with a real str0m peer; whatever is
+/// routed is fed to that call's WebRTC stack. Nothing may panic; a STUN request naming a call's
+/// ufrag must reach that call whatever the source; strangers must reach no call.
+pub fn fuzz_datagrams(data: &[u8]) {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::{Duration, Instant};
+
+    use str0m::net::{Protocol, Receive};
+    use str0m::Input;
+
+    use super::peer::{IceTiming, WebRtcPeer};
+    use crate::media::Codec;
+
+    thread_local! {
+        static PEERS: std::cell::RefCell<Option<(Instant, [WebRtcPeer; 2])>> = const { std::cell::RefCell::new(None) };
+    }
+    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000);
+    let known = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40001);
+    PEERS.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let (t0, peers) = cell.get_or_insert_with(|| {
+            let t0 = Instant::now();
+            let timing = IceTiming {
+                initial_rto: Duration::from_millis(50),
+                max_retransmits: 3,
+            };
+            let mk = || {
+                let mut p = WebRtcPeer::new(&[Codec::Pcmu, Codec::Pcma], timing, t0);
+                p.add_local_candidate(str0m::Candidate::host(local, "udp").expect("candidate"));
+                let _ = p.create_offer(crate::media::Direction::SendRecv);
+                p
+            };
+            (t0, [mk(), mk()])
+        });
+        let mut demux: Demux<usize> = Demux::default();
+        let ufrags = [peers[0].local_ufrag(), peers[1].local_ufrag()];
+        demux.add_ufrag(&ufrags[0], 0);
+        demux.add_ufrag(&ufrags[1], 1);
+        demux.learn_addr(known, 1);
+        for (i, chunk) in data.split(|b| *b == 0xff).take(16).enumerate() {
+            let Some((&ctl, datagram)) = chunk.split_first() else {
+                continue;
+            };
+            let source = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (ctl & 3))), 5000);
+            let source = if ctl & 4 != 0 { known } else { source };
+            let routed = demux.route(source, datagram);
+            if let Some(u) = stun_local_ufrag(datagram) {
+                let want = ufrags.iter().position(|x| x == u);
+                if let Some(w) = want {
+                    assert_eq!(routed, Ok(w), "a STUN request reaches the call it names");
+                }
+            } else if source != known {
+                assert!(routed.is_err(), "a stranger's datagram reached a call");
+            }
+            if let Ok(call) = routed {
+                let now = *t0 + Duration::from_millis(i as u64);
+                let rtc = peers[call].rtc();
+                if let Ok(recv) = Receive::new(Protocol::Udp, source, local, datagram) {
+                    let input = Input::Receive(now, recv);
+                    if rtc.accepts(&input) {
+                        let _ = rtc.handle_input(input);
+                    }
+                }
+                while let Ok(out) = rtc.poll_output() {
+                    if matches!(out, str0m::Output::Timeout(_)) {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

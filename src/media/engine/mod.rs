@@ -316,6 +316,26 @@ fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(s.into())
 }
 
+/// A read-only view of one call's media figures for status and metrics (cheap to clone).
+#[derive(Clone)]
+pub struct MediaView(Arc<CallShared>);
+
+impl std::fmt::Debug for MediaView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MediaView")
+    }
+}
+
+impl MediaView {
+    pub fn counters(&self) -> &Arc<RelayCounters> {
+        &self.0.counters
+    }
+
+    pub fn quality(&self) -> CallQuality {
+        self.0.quality()
+    }
+}
+
 /// One call's handle on the async side. Dropping it ends the call's media.
 pub struct MediaCall {
     engine: MediaEngine,
@@ -397,6 +417,10 @@ impl MediaCall {
 
     pub fn counters(&self) -> &Arc<RelayCounters> {
         &self.shared.counters
+    }
+
+    pub fn view(&self) -> MediaView {
+        MediaView(Arc::clone(&self.shared))
     }
 
     pub fn local_stats(&self) -> &Arc<LocalStats> {

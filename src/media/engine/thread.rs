@@ -238,7 +238,6 @@ impl MediaThread {
         let Some(key) = self.current_key(slot) else {
             return;
         };
-        let shared_addr = self.shared_addr;
         let Some((call, mut io)) = self.call_mut_split(key) else {
             return;
         };
@@ -247,10 +246,7 @@ impl MediaThread {
             KIND_RTCP => call.on_pbx_rtcp(now, &mut io),
             KIND_OWN => {
                 let local = call.local_addr;
-                loop {
-                    let Some(sock) = call.own_socket.as_ref() else {
-                        break;
-                    };
+                while let Some(sock) = call.own_socket.as_ref() {
                     let (n, src) = match sock.recv_from(io.scratch) {
                         Ok(r) => r,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -261,7 +257,6 @@ impl MediaThread {
                     tmp[..n].copy_from_slice(&io.scratch[..n]);
                     call.on_webrtc_datagram(src, local, &tmp[..n], now, &mut io);
                 }
-                let _ = shared_addr;
             }
             _ => {}
         }
