@@ -106,12 +106,17 @@ pub fn first_audio_mid(sdp: &str) -> Option<String> {
 
 /// str0m writes trickle-style descriptions; ours are complete when sent (every candidate
 /// gathered), so `a=ice-options:trickle` goes and each media section ends its candidates.
+/// `a=extmap-allow-mixed` goes too: no header extension is offered.
 pub fn finish_local_sdp(sdp: &str) -> String {
     let mut out = String::with_capacity(sdp.len() + 64);
     let mut pending_end = false;
     for line in sdp.split_inclusive('\n') {
         let bare = line.trim_end();
-        if bare == "a=ice-options:trickle" || bare == "a=end-of-candidates" {
+        // No header extensions are negotiated, so neither is mixing them.
+        if matches!(
+            bare,
+            "a=ice-options:trickle" | "a=end-of-candidates" | "a=extmap-allow-mixed"
+        ) {
             continue;
         }
         if bare.starts_with("m=") && pending_end {

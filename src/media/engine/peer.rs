@@ -78,6 +78,10 @@ impl WebRtcPeer {
             None,
             FormatParams::parse_line("0-16"),
         );
+        // No congestion-control feedback: a G.711 relay sends at the PBX's pace whatever it says.
+        for p in codec_config.iter_mut() {
+            p.set_fb_transport_cc(false);
+        }
         WebRtcPeer {
             rtc: config.build(now),
             mid: None,
@@ -274,7 +278,35 @@ impl From<Direction> for StrDirection {
 
 #[cfg(test)]
 mod tests {
-    use super::extend_seq;
+    use super::*;
+
+    #[test]
+    fn offer_is_g711_and_events_only_with_no_extensions_or_feedback() {
+        let now = Instant::now();
+        let timing = IceTiming {
+            initial_rto: Duration::from_millis(50),
+            max_retransmits: 5,
+        };
+        let mut p = WebRtcPeer::new(&[Codec::Pcma, Codec::Pcmu], timing, now);
+        let host = "127.0.0.1:40000".parse().unwrap();
+        p.add_local_candidate(Candidate::host(host, "udp").unwrap());
+        let sdp = p.create_offer(Direction::SendRecv).unwrap();
+        let mline = sdp.lines().find(|l| l.starts_with("m=audio")).unwrap();
+        assert!(mline.ends_with(" 8 0 101"), "{mline}");
+        for absent in ["extmap", "transport-cc", "goog-remb", "trickle", "opus"] {
+            assert!(!sdp.contains(absent), "{absent} in\n{sdp}");
+        }
+        for present in [
+            "a=rtpmap:101 telephone-event/8000",
+            "a=setup:actpass",
+            "a=fingerprint:sha-256",
+            "a=rtcp-mux",
+            "a=end-of-candidates",
+            "127.0.0.1 40000 typ host",
+        ] {
+            assert!(sdp.contains(present), "{present} missing in\n{sdp}");
+        }
+    }
 
     #[test]
     fn sequence_numbers_extend_across_the_wrap() {
