@@ -1,16 +1,40 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Rust: installs sipp (Debian's
-# sip-tester) when missing, checks formatting and lints, builds once and runs every unit and
-# integration test against the real daemon on loopback.
+# sip-tester) and coturn when missing, checks formatting and lints, builds once and runs every
+# unit and integration test against the real daemon on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v sipp >/dev/null 2>&1; then
-    echo "== installing sipp (Debian package sip-tester)"
+# Debian packages the tests drive: sipp (sip-tester) plays the PBX, coturn's `turnserver` is the
+# TURN relay of the media tests (they start their own; the package's service must not run).
+packages=()
+if ! command -v sipp >/dev/null 2>&1; then packages+=(sip-tester); fi
+if ! command -v turnserver >/dev/null 2>&1; then packages+=(coturn); fi
+if [ ${#packages[@]} -gt 0 ]; then
+    echo "== installing ${packages[*]}"
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    # policy-rc.d answering 101 is Debian's way to keep a package's service from being started
+    # by its install; only ours if none was there, and removed afterwards.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod 755 "$policy"
+        trap '$sudo rm -f "$policy"' EXIT
+    fi
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq sip-tester >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
+    if [ -n "$policy" ]; then $sudo rm -f "$policy"; trap - EXIT; fi
+    # Should a service have started anyway (an existing policy-rc.d allowing it), stop it: it
+    # would hold 3478/5349 and log under /var.
+    if [[ " ${packages[*]} " == *" coturn "* ]]; then
+        if [ -d /run/systemd/system ]; then
+            $sudo systemctl disable --now coturn >/dev/null 2>&1 || true
+        else
+            $sudo service coturn stop >/dev/null 2>&1 || true
+        fi
+    fi
 fi
 
 if [ "$(id -u)" -ne 0 ]; then

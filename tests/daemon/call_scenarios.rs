@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::call_support::*;
 use crate::harness::*;
 use crate::rtp_capture::{pcap_rtp, Capture, Filter, Rtp};
+use crate::tagged_audio::{echo_scenario, tagged_stream, write_pcap, PerCallEcho};
 
 /// The stand-in trunk on its own SIP and media ports; the scenario under test runs against it.
 fn stand_in(scenario: &str, media_port: u16) -> (Sipp, std::net::SocketAddr) {
@@ -164,4 +165,56 @@ fn dtmf_scenario_sends_the_four_events() {
         ))));
     }
     assert_eq!(events, expected);
+}
+
+/// The scenario the fifty-call media test plays, on three calls: each call plays its own
+/// tagged stream from its own port, and the stand-in's echo of each comes back to that port
+/// whole and alone.
+#[test]
+fn tagged_scenario_gives_each_call_its_own_stream_and_port() {
+    const CALLS: u16 = 3;
+    let port = free_udp_port();
+    let uas = Sipp::spawn(
+        "fake_trunk_answer.xml",
+        None,
+        port,
+        free_media_port(),
+        &["-m", "3", "-rtp_echo"],
+        Duration::from_secs(40),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let streams: Vec<Vec<Rtp>> = (1..=CALLS).map(|n| tagged_stream(n, 25)).collect();
+    let pcaps: Vec<std::path::PathBuf> = streams
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let p = dir.path().join(format!("call{}.pcap", i + 1));
+            write_pcap(&p, s);
+            p
+        })
+        .collect();
+    let scenario = echo_scenario(dir.path(), &pcaps, Duration::from_millis(1200));
+    let echo = PerCallEcho::bind(CALLS, Duration::from_secs(30));
+    let run = Sipp::run(
+        &scenario.to_string_lossy(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        echo.media_port,
+        &[
+            &uac_args(ANSWER_DIALLED)[..],
+            &["-m", "3", "-l", "3", "-r", "3"],
+        ]
+        .concat(),
+        Duration::from_secs(30),
+    );
+    let received = echo.finish();
+    assert_ok(&run, "the tagged scenario against the stand-in");
+    assert_ok(&uas.wait(), "stand-in trunk");
+    for (n, (got, sent)) in (1..).zip(received.iter().zip(&streams)) {
+        let got: Vec<Rtp> = got.iter().filter_map(|d| Rtp::parse(&d.payload)).collect();
+        assert_eq!(
+            &got, sent,
+            "call {n}: sipp's echo is every packet of its own stream, in order"
+        );
+    }
 }

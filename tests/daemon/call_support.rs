@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::*;
-use crate::rtp_capture::{pcap_rtp, Datagram, Rtp};
+use crate::rtp_capture::{pcap_rtp, Capture, Datagram, Filter, Rtp};
 
 pub const CARRIER_USER: &str = "gw@sim.test";
 pub const CARRIER_PASS: &str = "carrier-secret-c417";
@@ -37,11 +37,17 @@ pub const G711A_PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
 /// A block of 100 ports below the kernel's ephemeral range (32768-60999), different for every
 /// test in this process, for the daemon's `[media] rtp_ports`: parallel tests never share one.
 pub fn rtp_port_block() -> (u16, u16) {
+    rtp_port_blocks(1)
+}
+
+/// `blocks` consecutive blocks of [`rtp_port_block`] as one range (a test with many calls: each
+/// takes an RTP/RTCP pair).
+pub fn rtp_port_blocks(blocks: u16) -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    assert!(n < 120, "out of RTP port blocks");
+    let n = NEXT.fetch_add(blocks, Ordering::SeqCst);
+    assert!(n + blocks <= 120, "out of RTP port blocks");
     let low = 20000 + n * 100;
-    (low, low + 99)
+    (low, low + blocks * 100 - 1)
 }
 
 /// A free even UDP port whose +1 and +2 are free too (sipp binds its media port and the +2
@@ -69,6 +75,23 @@ pub struct Bridge {
     pub rtp: (u16, u16),
 }
 
+/// What a test may change in the bridge; `..BridgeConfig::default()` for the rest.
+#[derive(Debug, Default)]
+pub struct BridgeConfig<'a> {
+    /// Lines in the daemon's `[sip]`, after its trunk, and in `[calls]`.
+    pub sip_extra: &'a str,
+    pub trunk_extra: &'a str,
+    pub calls_extra: &'a str,
+    /// Top-level lines of the simulator's configuration (`turn_username = ...`).
+    pub sim_top: &'a str,
+    /// More lines in the daemon's `[carrier]` (`ice_servers = [...]`, ...).
+    pub carrier_extra: &'a str,
+    /// A PEM certificate the daemon trusts besides the simulator's (in one `ca_file` bundle).
+    pub extra_ca: Option<&'a std::path::Path>,
+    /// Blocks of 100 RTP ports toward the PBX (0 counts as 1).
+    pub rtp_blocks: u16,
+}
+
 impl Bridge {
     pub fn start() -> Bridge {
         Bridge::start_with("", "")
@@ -80,22 +103,59 @@ impl Bridge {
 
     /// As [`Bridge::start_with`], with `sip_extra` lines in `[sip]` (`t1 = "100ms"` ...).
     pub fn start_full(sip_extra: &str, trunk_extra: &str, calls_extra: &str) -> Bridge {
-        let sim = SimProcess::start_with(CARRIER_USER, CARRIER_PASS, SIM_BEHAVIOUR);
-        let rtp = rtp_port_block();
+        Bridge::start_config(&BridgeConfig {
+            sip_extra,
+            trunk_extra,
+            calls_extra,
+            ..BridgeConfig::default()
+        })
+    }
+
+    /// The bridge with everything [`BridgeConfig`] can change.
+    pub fn start_config(c: &BridgeConfig) -> Bridge {
+        let sim = SimProcess::start_full(CARRIER_USER, CARRIER_PASS, c.sim_top, SIM_BEHAVIOUR);
+        let rtp = rtp_port_blocks(c.rtp_blocks.max(1));
+        let ca_file = match c.extra_ca {
+            None => sim.cert.clone(),
+            Some(extra) => {
+                // one PEM file holding both: `ca_file` takes every certificate it finds
+                let bundle = sim.dir.path().join("ca-bundle.pem");
+                let pem = [sim.cert.as_path(), extra]
+                    .iter()
+                    .map(|p| std::fs::read_to_string(p).expect("read a PEM certificate"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                std::fs::write(&bundle, pem).expect("write the CA bundle");
+                bundle
+            }
+        };
         let config = format!(
-            "{}{trunk_extra}\n\n[media]\nrtp_ports = \"{}-{}\"\n\n[calls]\nno_answer_timeout = \"60s\"\n\
-             {calls_extra}\n\n[inbound]\ndefault_trunk = \"{TRUNK}\"\n\n{}",
+            "{}{}\n\n[media]\nrtp_ports = \"{}-{}\"\n\n[calls]\nno_answer_timeout = \"60s\"\n\
+             {}\n\n[inbound]\ndefault_trunk = \"{TRUNK}\"\n\n{}",
             trunk(TRUNK, TRUNK_USER, TRUNK_PASS),
+            c.trunk_extra,
             rtp.0,
             rtp.1,
-            sim.carrier_toml(CARRIER_USER, CARRIER_PASS)
+            c.calls_extra,
+            sim.carrier_toml_with(CARRIER_USER, CARRIER_PASS, c.carrier_extra, &ca_file)
         );
-        let daemon = Daemon::start(sip_extra, &config);
+        let daemon = Daemon::start(c.sip_extra, &config);
         daemon.wait_log("notification channel connected");
         sim.wait_subscriptions("the daemon's subscription with its socket", |s| {
             s.iter().any(|s| s["ws_connected"] == true)
         });
         Bridge { sim, daemon, rtp }
+    }
+
+    /// Captures what the daemon sends to `pbx_media` (sipp's media port) from its RTP range.
+    pub fn capture_toward_pbx(&self, pbx_media: u16) -> Capture {
+        Capture::start(
+            Filter {
+                dst_port: pbx_media,
+                src_ports: Some(self.rtp.0..=self.rtp.1),
+            },
+            Duration::from_secs(90),
+        )
     }
 
     /// sipp as the PBX holding one answered call (`call_wait_bye.xml`: it waits for a BYE);

@@ -10,18 +10,7 @@ use serde_json::Value;
 
 use crate::call_support::*;
 use crate::harness::*;
-use crate::rtp_capture::{Capture, Datagram, Filter, Rtp};
-
-/// Captures what the daemon sends to sipp's media port from its configured RTP range.
-fn capture_toward_pbx(b: &Bridge, pbx_media: u16) -> Capture {
-    Capture::start(
-        Filter {
-            dst_port: pbx_media,
-            src_ports: Some(b.rtp.0..=b.rtp.1),
-        },
-        Duration::from_secs(90),
-    )
-}
+use crate::rtp_capture::{Datagram, Rtp};
 
 /// The outbound call the simulator saw: answered, then ended by the gateway (`client`).
 fn assert_answered_and_ended_by_pbx(b: &Bridge, call: &Value) {
@@ -41,7 +30,7 @@ fn assert_answered_and_ended_by_pbx(b: &Bridge, call: &Value) {
 fn outbound_call_with_digest_auth_echoes_the_pcap_audio_and_pbx_hangs_up() {
     let b = Bridge::start();
     let pbx_media = free_media_port();
-    let cap = capture_toward_pbx(&b, pbx_media);
+    let cap = b.capture_toward_pbx(pbx_media);
     let run = Sipp::run(
         "call_echo.xml",
         b.daemon.sip,
@@ -278,7 +267,7 @@ fn unauthenticated_invite_never_reaches_the_carrier() {
 fn hold_and_resume_are_carried_to_the_carrier() {
     let b = Bridge::start();
     let pbx_media = free_media_port();
-    let cap = capture_toward_pbx(&b, pbx_media);
+    let cap = b.capture_toward_pbx(pbx_media);
     let run = Sipp::run(
         "call_hold.xml",
         b.daemon.sip,
@@ -346,7 +335,7 @@ fn early_media_is_183_with_sdp_then_200() {
 fn reinvite_without_sdp_gets_an_offer_and_the_ack_answer_keeps_audio() {
     let b = Bridge::start();
     let pbx_media = free_media_port();
-    let cap = capture_toward_pbx(&b, pbx_media);
+    let cap = b.capture_toward_pbx(pbx_media);
     let run = Sipp::run(
         "call_reinvite_nosdp.xml",
         b.daemon.sip,
@@ -391,7 +380,7 @@ fn inbound_call_reaches_the_registered_pbx_with_audio_both_ways() {
     )
     .wait();
     b.assert_sipp_ok(&reg, "reg_auth.xml (the trunk registers)");
-    let cap = capture_toward_pbx(&b, pbx_media);
+    let cap = b.capture_toward_pbx(pbx_media);
     let mut uas = Sipp::spawn(
         "call_inbound_uas.xml",
         None,
@@ -454,7 +443,7 @@ fn inbound_call_reaches_the_registered_pbx_with_audio_both_ways() {
 fn twenty_simultaneous_calls_each_carry_audio() {
     let b = Bridge::start();
     let pbx_media = free_media_port();
-    let cap = capture_toward_pbx(&b, pbx_media);
+    let cap = b.capture_toward_pbx(pbx_media);
     let run = Sipp::run(
         "call_echo.xml",
         b.daemon.sip,

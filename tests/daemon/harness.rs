@@ -534,12 +534,18 @@ impl SimProcess {
     /// As [`SimProcess::start`], with more `[behaviour]` lines (the per-number lists: `busy`,
     /// `no_answer`, `reject`, `tone`, `early_media`, each of E.164 numbers).
     pub fn start_with(username: &str, password: &str, behaviour: &str) -> SimProcess {
+        SimProcess::start_full(username, password, "", behaviour)
+    }
+
+    /// As [`SimProcess::start_with`], with `top` lines at the top level of its configuration
+    /// (`turn_username = "..."`, the TURN credentials the subscription hands out).
+    pub fn start_full(username: &str, password: &str, top: &str, behaviour: &str) -> SimProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let rest = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let control = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let cert = dir.path().join("sim-cert.pem");
         let cfg = format!(
-            "listen = \"{rest}\"\ncontrol_listen = \"{control}\"\ncert_out = \"{}\"\n\
+            "listen = \"{rest}\"\ncontrol_listen = \"{control}\"\ncert_out = \"{}\"\n{top}\n\
              [[users]]\nusername = \"{username}\"\npassword = \"{password}\"\n\
              [behaviour]\nring_delay = \"50ms\"\nanswer_delay = \"50ms\"\n{behaviour}\n",
             cert.display()
@@ -596,11 +602,24 @@ impl SimProcess {
 
     /// The `[carrier]` section pointing a daemon at this simulator.
     pub fn carrier_toml(&self, username: &str, password: &str) -> String {
+        self.carrier_toml_with(username, password, "", &self.cert)
+    }
+
+    /// As [`SimProcess::carrier_toml`], with `extra` lines in `[carrier]` (`ice_servers`, ...)
+    /// and `ca_file` (which must hold the simulator's certificate among its own) as the trust
+    /// file.
+    pub fn carrier_toml_with(
+        &self,
+        username: &str,
+        password: &str,
+        extra: &str,
+        ca_file: &Path,
+    ) -> String {
         format!(
-            "[carrier]\nca_file = \"{}\"\nreconnect_initial = \"100ms\"\nreconnect_max = \"400ms\"\n\
+            "[carrier]\nca_file = \"{}\"\nreconnect_initial = \"100ms\"\nreconnect_max = \"400ms\"\n{extra}\n\
              [[carrier.accounts]]\nname = \"sim\"\nbase_url = \"https://{}\"\nusername = \"{username}\"\n\
              password = \"{password}\"\ndomain = \"sim.test\"\n",
-            self.cert.display(),
+            ca_file.display(),
             self.rest
         )
     }

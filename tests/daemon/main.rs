@@ -10,6 +10,8 @@ mod calls;
 mod calls_more;
 mod carrier;
 mod cli;
+mod coturn;
+mod media_engine;
 
 mod numbers;
 mod ops;
@@ -18,4 +20,5 @@ mod rtp_capture;
 mod security;
 mod sha256_auth;
 mod systemd;
+mod tagged_audio;
 mod torture;
