@@ -93,6 +93,7 @@ pub struct Carrier {
     stop: watch::Sender<bool>,
     ice_urls: Vec<String>,
     relay_only: bool,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 /// Where the accounts point when the in-process simulator stands in for the carrier.
@@ -170,6 +171,7 @@ impl Carrier {
                 stop,
                 ice_urls: cfg.ice_servers.clone(),
                 relay_only: cfg.ice_transport_policy == IceTransportPolicy::Relay,
+                tls: settings.tls.clone(),
             },
             inbound_rx,
         ))
@@ -177,6 +179,12 @@ impl Carrier {
 
     pub fn relay_only(&self) -> bool {
         self.relay_only
+    }
+
+    /// The TLS trust the carrier's servers are checked with (system roots plus `ca_file`): the
+    /// media engine checks `turns:` servers with it too.
+    pub fn tls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
     }
 
     /// Takes capacity on the subscribed account with the most room.

@@ -9,6 +9,7 @@ pub mod relay;
 pub mod rtp;
 pub mod rtp_leg;
 pub mod sdp_text;
+pub mod turn;
 mod types;
 
 pub use sdp_text::{g711_in_sdp, sdp_audio_direction as sdp_direction};

@@ -157,6 +157,7 @@ fn engine(media_ip: IpAddr) -> Result<MediaEngine, MediaError> {
         threads: 0,
         bind: SocketAddr::new(media_ip, 0),
         port_per_call: true,
+        turn_tls: None,
     })
     .map_err(|e| MediaError::Peer(PeerError::Io(e.to_string())))?;
     Ok(ENGINE.get_or_init(|| started).clone())

@@ -64,6 +64,7 @@ fn engine() -> MediaEngine {
                 threads: 1,
                 bind: "127.0.0.1:0".parse().unwrap(),
                 port_per_call: false,
+                turn_tls: None,
             })
             .expect("media engine")
         })

@@ -18,8 +18,11 @@ use super::demux::{Demux, DemuxCounters, Drop as DemuxDrop};
 use super::local::{tone_payload, DigitTracker, LocalMode, LocalStats};
 use super::peer::WebRtcPeer;
 use super::quality_glue::{CallQuality, QualityTracker};
+use super::servers::remote_candidate_addrs;
+use super::turn_link::{LinkState, TurnLink};
 use super::CallKey;
 use crate::media::relay::{PbxMedia, Relay, RelayCounters};
+use crate::media::turn::TurnEvent;
 use crate::media::{AudioFormat, Codec, PeerError, PeerState};
 
 /// What a call shares with its async handle: counters and figures written by the media
@@ -130,6 +133,7 @@ impl LocalSide {
 
 /// What the thread lends a call for one step.
 pub struct Io<'a> {
+    pub registry: &'a mio::Registry,
     pub batch: &'a mut SendBatch,
     pub demux: &'a mut Demux<CallKey>,
     pub demux_counters: &'a DemuxCounters,
@@ -151,6 +155,9 @@ pub struct Call {
     pub digits: Option<mpsc::UnboundedSender<char>>,
     pub pending: Option<PendingSdp>,
     pub gather_deadline: Option<Instant>,
+    /// TURN allocations (relay candidates) and reflexive addresses still being gathered.
+    pub turns: Vec<TurnLink>,
+    pub srflx_waiting: usize,
     pub connected: bool,
     pub closed: bool,
     /// When the thread's timer heap will next wake this call.
@@ -188,6 +195,8 @@ impl Call {
             digits,
             pending: None,
             gather_deadline: None,
+            turns: Vec::new(),
+            srflx_waiting: 0,
             connected: false,
             closed: false,
             scheduled: None,
@@ -204,6 +213,11 @@ impl Call {
         }
         if let Some(n) = self.far.as_ref().and_then(|f| f.next_tone) {
             t = t.min(n);
+        }
+        for l in &self.turns {
+            if let Some(n) = l.poll_timeout() {
+                t = t.min(n);
+            }
         }
         t.min(self.quality.next_report())
     }
@@ -312,6 +326,12 @@ impl Call {
     }
 
     pub fn on_timeout(&mut self, now: Instant, io: &mut Io<'_>) {
+        for i in 0..self.turns.len() {
+            if self.turns[i].poll_timeout().is_some_and(|t| t <= now) {
+                let events = self.turns[i].on_timeout(now, io.registry);
+                self.on_turn_events(i, events);
+            }
+        }
         if let Some(far) = self.far.as_mut() {
             if far.mode == LocalMode::Tone && self.connected {
                 let due = *far.next_tone.get_or_insert(now);
@@ -368,7 +388,9 @@ impl Call {
                         self.next_rtc = t;
                         break;
                     }
-                    Ok(Output::Transmit(t)) => self.transmit(t.destination, t.contents.into(), io),
+                    Ok(Output::Transmit(t)) => {
+                        self.transmit(t.source, t.destination, t.contents.into(), now, io)
+                    }
                     Ok(Output::Event(e)) => wrote |= self.on_event(e, now, io),
                     Err(e) => {
                         tracing::warn!(error = %e, "WebRTC leg failed");
@@ -387,7 +409,18 @@ impl Call {
         }
     }
 
-    fn transmit(&mut self, dest: SocketAddr, data: Vec<u8>, io: &mut Io<'_>) {
+    fn transmit(
+        &mut self,
+        source: SocketAddr,
+        dest: SocketAddr,
+        data: Vec<u8>,
+        now: Instant,
+        io: &mut Io<'_>,
+    ) {
+        if let Some(link) = self.turns.iter_mut().find(|l| l.relayed() == Some(source)) {
+            link.send_to(dest, &data, now, io.registry);
+            return;
+        }
         if let Some(s) = &self.own_socket {
             let _ = s.send_to(&data, dest);
             return;
@@ -506,6 +539,83 @@ impl Call {
     pub fn update_pbx(&mut self, pbx: PbxMedia) {
         if let Some(side) = self.pbx.as_mut() {
             side.relay.update(pbx);
+        }
+    }
+
+    /// Gathering is over when no TURN allocation and no reflexive address is pending.
+    pub fn gathering_done(&self) -> bool {
+        self.srflx_waiting == 0 && self.turns.iter().all(|l| l.state != LinkState::Allocating)
+    }
+
+    /// A reflexive address of the call's host port was learnt.
+    pub fn add_srflx(&mut self, mapped: SocketAddr) {
+        match str0m::Candidate::server_reflexive(mapped, self.local_addr, "udp") {
+            Ok(c) if mapped != self.local_addr => self.peer.add_local_candidate(c),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(%mapped, error = %e, "reflexive candidate refused"),
+        }
+    }
+
+    fn on_turn_events(&mut self, i: usize, events: Vec<TurnEvent>) {
+        for e in events {
+            match e {
+                TurnEvent::Allocated { relayed } => {
+                    let local = self.turns[i].local;
+                    tracing::debug!(url = %self.turns[i].url, %relayed, "TURN allocation");
+                    match str0m::Candidate::relayed(relayed, local, "udp") {
+                        Ok(c) => self.peer.add_local_candidate(c),
+                        Err(e) => tracing::warn!(%relayed, error = %e, "relay candidate refused"),
+                    }
+                }
+                TurnEvent::Failed(why) => {
+                    tracing::warn!(url = %self.turns[i].url, reason = %why, "TURN allocation failed")
+                }
+                TurnEvent::PermissionFailed { peer } => {
+                    tracing::debug!(%peer, "TURN permission refused")
+                }
+            }
+        }
+    }
+
+    /// The socket of TURN link `i` is ready.
+    pub fn on_turn_ready(&mut self, i: usize, now: Instant, io: &mut Io<'_>) {
+        let Some(link) = self.turns.get_mut(i) else {
+            return;
+        };
+        let events = link.on_ready(io.scratch, now, io.registry);
+        let relayed = link.relayed();
+        let delivered = std::mem::take(&mut link.delivered);
+        let arena = std::mem::take(&mut link.arena);
+        self.on_turn_events(i, events);
+        if let Some(relayed) = relayed {
+            for (peer, start, end) in &delivered {
+                self.on_webrtc_datagram(*peer, relayed, &arena[*start..*end], now, io);
+            }
+        }
+        if let Some(link) = self.turns.get_mut(i) {
+            link.delivered = delivered;
+            link.arena = arena;
+        }
+    }
+
+    /// TURN permissions for every candidate address of the remote's SDP, before ICE checks go.
+    pub fn permit_remote(&mut self, sdp: &str, now: Instant, registry: &mio::Registry) {
+        if self.turns.is_empty() {
+            return;
+        }
+        for addr in remote_candidate_addrs(sdp) {
+            for l in &mut self.turns {
+                if l.state != LinkState::Failed {
+                    l.add_permission(addr, now, registry);
+                }
+            }
+        }
+    }
+
+    /// Ends the call: state Closed, routing forgotten by the caller.
+    pub fn close_links(&mut self, now: Instant, registry: &mio::Registry) {
+        for l in &mut self.turns {
+            l.close(now, registry);
         }
     }
 

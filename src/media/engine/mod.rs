@@ -12,7 +12,9 @@ pub mod demux;
 pub mod local;
 mod peer;
 pub mod quality_glue;
+mod servers;
 mod thread;
+mod turn_link;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -61,6 +63,7 @@ enum Role {
 
 struct CallSpec {
     settings: PeerSettings,
+    gathering: servers::Gathering,
     role: Role,
     far_end: FarEnd,
     /// A WebRTC socket of the call's own instead of the thread's shared port.
@@ -148,6 +151,8 @@ pub struct EngineConfig {
     /// Every call gets a WebRTC socket of its own instead of sharing its thread's port (the
     /// simulator: a far end that looks like one browser per call).
     pub port_per_call: bool,
+    /// Trust for `turns:` servers (the carrier's TLS configuration); None: TLS TURN unusable.
+    pub turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// The running engine; cheap to clone. The threads stop when the last clone is dropped.
@@ -181,7 +186,13 @@ impl MediaEngine {
             };
             let std = bind_shared(addr)?;
             let socket = mio::net::UdpSocket::from_std(std);
-            let t = thread::MediaThread::new(poll, rx, socket, Arc::clone(&counters))?;
+            let t = thread::MediaThread::new(
+                poll,
+                rx,
+                socket,
+                Arc::clone(&counters),
+                config.turn_tls.clone(),
+            )?;
             let addr = t.shared_addr;
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
@@ -231,8 +242,12 @@ impl MediaEngine {
             }
             FarEnd::Pbx => (None, None),
         };
+        let gathering =
+            servers::resolve_servers(&settings.ice_servers, settings.bind_ip, settings.relay_only)
+                .await;
         let (key_tx, key_rx) = oneshot::channel();
         let spec = CallSpec {
+            gathering,
             settings: settings.clone(),
             role,
             far_end,

@@ -20,17 +20,33 @@ use super::batch::SendBatch;
 use super::call::{Call, CallShared, Io, LocalSide, PbxSide, PendingSdp};
 use super::demux::{Demux, Drop as DemuxDrop};
 use super::peer::{IceTiming, WebRtcPeer};
+use super::servers::MAX_TURN;
+use super::turn_link::TurnLink;
 use super::{CallKey, Command, EngineCounters, FarEnd, Role};
 use crate::media::relay::Relay;
+use crate::media::turn::{BindingResult, StunBinding};
 use crate::media::PeerError;
 
 pub const WAKER: Token = Token(0);
 const SHARED: Token = Token(1);
 /// Low bits of a call socket's token: which of the call's sockets.
-const KIND_BITS: usize = 2;
+const KIND_BITS: usize = 3;
 const KIND_RTP: usize = 0;
 const KIND_RTCP: usize = 1;
 const KIND_OWN: usize = 2;
+/// TURN link `i` of a call: `KIND_TURN0 + i`.
+const KIND_TURN0: usize = 3;
+const _: () = assert!(KIND_TURN0 + MAX_TURN <= 1 << KIND_BITS);
+/// A reflexive address learnt by STUN is trusted this long for new calls.
+const SRFLX_FRESH: Duration = Duration::from_secs(300);
+
+/// The reflexive address of the shared port as one STUN server sees it (shared by the calls).
+struct Srflx {
+    server: SocketAddr,
+    binding: Option<StunBinding>,
+    mapped: Option<(SocketAddr, Instant)>,
+    waiters: Vec<CallKey>,
+}
 
 /// Datagrams read per `recvmmsg`.
 const RECV_BATCH: usize = 32;
@@ -63,6 +79,8 @@ pub struct MediaThread {
     scratch: Box<[u8; DATAGRAM]>,
     /// Calls that received datagrams in the current batch, to reschedule after it.
     touched: Vec<u32>,
+    srflx: Vec<Srflx>,
+    turn_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl MediaThread {
@@ -71,6 +89,7 @@ impl MediaThread {
         commands: Receiver<Command>,
         mut shared: mio::net::UdpSocket,
         counters: Arc<EngineCounters>,
+        turn_tls: Option<Arc<rustls::ClientConfig>>,
     ) -> std::io::Result<Self> {
         poll.registry()
             .register(&mut shared, SHARED, Interest::READABLE)?;
@@ -92,16 +111,22 @@ impl MediaThread {
             recv_bufs: Box::new([[0; DATAGRAM]; RECV_BATCH]),
             scratch: Box::new([0; DATAGRAM]),
             touched: Vec::with_capacity(RECV_BATCH),
+            srflx: Vec::new(),
+            turn_tls,
         })
     }
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self
-                .timers
-                .peek()
-                .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()));
+            let next = self.timers.peek().map(|Reverse((at, _, _))| *at);
+            let next = self
+                .srflx
+                .iter()
+                .filter_map(|s| s.binding.as_ref()?.poll_timeout())
+                .chain(next)
+                .min();
+            let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "media thread poll failed");
@@ -125,8 +150,49 @@ impl MediaThread {
                 return;
             }
             self.run_timers(now);
+            self.srflx_timers(now);
             self.flush();
         }
+    }
+
+    fn srflx_timers(&mut self, now: Instant) {
+        let MediaThread {
+            srflx,
+            calls,
+            batch,
+            touched,
+            ..
+        } = self;
+        for s in srflx.iter_mut() {
+            let Some(b) = s.binding.as_mut() else {
+                continue;
+            };
+            if b.poll_timeout().is_some_and(|t| t <= now) {
+                b.handle_timeout(now);
+                if let Some(bytes) = b.poll_transmit(now) {
+                    batch.push(s.server, bytes.to_vec());
+                }
+            }
+            settle_srflx(s, calls, touched, now);
+        }
+        self.after_touched();
+    }
+
+    /// Reschedules the calls touched by the last step; those whose gathering just ended owe
+    /// their SDP now.
+    fn after_touched(&mut self) {
+        let mut list = std::mem::take(&mut self.touched);
+        for slot in list.drain(..) {
+            if let Some(Some(call)) = self.calls.get_mut(slot as usize) {
+                if call.pending.is_some() && call.gathering_done() {
+                    call.gather_deadline = None;
+                    finish_gathering(call);
+                }
+                let next = call.next_timeout();
+                self.schedule(slot, next);
+            }
+        }
+        self.touched = list;
     }
 
     fn flush(&mut self) {
@@ -163,6 +229,7 @@ impl MediaThread {
             };
             self.counters.recv_syscalls.fetch_add(1, Ordering::Relaxed);
             let MediaThread {
+                poll,
                 recv_bufs,
                 calls,
                 demux,
@@ -171,6 +238,7 @@ impl MediaThread {
                 counters,
                 shared_addr,
                 touched,
+                srflx,
                 ..
             } = self;
             for (i, meta) in metas.iter().enumerate().take(n) {
@@ -179,6 +247,18 @@ impl MediaThread {
                 let stride = meta.stride.max(1);
                 for datagram in buf.chunks(stride) {
                     counters.received.fetch_add(1, Ordering::Relaxed);
+                    if datagram.first().is_some_and(|b| *b < 4) {
+                        if let Some(s) = srflx
+                            .iter_mut()
+                            .find(|s| s.server == meta.addr && s.binding.is_some())
+                        {
+                            if let Some(b) = s.binding.as_mut() {
+                                b.handle_input(meta.addr, datagram, now);
+                            }
+                            settle_srflx(s, calls, touched, now);
+                            continue;
+                        }
+                    }
                     let key = match demux.route(meta.addr, datagram) {
                         Ok(k) => k,
                         Err(d) => {
@@ -195,6 +275,7 @@ impl MediaThread {
                         continue;
                     }
                     let mut io = Io {
+                        registry: poll.registry(),
                         batch,
                         demux,
                         demux_counters: &counters.demux,
@@ -204,14 +285,7 @@ impl MediaThread {
                     touched.push(key.slot);
                 }
             }
-            let mut list = std::mem::take(&mut self.touched);
-            for slot in list.drain(..) {
-                if let Some(Some(call)) = self.calls.get(slot as usize) {
-                    let next = call.next_timeout();
-                    self.schedule(slot, next);
-                }
-            }
-            self.touched = list;
+            self.after_touched();
         }
     }
 
@@ -222,6 +296,7 @@ impl MediaThread {
             return None;
         }
         let io = Io {
+            registry: self.poll.registry(),
             batch: &mut self.batch,
             demux: &mut self.demux,
             demux_counters: &self.counters.demux,
@@ -244,6 +319,7 @@ impl MediaThread {
         match kind {
             KIND_RTP => call.on_pbx_rtp(now, &mut io),
             KIND_RTCP => call.on_pbx_rtcp(now, &mut io),
+            k if k >= KIND_TURN0 => call.on_turn_ready(k - KIND_TURN0, now, &mut io),
             KIND_OWN => {
                 let local = call.local_addr;
                 while let Some(sock) = call.own_socket.as_ref() {
@@ -260,8 +336,8 @@ impl MediaThread {
             }
             _ => {}
         }
-        let next = call.next_timeout();
-        self.schedule(slot, next);
+        self.touched.push(slot);
+        self.after_touched();
     }
 
     /// Makes sure the heap wakes `slot` at `at` (an earlier live entry is kept: an early
@@ -300,8 +376,8 @@ impl MediaThread {
                 }
             }
             call.on_timeout(now, &mut io);
-            let next = call.next_timeout();
-            self.schedule(slot, next);
+            self.touched.push(slot);
+            self.after_touched();
         }
     }
 
@@ -364,6 +440,7 @@ impl MediaThread {
             }
             Command::AcceptAnswer { key, sdp, reply } => {
                 if let Some((call, mut io)) = self.call_mut_split(key) {
+                    call.permit_remote(&sdp, now, io.registry);
                     let r = call.peer.accept_answer(&sdp);
                     if let Ok(f) = &r {
                         call.set_format(*f);
@@ -390,6 +467,7 @@ impl MediaThread {
             },
             Command::AnswerReoffer { key, sdp, reply } => {
                 if let Some((call, mut io)) = self.call_mut_split(key) {
+                    call.permit_remote(&sdp, now, io.registry);
                     let r = call.peer.accept_offer(&sdp, None);
                     if let Ok((_, f)) = &r {
                         call.set_format(*f);
@@ -490,18 +568,77 @@ impl MediaThread {
         if call.own_socket.is_none() {
             self.demux.add_ufrag(&call.ufrag, key);
         }
+        let registry = self.poll.registry();
+        for (i, target) in spec.gathering.turn.iter().enumerate() {
+            match TurnLink::open(
+                target,
+                s.bind_ip,
+                self.turn_tls.clone(),
+                registry,
+                token(key.slot, KIND_TURN0 + i),
+                now,
+            ) {
+                Ok(link) => call.turns.push(link),
+                Err(e) => {
+                    tracing::warn!(url = %target.url, error = %e, "TURN allocation not started")
+                }
+            }
+        }
+        if let Role::Answer { sdp, .. } = &spec.role {
+            call.permit_remote(sdp, now, registry);
+        }
+        if call.own_socket.is_none() {
+            for server in &spec.gathering.stun {
+                self.want_srflx(&mut call, *server, now);
+            }
+        }
         call.pending = Some(match spec.role {
             Role::Offer { reply, .. } => PendingSdp::Offer(reply),
             Role::Answer { sdp, codec, reply } => PendingSdp::Answer { sdp, codec, reply },
         });
-        // Candidates beyond the host one would be gathered here; with none pending the SDP
-        // is ready now.
-        finish_gathering(&mut call);
+        if call.gathering_done() {
+            finish_gathering(&mut call);
+        } else {
+            call.gather_deadline = Some(now + s.gather_timeout);
+        }
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let next = call.next_timeout();
         self.calls[key.slot as usize] = Some(call);
         self.schedule(key.slot, next);
         Ok(())
+    }
+
+    /// The call gets the shared port's reflexive address seen by `server`: known and fresh, or
+    /// once a binding (started here if none is in flight) answers.
+    fn want_srflx(&mut self, call: &mut Call, server: SocketAddr, now: Instant) {
+        let idx = match self.srflx.iter().position(|s| s.server == server) {
+            Some(i) => i,
+            None => {
+                self.srflx.push(Srflx {
+                    server,
+                    binding: None,
+                    mapped: None,
+                    waiters: Vec::new(),
+                });
+                self.srflx.len() - 1
+            }
+        };
+        let s = &mut self.srflx[idx];
+        if let Some((a, at)) = s.mapped {
+            if now.saturating_duration_since(at) < SRFLX_FRESH && s.binding.is_none() {
+                call.add_srflx(a);
+                return;
+            }
+        }
+        if s.binding.is_none() {
+            let mut b = StunBinding::new(self.shared_addr, server, now);
+            if let Some(bytes) = b.poll_transmit(now) {
+                self.batch.push(server, bytes.to_vec());
+            }
+            s.binding = Some(b);
+        }
+        s.waiters.push(call.key);
+        call.srflx_waiting += 1;
     }
 
     fn close(&mut self, key: CallKey) {
@@ -512,6 +649,7 @@ impl MediaThread {
             return;
         }
         let Some(mut call) = slot.take() else { return };
+        call.close_links(Instant::now(), self.poll.registry());
         call.close();
         self.demux.remove(&call.ufrag, &call.addrs, key);
         let registry = self.poll.registry();
@@ -525,6 +663,32 @@ impl MediaThread {
         self.free.push(key.slot);
         self.counters.calls.fetch_sub(1, Ordering::Relaxed);
         let _ = Duration::ZERO;
+    }
+}
+
+/// Hands the waiting calls the reflexive address once a binding has a result.
+fn settle_srflx(s: &mut Srflx, calls: &mut [Option<Call>], touched: &mut Vec<u32>, now: Instant) {
+    let Some(b) = &s.binding else { return };
+    let mapped = match b.result() {
+        BindingResult::Pending => return,
+        BindingResult::Mapped(a) => Some(*a),
+        BindingResult::Failed(why) => {
+            tracing::warn!(server = %s.server, reason = %why, "no reflexive address from STUN");
+            None
+        }
+    };
+    s.binding = None;
+    s.mapped = mapped.map(|a| (a, now));
+    for key in s.waiters.drain(..) {
+        if let Some(Some(call)) = calls.get_mut(key.slot as usize) {
+            if call.key == key {
+                if let Some(a) = mapped {
+                    call.add_srflx(a);
+                }
+                call.srflx_waiting = call.srflx_waiting.saturating_sub(1);
+                touched.push(key.slot);
+            }
+        }
     }
 }
 
