@@ -160,6 +160,9 @@ pub struct Call {
     pub srflx_waiting: usize,
     pub connected: bool,
     pub closed: bool,
+    /// When the leg must be connected (set at negotiation) or back from a disconnection.
+    connect_by: Option<Instant>,
+    failed: bool,
     /// When the thread's timer heap will next wake this call.
     pub scheduled: Option<Instant>,
     next_rtc: Instant,
@@ -168,6 +171,10 @@ pub struct Call {
 
 /// A G.711 packet interval.
 const PTIME: Duration = Duration::from_millis(20);
+/// After the SDP exchange, ICE and DTLS get this long to connect before the leg is failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connected leg that stays disconnected this long has failed (RFC 7675 consent: 30 s).
+const DISCONNECTED_LIMIT: Duration = Duration::from_secs(30);
 
 impl Call {
     #[allow(clippy::too_many_arguments)]
@@ -199,6 +206,8 @@ impl Call {
             srflx_waiting: 0,
             connected: false,
             closed: false,
+            connect_by: None,
+            failed: false,
             scheduled: None,
             next_rtc: now,
             quality: QualityTracker::new(now),
@@ -218,6 +227,9 @@ impl Call {
             if let Some(n) = l.poll_timeout() {
                 t = t.min(n);
             }
+        }
+        if let Some(c) = self.connect_by {
+            t = t.min(c);
         }
         t.min(self.quality.next_report())
     }
@@ -325,7 +337,30 @@ impl Call {
         self.drive(now, io);
     }
 
+    /// The SDP exchange is done: ICE and DTLS run against the clock from now.
+    pub fn negotiated(&mut self, now: Instant) {
+        if !self.connected && self.connect_by.is_none() {
+            self.connect_by = Some(now + CONNECT_TIMEOUT);
+        }
+    }
+
+    fn fail(&mut self, why: &str) {
+        if !self.failed {
+            self.failed = true;
+            self.connect_by = None;
+            tracing::warn!(reason = why, "WebRTC leg failed");
+            self.set_state(PeerState::Failed);
+        }
+    }
+
     pub fn on_timeout(&mut self, now: Instant, io: &mut Io<'_>) {
+        if self.connect_by.is_some_and(|t| t <= now) {
+            if self.connected {
+                self.fail("disconnected for too long");
+            } else {
+                self.fail("ICE/DTLS did not connect in time");
+            }
+        }
         for i in 0..self.turns.len() {
             if self.turns[i].poll_timeout().is_some_and(|t| t <= now) {
                 let events = self.turns[i].on_timeout(now, io.registry);
@@ -440,15 +475,18 @@ impl Call {
         match e {
             Event::Connected => {
                 self.connected = true;
+                self.connect_by = None;
                 self.set_state(PeerState::Connected);
                 return self.flush_early(now, io);
             }
             Event::IceConnectionStateChange(s) => match s {
                 IceConnectionState::Checking => self.set_state(PeerState::Connecting),
                 IceConnectionState::Disconnected if self.connected => {
+                    self.connect_by.get_or_insert(now + DISCONNECTED_LIMIT);
                     self.set_state(PeerState::Disconnected)
                 }
                 IceConnectionState::Connected | IceConnectionState::Completed if self.connected => {
+                    self.connect_by = None;
                     self.set_state(PeerState::Connected)
                 }
                 _ => {}

@@ -444,6 +444,7 @@ impl MediaThread {
                     let r = call.peer.accept_answer(&sdp);
                     if let Ok(f) = &r {
                         call.set_format(*f);
+                        call.negotiated(now);
                     }
                     let _ = reply.send(r);
                     call.drive(now, &mut io);
@@ -705,6 +706,7 @@ fn finish_gathering(call: &mut Call) {
             let r = call.peer.accept_offer(&sdp, codec);
             if let Ok((_, f)) = &r {
                 call.set_format(*f);
+                call.negotiated(Instant::now());
             }
             let _ = reply.send(r);
         }
