@@ -1,7 +1,8 @@
 //! Media: the engine that owns every call's media (`engine`: media threads, sans-IO WebRTC on
 //! str0m, the relay, batched I/O), the PBX side's port pairs (`rtp_leg`) and SDP (`pbx_sdp`),
-//! RTP header handling (`rtp`), the relay between the legs (`relay`) and the WebRTC leg's SDP
-//! text helpers (`sdp_text`). The shared vocabulary is in `types`.
+//! RTP header handling (`rtp`), the relay between the legs (`relay`), the WebRTC leg's SDP text
+//! helpers (`sdp_text`) and the sans-IO TURN/STUN clients the engine drives (`turn`). The
+//! shared vocabulary is in `types`.
 
 pub mod engine;
 pub mod pbx_sdp;

@@ -22,3 +22,4 @@ mod sha256_auth;
 mod systemd;
 mod tagged_audio;
 mod torture;
+mod turn_client;
