@@ -68,44 +68,6 @@ pub fn write_header(
     out[8..12].copy_from_slice(&ssrc.to_be_bytes());
 }
 
-/// The largest "cumulative number of packets lost" in the report blocks of an RTCP compound
-/// packet (RFC 3550 6.4.1/6.4.2: SR and RR), or `None` when it holds no report block. Negative
-/// values (duplicates) count as 0.
-pub fn rtcp_cumulative_lost(buf: &[u8]) -> Option<u32> {
-    let mut at = 0;
-    let mut worst: Option<u32> = None;
-    while at + 4 <= buf.len() {
-        let b0 = buf[at];
-        if b0 >> 6 != 2 {
-            return worst;
-        }
-        let count = usize::from(b0 & 0x1f);
-        let pt = buf[at + 1];
-        let len = (usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])) + 1) * 4;
-        let packet = buf.get(at..at + len)?;
-        let blocks_at = match pt {
-            200 => 28, // SR: header, SSRC, 20 bytes of sender info
-            201 => 8,  // RR: header, SSRC
-            _ => {
-                at += len;
-                continue;
-            }
-        };
-        for i in 0..count {
-            let b = blocks_at + i * 24;
-            let Some(block) = packet.get(b..b + 24) else {
-                break;
-            };
-            // fraction lost (8 bits), then cumulative lost (24 bits, signed)
-            let raw = u32::from_be_bytes([0, block[5], block[6], block[7]]);
-            let lost = if raw & 0x80_0000 != 0 { 0 } else { raw };
-            worst = Some(worst.map_or(lost, |w| w.max(lost)));
-        }
-        at += len;
-    }
-    worst
-}
-
 /// How far behind the newest packet a packet may arrive and still count as reordered, not as a
 /// restarted stream.
 const REORDER_WINDOW: i16 = 100;
@@ -210,30 +172,6 @@ mod tests {
         for n in 0..64usize {
             let v: Vec<u8> = (0..n).map(|i| (i * 37 + n) as u8).collect();
             let _ = RtpHeader::parse(&v);
-        }
-    }
-
-    #[test]
-    fn rtcp_receiver_reports_give_the_cumulative_loss() {
-        // RR with two report blocks (lost 5 and 12), then an SDES that is skipped
-        let mut rr = vec![0x82, 201, 0, 13, 0, 0, 0, 1];
-        for lost in [5u32, 12] {
-            let mut block = vec![0, 0, 0, 9, 0x10];
-            block.extend_from_slice(&lost.to_be_bytes()[1..]);
-            block.extend_from_slice(&[0; 16]);
-            rr.extend_from_slice(&block);
-        }
-        rr.extend_from_slice(&[0x81, 202, 0, 1, 0, 0, 0, 1]);
-        assert_eq!(rtcp_cumulative_lost(&rr), Some(12));
-        // an SR with no blocks, RTP, garbage, truncation
-        let sr = [
-            0x80, 200, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(rtcp_cumulative_lost(&sr), None);
-        assert_eq!(rtcp_cumulative_lost(&[0x80, 8, 0, 1]), None);
-        assert_eq!(rtcp_cumulative_lost(&rr[..20]), None);
-        for n in 0..40 {
-            let _ = rtcp_cumulative_lost(&rr[..n]);
         }
     }
 

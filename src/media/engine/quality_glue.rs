@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use str0m::stats::{MediaEgressStats, MediaIngressStats};
 
+use crate::media::quality::read_report;
 use crate::media::relay::RelayCounters;
 
 /// How often the snapshot is refreshed (and RTCP may go to the PBX).
@@ -56,10 +57,12 @@ impl QualityTracker {
 
     pub fn on_sent_to_pbx(&mut self, _ts: u32, _len: usize, _now: Instant) {}
 
-    pub fn on_pbx_rtcp(&mut self, buf: &[u8], _our_ssrc: u32, c: &RelayCounters, _now: Instant) {
-        if let Some(lost) = crate::media::rtp::rtcp_cumulative_lost(buf) {
-            c.lost_reported_by_pbx
-                .store(u64::from(lost), std::sync::atomic::Ordering::Relaxed);
+    pub fn on_pbx_rtcp(&mut self, buf: &[u8], our_ssrc: u32, c: &RelayCounters, _now: Instant) {
+        if let Some(block) = read_report(buf, our_ssrc).and_then(|r| r.block) {
+            c.lost_reported_by_pbx.store(
+                u64::from(block.cumulative_lost),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 

@@ -1,0 +1,26 @@
+//! Call quality on the PBX leg, sans-IO: what the PBX sends us (`receive`: RFC 3550 receive
+//! statistics), what we send it (`send`), the RTCP we exchange with it (`report_block`,
+//! `rtcp_write`, `rtcp_read`, scheduled by `interval`, timed by `ntp`), and the figures an
+//! operator reads per direction (`figures`, with the MOS from `emodel`). The WebRTC leg's RTCP
+//! is str0m's; its statistics feed the same figures. No I/O, no clock reads (callers pass
+//! `Instant`s and one wall-clock anchor), no allocation per packet.
+
+mod emodel;
+mod figures;
+mod interval;
+mod ntp;
+mod receive;
+mod report_block;
+mod rtcp_read;
+mod rtcp_write;
+mod send;
+
+pub use emodel::{mos_g711, one_way_delay, r_factor_g711};
+pub use figures::DirectionQuality;
+pub use interval::{rtcp_interval, G711_SESSION_BANDWIDTH};
+pub use ntp::{middle32, rtt, NtpClock};
+pub use receive::{ReceiveStats, CLOCK_RATE};
+pub use report_block::ReportBlock;
+pub use rtcp_read::{read_report, ReadReport, SenderInfo};
+pub use rtcp_write::{write_report, MAX_REPORT_LEN};
+pub use send::SendStats;
