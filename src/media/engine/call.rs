@@ -14,10 +14,10 @@ use str0m::{Event, IceConnectionState, Input, Output};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batch::SendBatch;
+use super::call_quality::{CallQuality, QualityTracker};
 use super::demux::{Demux, DemuxCounters, Drop as DemuxDrop};
 use super::local::{tone_payload, DigitTracker, LocalMode, LocalStats};
 use super::peer::WebRtcPeer;
-use super::quality_glue::{CallQuality, QualityTracker};
 use super::servers::remote_candidate_addrs;
 use super::turn_link::{LinkState, TurnLink};
 use super::CallKey;
@@ -404,7 +404,7 @@ impl Call {
                     }
                 }
             } else {
-                self.quality.skip_report(now);
+                self.quality.skip_report(&self.shared.counters, now);
             }
             self.shared.set_quality(self.quality.snapshot());
         }
@@ -543,7 +543,14 @@ impl Call {
                     Ok(_) => {
                         RelayCounters::add(&c.to_pbx_packets, 1);
                         RelayCounters::add(&c.to_pbx_bytes, p.payload.len() as u64);
-                        self.quality.on_sent_to_pbx(ts, p.payload.len(), now);
+                        // the timestamp as renumbered toward the PBX, for our sender reports
+                        let sent_ts = u32::from_be_bytes([
+                            io.scratch[4],
+                            io.scratch[5],
+                            io.scratch[6],
+                            io.scratch[7],
+                        ]);
+                        self.quality.on_sent_to_pbx(sent_ts, p.payload.len(), now);
                     }
                     Err(e) => tracing::trace!(%dest, error = %e, "RTP toward the PBX not sent"),
                 }

@@ -8,10 +8,10 @@
 
 mod batch;
 mod call;
+mod call_quality;
 pub mod demux;
 pub mod local;
 mod peer;
-pub mod quality_glue;
 mod servers;
 mod thread;
 mod turn_link;
@@ -25,9 +25,9 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::call::CallShared;
+pub use self::call_quality::{CallQuality, DirectionQuality};
 pub use self::demux::DemuxCounters;
 pub use self::local::{tone_payload, LocalMode, LocalStats};
-pub use self::quality_glue::{CallQuality, DirectionQuality};
 use super::relay::{PbxMedia, Relay, RelayCounters};
 use super::rtp_leg::RtpLeg;
 use super::{AudioFormat, Codec, Direction, PeerError, PeerSettings, PeerState};
