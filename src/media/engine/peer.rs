@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::format::{Codec as StrCodec, FormatParams};
+use str0m::format::{Codec as StrCodec, CodecConfig, CodecSpec, FormatParams, PayloadParams};
 use str0m::media::{Direction as StrDirection, Frequency, MediaKind, Mid, Pt};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Rtc, RtcConfig};
@@ -55,29 +55,19 @@ impl WebRtcPeer {
             .set_stats_interval(Some(STATS_INTERVAL));
         config.set_initial_stun_rto(timing.initial_rto);
         config.set_max_stun_retransmits(timing.max_retransmits);
-        let codec_config = config.codec_config();
-        for c in codecs {
-            let (pt, codec) = match c {
-                Codec::Pcmu => (0u8, StrCodec::PCMU),
-                Codec::Pcma => (8u8, StrCodec::PCMA),
-            };
-            codec_config.add_config(
-                pt.into(),
-                None,
-                codec,
-                Frequency::EIGHT_KHZ,
-                None,
-                FormatParams::default(),
-            );
-        }
-        codec_config.add_config(
-            TELEPHONE_EVENT_PT.into(),
-            None,
+        let mut params: Vec<PayloadParams> = codecs
+            .iter()
+            .map(|c| match c {
+                Codec::Pcmu => audio_params(0, StrCodec::PCMU, FormatParams::default()),
+                Codec::Pcma => audio_params(8, StrCodec::PCMA, FormatParams::default()),
+            })
+            .collect();
+        params.push(audio_params(
+            TELEPHONE_EVENT_PT,
             StrCodec::Tele,
-            Frequency::EIGHT_KHZ,
-            None,
             FormatParams::parse_line("0-16"),
-        );
+        ));
+        *config.codec_config() = CodecConfig::new_from_payload_params(params);
         WebRtcPeer {
             rtc: config.build(now),
             mid: None,
@@ -236,6 +226,21 @@ impl WebRtcPeer {
         self.last_seq = Some(ext);
         true
     }
+}
+
+/// One 8 kHz audio payload type without transport-cc feedback: str0m announces it for every
+/// codec by default, but G.711 cannot adapt its rate to congestion and no TWCC header
+/// extension is negotiated to carry it.
+fn audio_params(pt: u8, codec: StrCodec, format: FormatParams) -> PayloadParams {
+    let spec = CodecSpec {
+        codec,
+        clock_rate: Frequency::EIGHT_KHZ,
+        channels: None,
+        format,
+    };
+    let mut p = PayloadParams::new(pt.into(), None, spec);
+    p.set_fb_transport_cc(false);
+    p
 }
 
 /// RFC 3550 A.1 style extension of a 16-bit sequence number next to the previous one.
