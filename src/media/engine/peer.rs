@@ -123,13 +123,18 @@ impl WebRtcPeer {
 
     /// Applies the remote answer to our pending offer.
     pub fn accept_answer(&mut self, sdp: &str) -> Result<AudioFormat, PeerError> {
-        let pending = self.pending.take().ok_or(PeerError::NoPendingOffer)?;
+        if self.pending.is_none() {
+            return Err(PeerError::NoPendingOffer);
+        }
+        // Refused before the pending offer is taken, so a refused answer leaves the offer
+        // waiting for a usable one (as a failed setRemoteDescription does in JSEP).
         if setup_role(sdp).as_deref() == Some("actpass") {
             // Both sides would wait for the other to start DTLS (RFC 5763 5: an answer picks).
             return Err(PeerError::BadSdp("answer with a=setup:actpass".into()));
         }
         let answer =
             SdpAnswer::from_sdp_string(sdp).map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        let pending = self.pending.take().ok_or(PeerError::NoPendingOffer)?;
         self.rtc
             .sdp_api()
             .accept_answer(pending, answer)
