@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::format::{Codec as StrCodec, FormatParams};
+use str0m::format::{Codec as StrCodec, CodecConfig, CodecSpec, FormatParams, PayloadParams};
 use str0m::media::{Direction as StrDirection, Frequency, MediaKind, Mid, Pt};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Candidate, Rtc, RtcConfig};
@@ -55,33 +55,19 @@ impl WebRtcPeer {
             .set_stats_interval(Some(STATS_INTERVAL));
         config.set_initial_stun_rto(timing.initial_rto);
         config.set_max_stun_retransmits(timing.max_retransmits);
-        let codec_config = config.codec_config();
-        for c in codecs {
-            let (pt, codec) = match c {
-                Codec::Pcmu => (0u8, StrCodec::PCMU),
-                Codec::Pcma => (8u8, StrCodec::PCMA),
-            };
-            codec_config.add_config(
-                pt.into(),
-                None,
-                codec,
-                Frequency::EIGHT_KHZ,
-                None,
-                FormatParams::default(),
-            );
-        }
-        codec_config.add_config(
-            TELEPHONE_EVENT_PT.into(),
-            None,
+        let mut params: Vec<PayloadParams> = codecs
+            .iter()
+            .map(|c| match c {
+                Codec::Pcmu => audio_params(0, StrCodec::PCMU, FormatParams::default()),
+                Codec::Pcma => audio_params(8, StrCodec::PCMA, FormatParams::default()),
+            })
+            .collect();
+        params.push(audio_params(
+            TELEPHONE_EVENT_PT,
             StrCodec::Tele,
-            Frequency::EIGHT_KHZ,
-            None,
             FormatParams::parse_line("0-16"),
-        );
-        // No congestion-control feedback: a G.711 relay sends at the PBX's pace whatever it says.
-        for p in codec_config.iter_mut() {
-            p.set_fb_transport_cc(false);
-        }
+        ));
+        *config.codec_config() = CodecConfig::new_from_payload_params(params);
         WebRtcPeer {
             rtc: config.build(now),
             mid: None,
@@ -137,13 +123,18 @@ impl WebRtcPeer {
 
     /// Applies the remote answer to our pending offer.
     pub fn accept_answer(&mut self, sdp: &str) -> Result<AudioFormat, PeerError> {
-        let pending = self.pending.take().ok_or(PeerError::NoPendingOffer)?;
+        if self.pending.is_none() {
+            return Err(PeerError::NoPendingOffer);
+        }
+        // Refused before the pending offer is taken, so a refused answer leaves the offer
+        // waiting for a usable one (as a failed setRemoteDescription does in JSEP).
         if setup_role(sdp).as_deref() == Some("actpass") {
             // Both sides would wait for the other to start DTLS (RFC 5763 5: an answer picks).
             return Err(PeerError::BadSdp("answer with a=setup:actpass".into()));
         }
         let answer =
             SdpAnswer::from_sdp_string(sdp).map_err(|e| PeerError::BadSdp(e.to_string()))?;
+        let pending = self.pending.take().ok_or(PeerError::NoPendingOffer)?;
         self.rtc
             .sdp_api()
             .accept_answer(pending, answer)
@@ -240,6 +231,21 @@ impl WebRtcPeer {
         self.last_seq = Some(ext);
         true
     }
+}
+
+/// One 8 kHz audio payload type without transport-cc feedback: str0m announces it for every
+/// codec by default, but G.711 cannot adapt its rate to congestion and no TWCC header
+/// extension is negotiated to carry it.
+fn audio_params(pt: u8, codec: StrCodec, format: FormatParams) -> PayloadParams {
+    let spec = CodecSpec {
+        codec,
+        clock_rate: Frequency::EIGHT_KHZ,
+        channels: None,
+        format,
+    };
+    let mut p = PayloadParams::new(pt.into(), None, spec);
+    p.set_fb_transport_cc(false);
+    p
 }
 
 /// RFC 3550 A.1 style extension of a 16-bit sequence number next to the previous one.

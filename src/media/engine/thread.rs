@@ -532,9 +532,12 @@ impl MediaThread {
         let codecs = match &spec.role {
             Role::Offer { codecs, .. } => codecs.clone(),
             Role::Answer { codec: Some(c), .. } => vec![*c],
-            Role::Answer { codec: None, .. } => {
-                vec![crate::media::Codec::Pcmu, crate::media::Codec::Pcma]
-            }
+            // str0m lists an answer's codecs in its own configured order and the offerer
+            // takes the answer's first: configured in the offer's order, both ends agree on
+            // the offer's first G.711.
+            Role::Answer {
+                sdp, codec: None, ..
+            } => crate::media::g711_in_sdp(sdp),
         };
         let timing = IceTiming {
             initial_rto: s.ice_check_interval,
@@ -663,7 +666,6 @@ impl MediaThread {
         }
         self.free.push(key.slot);
         self.counters.calls.fetch_sub(1, Ordering::Relaxed);
-        let _ = Duration::ZERO;
     }
 }
 
