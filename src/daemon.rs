@@ -392,7 +392,7 @@ fn call_context(
     let media = MediaEngine::start(&EngineConfig {
         threads: config.media.threads,
         bind: std::net::SocketAddr::new(webrtc_ip, config.media.webrtc_port),
-        port_per_call: false,
+        port_per_call: config.media.webrtc_port_per_call,
         turn_tls: carrier.as_ref().map(|c| c.tls_config()),
     })
     .map_err(|e| anyhow::anyhow!("media engine (media.webrtc_bind / media.webrtc_port): {e}"))?;

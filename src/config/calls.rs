@@ -24,6 +24,10 @@ pub struct MediaConfig {
     /// First shared WebRTC UDP port: media thread `i` listens on `webrtc_port + i` (0: ports
     /// chosen by the OS).
     pub webrtc_port: u16,
+    /// Give every call's WebRTC leg a UDP port of its own instead of its thread's shared port:
+    /// for a carrier whose media server uses one address for several sessions (two sessions
+    /// cannot share one 5-tuple).
+    pub webrtc_port_per_call: bool,
 }
 
 impl Default for MediaConfig {
@@ -34,6 +38,7 @@ impl Default for MediaConfig {
             webrtc_bind: None,
             threads: 0,
             webrtc_port: 0,
+            webrtc_port_per_call: false,
         }
     }
 }

@@ -464,7 +464,11 @@ impl Call {
             if io.demux.learn_addr(dest, self.key) {
                 self.addrs.push(dest);
             } else {
-                tracing::warn!(%dest, "remote address already used by another call on this port");
+                tracing::warn!(
+                    %dest,
+                    "the far end uses one address for two calls on this port: the second cannot \
+                     connect (set [media] webrtc_port_per_call = true for this carrier)"
+                );
             }
         }
         io.batch.push(dest, data);
