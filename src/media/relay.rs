@@ -206,7 +206,7 @@ impl Relay {
     /// A datagram from the PBX's RTP socket while the WebRTC leg cannot carry it yet: checked
     /// like any other and held.
     pub fn hold(&mut self, src: SocketAddr, datagram: &[u8], c: &RelayCounters, now: Instant) {
-        if !self.accept_source(src, c) || RtpHeader::parse(datagram).is_none() {
+        if !self.accept_source(src) || RtpHeader::parse(datagram).is_none() {
             RelayCounters::add(&c.dropped, 1);
             return;
         }
@@ -236,14 +236,13 @@ impl Relay {
         None
     }
 
-    fn accept_source(&mut self, src: SocketAddr, c: &RelayCounters) -> bool {
+    fn accept_source(&mut self, src: SocketAddr) -> bool {
         match self.latched {
             Some(l) if l != src => false,
             Some(_) => true,
             None => {
                 self.latched = Some(src);
                 tracing::debug!(%src, "PBX RTP source latched");
-                let _ = c;
                 true
             }
         }
@@ -264,7 +263,7 @@ impl Relay {
         c: &RelayCounters,
         now: Instant,
     ) -> Option<ToCarrier> {
-        if !self.accept_source(src, c) {
+        if !self.accept_source(src) {
             RelayCounters::add(&c.dropped, 1);
             return None;
         }

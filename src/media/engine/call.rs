@@ -142,6 +142,8 @@ pub struct Io<'a> {
 
 pub struct Call {
     pub key: CallKey,
+    /// The call task's span, entered on the paths that log (never per packet).
+    pub span: tracing::Span,
     pub peer: WebRtcPeer,
     pub ufrag: String,
     /// A socket of its own for the WebRTC leg (far ends), instead of the thread's shared one.
@@ -180,6 +182,7 @@ impl Call {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         key: CallKey,
+        span: tracing::Span,
         mut peer: WebRtcPeer,
         own_socket: Option<mio::net::UdpSocket>,
         local_addr: SocketAddr,
@@ -191,6 +194,7 @@ impl Call {
         let ufrag = peer.local_ufrag();
         Call {
             key,
+            span,
             peer,
             ufrag,
             own_socket,
@@ -345,6 +349,8 @@ impl Call {
     }
 
     fn fail(&mut self, why: &str) {
+        let span = self.span.clone();
+        let _in = span.enter();
         if !self.failed {
             self.failed = true;
             self.connect_by = None;
@@ -428,7 +434,8 @@ impl Call {
                     }
                     Ok(Output::Event(e)) => wrote |= self.on_event(e, now, io),
                     Err(e) => {
-                        tracing::warn!(error = %e, "WebRTC leg failed");
+                        self.span
+                            .in_scope(|| tracing::warn!(error = %e, "WebRTC leg failed"));
                         self.set_state(PeerState::Failed);
                         self.next_rtc = now + Duration::from_secs(3600);
                         return;
@@ -464,6 +471,7 @@ impl Call {
             if io.demux.learn_addr(dest, self.key) {
                 self.addrs.push(dest);
             } else {
+                let _in = self.span.enter();
                 tracing::warn!(
                     %dest,
                     "the far end uses one address for two calls on this port: the second cannot \
@@ -606,6 +614,11 @@ impl Call {
     }
 
     fn on_turn_events(&mut self, i: usize, events: Vec<TurnEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let span = self.span.clone();
+        let _in = span.enter();
         for e in events {
             match e {
                 TurnEvent::Allocated { relayed } => {

@@ -65,6 +65,8 @@ enum Role {
 }
 
 struct CallSpec {
+    /// The call task's span (`call_id`, `session`): the media thread logs about the call in it.
+    span: tracing::Span,
     settings: PeerSettings,
     gathering: servers::Gathering,
     role: Role,
@@ -250,6 +252,7 @@ impl MediaEngine {
                 .await;
         let (key_tx, key_rx) = oneshot::channel();
         let spec = CallSpec {
+            span: tracing::Span::current(),
             gathering,
             settings: settings.clone(),
             role,

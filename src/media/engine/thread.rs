@@ -568,7 +568,19 @@ impl MediaThread {
             FarEnd::Pbx => None,
             FarEnd::Local(mode) => Some(LocalSide::new(mode)),
         };
-        let mut call = Call::new(key, peer, own_socket, local_addr, far, shared, digits, now);
+        let mut call = Call::new(
+            key,
+            spec.span.clone(),
+            peer,
+            own_socket,
+            local_addr,
+            far,
+            shared,
+            digits,
+            now,
+        );
+        let span = spec.span.clone();
+        let _in = span.enter();
         if call.own_socket.is_none() {
             self.demux.add_ufrag(&call.ufrag, key);
         }
