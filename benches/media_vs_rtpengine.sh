@@ -47,7 +47,7 @@ busy_pct() { # share of both cores busy over 2 s (/proc/stat)
     a=$(head -1 /proc/stat); sleep 2; b=$(head -1 /proc/stat)
     awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y); t = 0; i = 0
         for (k = 2; k <= 9; k++) { t += y[k] - x[k]; if (k == 5 || k == 6) i += y[k] - x[k] }
-        printf "%d", t > 0 ? 100 * (t - i) / t : 0 }'
+        printf "%d", (t > 0 ? 100 * (t - i) / t : 0) }'
 }
 quiet() { # waits (at most QUIET_WAIT s) until nothing else keeps the machine busy: a build
           # running alongside would be measured as load on the relay's cores
