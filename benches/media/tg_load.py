@@ -67,6 +67,37 @@ def rss_kib(pid):
     return 0
 
 
+def thread_cpu(pid):
+    """utime+stime seconds of each thread, by thread name (same names summed)."""
+    out = {}
+    base = "/proc/%s/task" % pid
+    for tid in os.listdir(base):
+        try:
+            with open("%s/%s/stat" % (base, tid)) as f:
+                head, _, rest = f.read().rpartition(")")
+        except OSError:
+            continue
+        name = head.split("(", 1)[1]
+        v = rest.split()
+        out[name] = out.get(name, 0.0) + (int(v[11]) + int(v[12])) / CLK_TCK
+    return out
+
+
+def context_switches(pid):
+    """Voluntary context switches of all of a process's threads: its wake-ups, about."""
+    total = 0
+    base = "/proc/%s/task" % pid
+    for tid in os.listdir(base):
+        try:
+            with open("%s/%s/status" % (base, tid)) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
 def threads(pid):
     return len(os.listdir("/proc/%s/task" % pid))
 
@@ -78,13 +109,13 @@ def udp_counters():
 
 
 def socket_drops():
-    """Receive-buffer drops of every UDP socket on the machine, by inode (/proc/net/udp)."""
+    """Receive-buffer drops of every UDP socket on the machine: inode -> (local port, drops)."""
     out = {}
     with open("/proc/net/udp") as f:
         next(f)
         for line in f:
             v = line.split()
-            out[v[9]] = int(v[-1])
+            out[v[9]] = (int(v[1].split(":")[1], 16), int(v[-1]))
     return out
 
 
@@ -102,16 +133,20 @@ def socket_inodes(pid):
 
 
 def drops_by_process(before, after, pids):
-    """Which process's sockets dropped datagrams for want of buffer space between two reads."""
+    """Which process's sockets dropped datagrams for want of buffer space between two reads,
+    with the local ports of the five that dropped most."""
     owners = {name: socket_inodes(pid) for name, pid in pids.items()}
     res = {name: 0 for name in owners}
     res["other"] = 0
-    for inode, d in after.items():
-        d -= before.get(inode, 0)
+    worst = []
+    for inode, (port, d) in after.items():
+        d -= before.get(inode, (port, 0))[1]
         if d <= 0:
             continue
         name = next((n for n, s in owners.items() if inode in s), "other")
         res[name] += d
+        worst.append((d, "%s:%d" % (name, port)))
+    res["worst"] = {where: d for d, where in sorted(worst, reverse=True)[:5]}
     return res
 
 
@@ -189,6 +224,7 @@ def media(ua, up, args, pids, sock, rtcp):
     lat = {"count": 0, "max": 0, "sum": 0}
     rtcp_in = [0]
     spans = [0, 0]                           # longest sendmmsg (ns), and how many took > 1 ms
+    untimed = [0]                            # echoes of packets sent by such a slow call
     fd, rfd, sfd = sock.fileno(), rtcp.fileno(), ua.sock.fileno()
     ep = select.epoll()
     ep.register(fd, select.EPOLLIN)
@@ -220,6 +256,8 @@ def media(ua, up, args, pids, sock, rtcp):
                 sent = txt[k * n + i]
                 if not ts:
                     bad["no_timestamp"] += 1
+                elif sent < 0:
+                    untimed[0] += 1
                 elif window[0] is not None and sent >= window[0] and (window[1] is None or sent < window[1]):
                     us = (ts - sent) // 1000
                     if us < 0:
@@ -252,9 +290,13 @@ def media(ua, up, args, pids, sock, rtcp):
             if span > spans[0]:
                 spans[0] = span
             if span > 1_000_000:
+                # preempted inside the call: its packets' send times are unknown, not timed
                 spans[1] += 1
-            for x in range(sent):
-                txt[j + x] = t0 + span * (x + 1) // sent
+                for x in range(sent):
+                    txt[j + x] = -1
+            else:
+                for x in range(sent):
+                    txt[j + x] = t0 + span * (x + 1) // sent
             j += sent
             if sent < want:
                 break
@@ -263,6 +305,7 @@ def media(ua, up, args, pids, sock, rtcp):
     def snap():
         return {"t": time.monotonic(), "tg": proc_cpu(pids["tg"]), "sim": proc_cpu(pids["sim"]),
                 "gen": proc_cpu("self"), "machine": machine_cpu(), "got": sum(got),
+                "tg_threads": thread_cpu(pids["tg"]), "tg_wakeups": context_switches(pids["tg"]),
                 "metrics": http_get(args.metrics)}
 
     max_batch = max(64, n // 10)
@@ -357,6 +400,8 @@ def media(ua, up, args, pids, sock, rtcp):
         "tg_sys_pct": round(100 * (s1["tg"][2] - s0["tg"][2]) / win, 1),
         "tg_us_per_pkt": round(1e6 * tg_cpu / max(1, rel), 2),
         "tg_threads": threads(pids["tg"]),
+        "tg_wakeups_per_s": round((s1["tg_wakeups"] - s0["tg_wakeups"]) / win),
+        "tg_pkts_per_wakeup": round(rel / max(1, s1["tg_wakeups"] - s0["tg_wakeups"]), 2),
         "sim_cpu_pct": round(100 * (s1["sim"][0] - s0["sim"][0]) / win, 1),
         "gen_cpu_pct": round(100 * (s1["gen"][0] - s0["gen"][0]) / win, 1),
         "machine_busy_pct_of_2": round(100 * busy, 1),
@@ -364,6 +409,10 @@ def media(ua, up, args, pids, sock, rtcp):
         "others_cpu_pct": round(200 * busy - 100 * (tg_cpu + s1["sim"][0] - s0["sim"][0]
                                                     + s1["gen"][0] - s0["gen"][0]) / win, 1),
         "socket_drops": sock_drops,
+        # trunkgate's busiest threads, % of one core each: a media thread near 100 is the ceiling
+        "tg_thread_cpu_pct": dict(sorted(
+            ((name, round(100 * (t - s0["tg_threads"].get(name, 0.0)) / win, 1))
+             for name, t in s1["tg_threads"].items()), key=lambda x: -x[1])[:5]),
         "echo_rx_pps_in_window": round((s1["got"] - s0["got"]) / win),
         "tg_rss_up_kib": s1["rss_kib"],
         "sim_rss_up_kib": s1["sim_rss_kib"],
@@ -378,6 +427,7 @@ def media(ua, up, args, pids, sock, rtcp):
         # send times are interpolated within a sendmmsg call: its length bounds their error
         "gen_sendmmsg_max_us": spans[0] // 1000,
         "gen_sendmmsg_over_1ms": spans[1],
+        "rtt_untimed": untimed[0],
         "rtt_samples": lat["count"],
         "rtt_over_200ms": over[0],
         "rtt_mean_us": round(lat["sum"] / lat["count"], 1) if lat["count"] else None,
