@@ -394,6 +394,7 @@ fn call_context(
         bind: std::net::SocketAddr::new(webrtc_ip, config.media.webrtc_port),
         port_per_call: config.media.webrtc_port_per_call,
         turn_tls: carrier.as_ref().map(|c| c.tls_config()),
+        batch_window: config.media.batch_window,
     })
     .map_err(|e| anyhow::anyhow!("media engine (media.webrtc_bind / media.webrtc_port): {e}"))?;
     Ok(CallContext {

@@ -28,6 +28,11 @@ pub struct MediaConfig {
     /// for a carrier whose media server uses one address for several sessions (two sessions
     /// cannot share one 5-tuple).
     pub webrtc_port_per_call: bool,
+    /// While media flows, each media thread wakes at most once per this window and handles
+    /// every packet that arrived meanwhile (0s: wake for each packet). Each pass through the
+    /// relay waits at most this long.
+    #[serde(with = "humantime_serde")]
+    pub batch_window: Duration,
 }
 
 impl Default for MediaConfig {
@@ -39,6 +44,7 @@ impl Default for MediaConfig {
             threads: 0,
             webrtc_port: 0,
             webrtc_port_per_call: false,
+            batch_window: Duration::from_micros(500),
         }
     }
 }

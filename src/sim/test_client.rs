@@ -65,6 +65,7 @@ fn engine() -> MediaEngine {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 port_per_call: false,
                 turn_tls: None,
+                batch_window: std::time::Duration::ZERO,
             })
             .expect("media engine")
         })

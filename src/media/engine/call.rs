@@ -106,6 +106,8 @@ pub enum PendingSdp {
 /// The PBX side: its RTP and RTCP sockets and the relay.
 pub struct PbxSide {
     pub rtp: mio::net::UdpSocket,
+    /// quinn-udp's state for batched reads of the RTP socket.
+    pub rtp_state: quinn_udp::UdpSocketState,
     pub rtcp: mio::net::UdpSocket,
     pub relay: Relay,
 }
@@ -138,7 +140,13 @@ pub struct Io<'a> {
     pub demux: &'a mut Demux<CallKey>,
     pub demux_counters: &'a DemuxCounters,
     pub scratch: &'a mut [u8],
+    /// Receive buffers for one `recvmmsg` on a PBX socket.
+    pub pbx_bufs: &'a mut [[u8; PBX_DATAGRAM]; PBX_BATCH],
 }
+
+/// Datagrams per `recvmmsg` on a PBX RTP socket, and their largest size.
+pub const PBX_BATCH: usize = 8;
+pub const PBX_DATAGRAM: usize = 1500;
 
 pub struct Call {
     pub key: CallKey,
@@ -284,30 +292,54 @@ impl Call {
         let Some(pbx) = self.pbx.as_mut() else { return };
         let mut wrote = false;
         loop {
-            let (n, src) = match pbx.rtp.recv_from(io.scratch) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // ICMP port unreachable from an earlier send surfaces here: not fatal.
-                Err(_) => continue,
+            let mut metas = [quinn_udp::RecvMeta::default(); PBX_BATCH];
+            let n = {
+                let mut it = io.pbx_bufs.iter_mut();
+                let mut slices: [std::io::IoSliceMut<'_>; PBX_BATCH] = std::array::from_fn(|_| {
+                    std::io::IoSliceMut::new(it.next().map_or(&mut [][..], |b| &mut b[..]))
+                });
+                match pbx.rtp_state.recv(
+                    quinn_udp::UdpSockRef::from(&pbx.rtp),
+                    &mut slices,
+                    &mut metas,
+                ) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // ICMP port unreachable from an earlier send surfaces here: not fatal.
+                    Err(_) => continue,
+                }
             };
             let c = &self.shared.counters;
-            if !self.connected {
-                pbx.relay.hold(src, &io.scratch[..n], c, now);
-                continue;
-            }
             let format = self.peer.format();
-            if let Some(m) = pbx.relay.from_pbx(src, &io.scratch[..n], format, c, now) {
-                self.quality
-                    .on_pbx_packet(m.pbx_ssrc, m.pbx_sequence, m.pbx_timestamp, now);
-                let payload = &io.scratch[m.payload.0..m.payload.1];
-                wrote |= self.peer.write_rtp(
-                    m.payload_type,
-                    m.sequence,
-                    m.timestamp,
-                    m.marker,
-                    payload,
-                    now,
-                );
+            for (buf, meta) in io.pbx_bufs.iter().zip(&metas).take(n) {
+                // GRO may join several datagrams of one source in a buffer, `stride` apart.
+                for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
+                    if !self.connected {
+                        pbx.relay.hold(meta.addr, datagram, c, now);
+                        continue;
+                    }
+                    if let Some(m) = pbx.relay.from_pbx(meta.addr, datagram, format, c, now) {
+                        self.quality.on_pbx_packet(
+                            m.pbx_ssrc,
+                            m.pbx_sequence,
+                            m.pbx_timestamp,
+                            now,
+                        );
+                        wrote |= self.peer.write_rtp(
+                            m.payload_type,
+                            m.sequence,
+                            m.timestamp,
+                            m.marker,
+                            &datagram[m.payload.0..m.payload.1],
+                            now,
+                        );
+                    }
+                }
+            }
+            // Edge-triggered readiness: a short batch means the socket was drained.
+            if n < PBX_BATCH {
+                break;
             }
         }
         if wrote {

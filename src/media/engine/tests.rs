@@ -43,6 +43,7 @@ fn gateway(threads: usize) -> MediaEngine {
         bind: "127.0.0.1:0".parse().expect("address"),
         port_per_call: false,
         turn_tls: None,
+        batch_window: std::time::Duration::ZERO,
     })
     .expect("gateway engine")
 }
@@ -54,6 +55,7 @@ fn far_ends() -> MediaEngine {
         bind: "127.0.0.1:0".parse().expect("address"),
         port_per_call: true,
         turn_tls: None,
+        batch_window: std::time::Duration::ZERO,
     })
     .expect("far-end engine")
 }
@@ -913,6 +915,7 @@ async fn a_closed_calls_remote_address_is_free_for_the_next_call() {
             bind: "127.0.0.1:0".parse().expect("address"),
             port_per_call: false,
             turn_tls: None,
+            batch_window: std::time::Duration::ZERO,
         })
         .expect("far-end engine");
         for round in 0..3u16 {

@@ -17,7 +17,7 @@ use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use str0m::Candidate;
 
 use super::batch::SendBatch;
-use super::call::{Call, CallShared, Io, LocalSide, PbxSide, PendingSdp};
+use super::call::{Call, CallShared, Io, LocalSide, PbxSide, PendingSdp, PBX_BATCH, PBX_DATAGRAM};
 use super::demux::{Demux, Drop as DemuxDrop};
 use super::peer::{IceTiming, WebRtcPeer};
 use super::servers::MAX_TURN;
@@ -77,10 +77,12 @@ pub struct MediaThread {
     udp_state: UdpSocketState,
     recv_bufs: Box<[[u8; DATAGRAM]; RECV_BATCH]>,
     scratch: Box<[u8; DATAGRAM]>,
+    pbx_bufs: Box<[[u8; PBX_DATAGRAM]; PBX_BATCH]>,
     /// Calls that received datagrams in the current batch, to reschedule after it.
     touched: Vec<u32>,
     srflx: Vec<Srflx>,
     turn_tls: Option<Arc<rustls::ClientConfig>>,
+    batch_window: Duration,
 }
 
 impl MediaThread {
@@ -90,6 +92,7 @@ impl MediaThread {
         mut shared: mio::net::UdpSocket,
         counters: Arc<EngineCounters>,
         turn_tls: Option<Arc<rustls::ClientConfig>>,
+        batch_window: Duration,
     ) -> std::io::Result<Self> {
         poll.registry()
             .register(&mut shared, SHARED, Interest::READABLE)?;
@@ -110,14 +113,19 @@ impl MediaThread {
             udp_state,
             recv_bufs: Box::new([[0; DATAGRAM]; RECV_BATCH]),
             scratch: Box::new([0; DATAGRAM]),
+            pbx_bufs: Box::new([[0; PBX_DATAGRAM]; PBX_BATCH]),
             touched: Vec::with_capacity(RECV_BATCH),
             srflx: Vec::new(),
             turn_tls,
+            batch_window,
         })
     }
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        // Whether the last pass had datagrams to handle: while media flows, the thread lets a
+        // batch window of packets gather between passes instead of waking for each one.
+        let mut busy = false;
         loop {
             let next = self.timers.peek().map(|Reverse((at, _, _))| *at);
             let next = self
@@ -126,7 +134,14 @@ impl MediaThread {
                 .filter_map(|s| s.binding.as_ref()?.poll_timeout())
                 .chain(next)
                 .min();
-            let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
+            let mut timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
+            if busy && !self.batch_window.is_zero() {
+                // One sleep per window instead of one wake-up per packet: the kernel's
+                // wake-up path costs more than a relayed packet's own work.
+                let nap = timeout.map_or(self.batch_window, |t| t.min(self.batch_window));
+                std::thread::sleep(nap);
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "media thread poll failed");
@@ -134,7 +149,9 @@ impl MediaThread {
                 }
             }
             let now = Instant::now();
+            busy = false;
             for ev in events.iter() {
+                busy |= ev.token() != WAKER;
                 match ev.token() {
                     WAKER => {}
                     SHARED => self.read_shared(now),
@@ -235,6 +252,7 @@ impl MediaThread {
                 demux,
                 batch,
                 scratch,
+                pbx_bufs,
                 counters,
                 shared_addr,
                 touched,
@@ -280,12 +298,18 @@ impl MediaThread {
                         demux,
                         demux_counters: &counters.demux,
                         scratch: &mut scratch[..],
+                        pbx_bufs,
                     };
                     call.on_webrtc_datagram(meta.addr, *shared_addr, datagram, now, &mut io);
                     touched.push(key.slot);
                 }
             }
+            // Edge-triggered readiness: a short batch means the socket was drained.
+            let drained = n < RECV_BATCH;
             self.after_touched();
+            if drained {
+                return;
+            }
         }
     }
 
@@ -301,6 +325,7 @@ impl MediaThread {
             demux: &mut self.demux,
             demux_counters: &self.counters.demux,
             scratch: &mut self.scratch[..],
+            pbx_bufs: &mut self.pbx_bufs,
         };
         Some((call, io))
     }
@@ -506,7 +531,19 @@ impl MediaThread {
                     return true;
                 }
                 let relay = Relay::new(pbx, rand::random(), call.shared.started);
-                call.attach_pbx(PbxSide { rtp, rtcp, relay });
+                let rtp_state = match UdpSocketState::new(UdpSockRef::from(&rtp)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "PBX RTP socket unusable");
+                        return true;
+                    }
+                };
+                call.attach_pbx(PbxSide {
+                    rtp,
+                    rtp_state,
+                    rtcp,
+                    relay,
+                });
                 // Anything the PBX sent before is read now.
                 self.on_call_socket(key.slot, KIND_RTP, now);
             }
