@@ -75,6 +75,8 @@ listen = "127.0.0.1:18443"
 control_listen = "127.0.0.1:18444"
 cert_out = "$work/sim-cert.pem"
 media_ip = "127.0.0.1"
+# the far end echoes at once, so the round trip is trunkgate's two passes plus a prompt echo
+media_batch_window = "${SIM_BATCH_WINDOW:-0s}"
 [[users]]
 username = "bench@sim"
 password = "bench-password"

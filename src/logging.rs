@@ -21,16 +21,26 @@ use crate::config::{LogConfig, LogFormat};
 /// some at info: quiet unless asked for by name.
 const QUIET: &[&str] = &["str0m", "str0m_proto", "str0m_aws_lc_rs", "is", "dimpl"];
 
+/// The STUN/TURN protocol crates log malformed input (anyone's datagrams) at warn: errors only.
+const QUIET_TO_ERROR: &[&str] = &[
+    "stun_types",
+    "stun_proto",
+    "turn_types",
+    "turn_client_proto",
+];
+
 /// The filter for a configured level: the level, plus `warn` for the WebRTC crates unless the
 /// level names them itself.
 pub fn directives(level: &str) -> String {
     let mut d = level.to_string();
-    for target in QUIET {
+    let quiet = QUIET.iter().map(|t| (t, "warn"));
+    let errors_only = QUIET_TO_ERROR.iter().map(|t| (t, "error"));
+    for (target, at) in quiet.chain(errors_only) {
         let named = level
             .split(',')
-            .any(|part| part.trim().split('=').next() == Some(target));
+            .any(|part| part.trim().split('=').next() == Some(*target));
         if !named {
-            d.push_str(&format!(",{target}=warn"));
+            d.push_str(&format!(",{target}={at}"));
         }
     }
     d

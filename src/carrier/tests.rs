@@ -8,11 +8,12 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::{CarrierAccount, CarrierConfig, IceTransportPolicy, Secret};
-use crate::media::engine::{EngineConfig, FarEnd, MediaCall, MediaEngine};
+use crate::media::engine::{FarEnd, MediaCall};
 use crate::media::relay::PbxMedia;
 use crate::media::rtp::{write_header, RtpHeader};
 use crate::media::rtp_leg::RtpLeg;
 use crate::media::{Codec, PeerSettings};
+use crate::sim::test_client::engine;
 use crate::sim::{self, BehaviourConfig, SimConfig, SimHandle, SimUser};
 
 const USER: &str = "gw@sim.test";
@@ -159,23 +160,6 @@ async fn next(call: &mut CarrierCall) -> CallEvent {
         .await
         .expect("an event in time")
         .expect("event stream open")
-}
-
-/// The gateway's media engine for these tests (one per process).
-fn engine() -> MediaEngine {
-    static ENGINE: std::sync::OnceLock<MediaEngine> = std::sync::OnceLock::new();
-    ENGINE
-        .get_or_init(|| {
-            MediaEngine::start(&EngineConfig {
-                threads: 1,
-                bind: "127.0.0.1:0".parse().unwrap(),
-                port_per_call: false,
-                turn_tls: None,
-                batch_window: std::time::Duration::ZERO,
-            })
-            .expect("media engine")
-        })
-        .clone()
 }
 
 /// A plain RTP socket standing in for the PBX, attached to `call`'s relay.

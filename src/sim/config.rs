@@ -41,6 +41,10 @@ pub struct SimConfig {
     pub key_file: Option<PathBuf>,
     /// Address written into the SDP the simulator produces.
     pub media_ip: IpAddr,
+    /// The media engine's batch window (see the daemon's `[media] batch_window`); "0s" wakes
+    /// for every packet, for measuring a relay's own latency against it.
+    #[serde(with = "humantime_serde")]
+    pub media_batch_window: Duration,
     /// Interval of the server's `connCheck`; 0 = never sent.
     #[serde(with = "humantime_serde")]
     pub conn_check_interval: Duration,
@@ -119,6 +123,7 @@ impl Default for SimConfig {
             cert_file: None,
             key_file: None,
             media_ip: lo,
+            media_batch_window: Duration::from_micros(500),
             conn_check_interval: Duration::ZERO,
             subscription_expires: 3600,
             audit_timeout: Duration::from_secs(75),

@@ -83,16 +83,19 @@ impl Sim {
             );
             call.stats.clone()
         };
-        let (offer, pending) = match media::make_offer(mode, stats, self.cfg.media_ip).await {
-            Ok(x) => x,
-            Err(e) => {
-                self.with_live_call(&session, |c| {
-                    c.set_state(CallState::Ended, self.started, Instant::now());
-                    c.ended_by = Some("media_error");
-                });
-                return Err(e.into());
-            }
-        };
+        let (offer, pending) =
+            match media::make_offer(mode, stats, self.cfg.media_ip, self.cfg.media_batch_window)
+                .await
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    self.with_live_call(&session, |c| {
+                        c.set_state(CallState::Ended, self.started, Instant::now());
+                        c.ended_by = Some("media_error");
+                    });
+                    return Err(e.into());
+                }
+            };
         self.with_live_call(&session, |c| c.pending_offer = Some(pending));
         tracing::info!(%session, %username, to = %req.to, from = %req.from, "originating an inbound call");
         let delivered = self.notify_user(

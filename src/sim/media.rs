@@ -8,6 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -148,7 +149,7 @@ impl PendingOffer {
 
 /// The simulator's engine: started on first use, on the media address of the first call
 /// (every call then binds a port of its own there).
-fn engine(media_ip: IpAddr) -> Result<MediaEngine, MediaError> {
+fn engine(media_ip: IpAddr, batch_window: Duration) -> Result<MediaEngine, MediaError> {
     static ENGINE: OnceLock<MediaEngine> = OnceLock::new();
     if let Some(e) = ENGINE.get() {
         return Ok(e.clone());
@@ -158,8 +159,7 @@ fn engine(media_ip: IpAddr) -> Result<MediaEngine, MediaError> {
         bind: SocketAddr::new(media_ip, 0),
         port_per_call: true,
         turn_tls: None,
-        // the far end of benchmarks: cheap wake-ups matter here as in the gateway
-        batch_window: std::time::Duration::from_micros(500),
+        batch_window,
     })
     .map_err(|e| MediaError::Peer(PeerError::Io(e.to_string())))?;
     Ok(ENGINE.get_or_init(|| started).clone())
@@ -176,8 +176,9 @@ pub async fn answer_call(
     mode: MediaMode,
     stats: Arc<CallMediaStats>,
     media_ip: IpAddr,
+    batch_window: Duration,
 ) -> Result<(String, MediaSession), MediaError> {
-    let (call, sdp, _format) = engine(media_ip)?
+    let (call, sdp, _format) = engine(media_ip, batch_window)?
         .answer(&settings(media_ip), offer, None, FarEnd::Local(mode))
         .await?;
     Ok((sdp, MediaSession::start(mode, call, stats)))
@@ -188,8 +189,9 @@ pub async fn make_offer(
     mode: MediaMode,
     stats: Arc<CallMediaStats>,
     media_ip: IpAddr,
+    batch_window: Duration,
 ) -> Result<(String, PendingOffer), MediaError> {
-    let (call, sdp) = engine(media_ip)?
+    let (call, sdp) = engine(media_ip, batch_window)?
         .offer(
             &settings(media_ip),
             &[Codec::Pcmu, Codec::Pcma],

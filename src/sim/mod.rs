@@ -29,7 +29,7 @@ pub mod tls;
 mod ws;
 
 #[cfg(test)]
-mod test_client;
+pub(crate) mod test_client;
 #[cfg(test)]
 mod tests;
 

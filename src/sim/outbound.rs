@@ -93,7 +93,15 @@ async fn answer_sdp(sim: &Arc<Sim>, session: &str, offer: &str, mode: MediaMode)
     if existing.is_some() {
         return existing;
     }
-    match media::answer_call(offer, mode, stats, sim.cfg.media_ip).await {
+    match media::answer_call(
+        offer,
+        mode,
+        stats,
+        sim.cfg.media_ip,
+        sim.cfg.media_batch_window,
+    )
+    .await
+    {
         Ok((sdp, leg)) => {
             let mut leg = Some(leg);
             let stored = sim.with_live_call(session, |c| {

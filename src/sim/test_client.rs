@@ -55,8 +55,8 @@ pub struct Client {
     peers: std::sync::Mutex<std::collections::HashMap<String, Arc<MediaCall>>>,
 }
 
-/// The gateway-side media engine of these tests (one per process).
-fn engine() -> MediaEngine {
+/// The gateway-side media engine of the tests that play the gateway (one per process).
+pub(crate) fn engine() -> MediaEngine {
     static ENGINE: std::sync::OnceLock<MediaEngine> = std::sync::OnceLock::new();
     ENGINE
         .get_or_init(|| {

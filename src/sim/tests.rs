@@ -277,6 +277,7 @@ async fn an_originated_call_is_answered_by_the_client_and_hung_up_by_the_sim() {
             media::MediaMode::Echo,
             Arc::default(),
             "127.0.0.1".parse().unwrap(),
+            std::time::Duration::ZERO,
         )
         .await
         .unwrap();
