@@ -14,6 +14,8 @@
 # Environment: DURATION (media seconds, default 20), RATE (call set-ups/s, default 100),
 #   TRUNKGATE_BIN (default: $CARGO_TARGET_DIR or ./target, release/trunkgate),
 #   OUT (append both JSON results to this file), ONLY=trunkgate|rtpengine (run one side),
+#   BATCH_WINDOW (trunkgate's [media] batch_window, default 500us), SIM_BATCH_WINDOW (the simulator's,
+#   default 0s: it echoes at once, so the round trip is trunkgate's two passes and a prompt echo),
 #   PIN=1 (the relay alone on CPU 1, its far end and the generator on CPU 0; bench.py --pin),
 #   QUIET_MAX / QUIET_WAIT (before each side, wait up to QUIET_WAIT s, default 900, until the
 #   machine is at most QUIET_MAX % busy, default 10), OTHERS_MAX / TRIES (measure a side again,
@@ -96,6 +98,7 @@ auth_username = "pbx"
 password = "pbx-password"
 [media]
 rtp_ports = "20000-29999"
+batch_window = "${BATCH_WINDOW:-500us}"
 [calls]
 max_calls = 5000
 # the generator holds every call silent while the others are set up, then hangs up itself

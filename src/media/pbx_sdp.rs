@@ -5,7 +5,7 @@
 //! type from it ([`negotiate`], [`codecs_in_order`]), and writing our own SDP toward the PBX
 //! ([`LocalSdp`]), including the `o=` version rules. It is pure: no sockets, no clock; the
 //! only impurity is the random session id drawn by [`LocalSdp::new`]. It must not touch the
-//! WebRTC side's SDP, which is the `webrtc_peer`'s business.
+//! WebRTC side's SDP, which is the media engine's business (`engine::peer`, `sdp_text`).
 //!
 //! Only the first `m=audio` section is read. Everything the gateway does not use (video,
 //! ICE attributes that Asterisk adds even to plain offers, bandwidth lines, crypto...) is
