@@ -80,7 +80,7 @@ impl PeerSettings {
             ice_servers: Vec::new(),
             relay_only: false,
             gather_timeout: Duration::from_secs(3),
-            ice_check_interval: Duration::from_millis(100),
+            ice_check_interval: Duration::from_millis(50),
             ice_max_binding_requests: 9,
         }
     }

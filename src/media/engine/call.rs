@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batch::SendBatch;
 use super::call_quality::{CallQuality, QualityTracker};
-use super::demux::{Demux, DemuxCounters, Drop as DemuxDrop};
+use super::demux::{classify, Demux, DemuxCounters, Drop as DemuxDrop, Kind};
 use super::local::{tone_payload, DigitTracker, LocalMode, LocalStats};
 use super::peer::WebRtcPeer;
 use super::servers::remote_candidate_addrs;
@@ -172,12 +172,26 @@ pub struct Call {
     pub closed: bool,
     /// When the leg must be connected (set at negotiation) or back from a disconnection.
     connect_by: Option<Instant>,
+    /// When the SDP exchange completed, for the connect time in the log.
+    negotiated_at: Option<Instant>,
+    /// A DTLS flight that arrived before ICE accepted its source (see `on_webrtc_datagram`).
+    early_dtls: Option<EarlyDtls>,
     failed: bool,
     /// When the thread's timer heap will next wake this call.
     pub scheduled: Option<Instant>,
     next_rtc: Instant,
     quality: QualityTracker,
 }
+
+/// An early DTLS flight kept for a retry.
+struct EarlyDtls {
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// Largest early DTLS datagram kept (a flight's datagrams fit str0m's MTU).
+const EARLY_DTLS_MAX: usize = 1500;
 
 /// A G.711 packet interval.
 const PTIME: Duration = Duration::from_millis(20);
@@ -219,6 +233,8 @@ impl Call {
             connected: false,
             closed: false,
             connect_by: None,
+            negotiated_at: None,
+            early_dtls: None,
             failed: false,
             scheduled: None,
             next_rtc: now,
@@ -275,16 +291,52 @@ impl Call {
         };
         let input = Input::Receive(now, recv);
         if !self.peer.rtc().accepts(&input) {
+            // A DTLS flight from the far end can overtake our ICE checks (its side nominated
+            // first): dropped, it would cost a DTLS retransmission timeout (~1 s of audio).
+            // Keep the latest one until ICE accepts its source.
+            if !self.connected && classify(data) == Kind::Dtls && data.len() <= EARLY_DTLS_MAX {
+                let buf = self.early_dtls.get_or_insert_with(|| EarlyDtls {
+                    source,
+                    destination,
+                    data: Vec::with_capacity(EARLY_DTLS_MAX),
+                });
+                buf.source = source;
+                buf.destination = destination;
+                buf.data.clear();
+                buf.data.extend_from_slice(data);
+            }
             io.demux_counters.count(DemuxDrop::Refused);
             return;
         }
+        let is_stun = classify(data) == Kind::Stun;
         if let Err(e) = self.peer.rtc().handle_input(input) {
             tracing::debug!(error = %e, "WebRTC input refused");
             io.demux_counters.count(DemuxDrop::Refused);
         } else {
             io.demux_counters.delivered.fetch_add(1, Ordering::Relaxed);
+            if is_stun && !self.connected {
+                self.retry_early_dtls(now);
+            }
         }
         self.drive(now, io);
+    }
+
+    /// Gives a held early DTLS flight another chance once ICE has moved on.
+    fn retry_early_dtls(&mut self, now: Instant) {
+        let Some(held) = self.early_dtls.as_ref() else {
+            return;
+        };
+        let Ok(recv) = Receive::new(Protocol::Udp, held.source, held.destination, &held.data)
+        else {
+            self.early_dtls = None;
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        let rtc = self.peer.rtc();
+        if rtc.accepts(&input) {
+            let _ = rtc.handle_input(input);
+            self.early_dtls = None;
+        }
     }
 
     /// The PBX's RTP socket is readable: relay (or hold) everything queued on it.
@@ -377,6 +429,7 @@ impl Call {
     pub fn negotiated(&mut self, now: Instant) {
         if !self.connected && self.connect_by.is_none() {
             self.connect_by = Some(now + CONNECT_TIMEOUT);
+            self.negotiated_at = Some(now);
         }
     }
 
@@ -519,7 +572,12 @@ impl Call {
         match e {
             Event::Connected => {
                 self.connected = true;
+                self.early_dtls = None;
                 self.connect_by = None;
+                let after = self.negotiated_at.map(|t| now.saturating_duration_since(t));
+                self.span.in_scope(|| {
+                    tracing::debug!(after_ms = ?after.map(|d| d.as_millis()), "WebRTC leg connected")
+                });
                 self.set_state(PeerState::Connected);
                 return self.flush_early(now, io);
             }
