@@ -9,8 +9,9 @@
 # Reports µs of CPU per relayed packet for each (both directions counted), their ratio, loss,
 # trunkgate's RSS per call and the echo round trip through trunkgate (p50/p99).
 #
-# Usage: benches/media_vs_rtpengine.sh N [RTPENGINE_BENCH_DIR]
-#   RTPENGINE_BENCH_DIR defaults to ../shared/bench/rtpengine relative to the repository.
+# Usage: benches/media_vs_rtpengine.sh N RTPENGINE_BENCH_DIR
+#   RTPENGINE_BENCH_DIR: the rtpengine baseline (e.g. ../shared/bench/rtpengine); not needed with
+#   ONLY=trunkgate.
 # Environment: DURATION (media seconds, default 20), RATE (call set-ups/s, default 100),
 #   TRUNKGATE_BIN (default: $CARGO_TARGET_DIR or ./target, release/trunkgate),
 #   OUT (append both JSON results to this file), ONLY=trunkgate|rtpengine (run one side),
@@ -25,16 +26,20 @@
 # Everything stays on 127.0.0.1, every step is bounded in time, and it cleans up what it started.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-calls=${1:?usage: $0 N [RTPENGINE_BENCH_DIR]}
-rdir=$(cd "${2:-$here/../shared/bench/rtpengine}" && pwd)
+calls=${1:?usage: $0 N RTPENGINE_BENCH_DIR   (ONLY=trunkgate: N alone)}
+only=${ONLY:-}
+rdir=""
+if [ "$only" != trunkgate ]; then
+    # the rtpengine baseline (bench.py, install.sh, its config) lives outside this repository
+    rdir=$(cd "${2:?usage: $0 N RTPENGINE_BENCH_DIR (e.g. ../shared/bench/rtpengine)}" && pwd)
+fi
 duration=${DURATION:-20}
 rate=${RATE:-100}
-only=${ONLY:-}
 relay_cpu=() far_cpu=() pin_flag=()
 if [ -n "${PIN:-}" ]; then relay_cpu=(taskset -c 1) far_cpu=(taskset -c 0) pin_flag=(--pin); fi
 bin=${TRUNKGATE_BIN:-${CARGO_TARGET_DIR:-$here/target}/release/trunkgate}
 [ -x "$bin" ] || { echo "no release build at $bin: cargo build --release (or set TRUNKGATE_BIN)" >&2; exit 2; }
-[ -f "$rdir/bench.py" ] || { echo "no bench.py in $rdir" >&2; exit 2; }
+[ -z "$rdir" ] || [ -f "$rdir/bench.py" ] || { echo "no bench.py in $rdir" >&2; exit 2; }
 case "$calls" in '' | *[!0-9]*) echo "N must be a number" >&2; exit 2 ;; esac
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

@@ -1,6 +1,8 @@
 //! SDP text helpers for the WebRTC leg: reading the direction, codecs, DTLS role and mid of
-//! the first audio section, and finishing str0m's local descriptions for a complete,
+//! the first audio section and the remote's candidate addresses, and finishing str0m's local descriptions for a complete,
 //! non-trickle exchange (no `a=ice-options:trickle`, an `a=end-of-candidates`).
+
+use std::net::{IpAddr, SocketAddr};
 
 use super::{AudioFormat, Codec, Direction};
 
@@ -134,6 +136,29 @@ pub fn finish_local_sdp(sdp: &str) -> String {
     out
 }
 
+/// The `ip port` of every `a=candidate` line of an SDP: where the remote may send from (the
+/// TURN permissions to install before ICE starts).
+pub fn remote_candidate_addrs(sdp: &str) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for line in sdp.lines() {
+        let Some(c) = line.trim_end().strip_prefix("a=candidate:") else {
+            continue;
+        };
+        // foundation component transport priority address port typ ...
+        let f: Vec<&str> = c.split_whitespace().collect();
+        if f.len() < 6 || !f[2].eq_ignore_ascii_case("udp") {
+            continue;
+        }
+        if let (Ok(ip), Ok(port)) = (f[4].parse::<IpAddr>(), f[5].parse::<u16>()) {
+            let a = SocketAddr::new(ip, port);
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +202,21 @@ mod tests {
         assert_eq!(
             setup_role("a=setup:ACTPASS\r\n").as_deref(),
             Some("actpass")
+        );
+    }
+
+    #[test]
+    fn remote_candidates_are_read() {
+        let sdp = "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+                   a=candidate:2 1 UDP 1 192.0.2.1 6000 typ relay raddr 0.0.0.0 rport 0\r\n\
+                   a=candidate:3 1 tcp 1 192.0.2.2 7000 typ host tcptype passive\r\n\
+                   a=candidate:bad\r\n";
+        assert_eq!(
+            remote_candidate_addrs(sdp),
+            vec![
+                "127.0.0.1:5000".parse().unwrap(),
+                "192.0.2.1:6000".parse().unwrap()
+            ]
         );
     }
 

@@ -15,14 +15,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batch::SendBatch;
 use super::call_quality::{CallQuality, QualityTracker};
-use super::demux::{classify, Demux, DemuxCounters, Drop as DemuxDrop, Kind};
+use super::demux::{Demux, DemuxCounters, Drop as DemuxDrop};
 use super::local::{tone_payload, DigitTracker, LocalMode, LocalStats};
 use super::peer::WebRtcPeer;
-use super::servers::remote_candidate_addrs;
 use super::turn_link::{LinkState, TurnLink};
 use super::CallKey;
 use crate::media::relay::{PbxMedia, Relay, RelayCounters};
-use crate::media::turn::TurnEvent;
+use crate::media::sdp_text::remote_candidate_addrs;
+use crate::media::turn::{classify, PacketKind, TurnEvent};
 use crate::media::{AudioFormat, Codec, PeerError, PeerState};
 
 /// What a call shares with its async handle: counters and figures written by the media
@@ -272,10 +272,6 @@ impl Call {
         });
     }
 
-    pub fn set_format(&mut self, f: AudioFormat) {
-        self.shared.set_format(f);
-    }
-
     /// A datagram for this call's WebRTC leg (shared port or its own socket).
     pub fn on_webrtc_datagram(
         &mut self,
@@ -294,7 +290,8 @@ impl Call {
             // A DTLS flight from the far end can overtake our ICE checks (its side nominated
             // first): dropped, it would cost a DTLS retransmission timeout (~1 s of audio).
             // Keep the latest one until ICE accepts its source.
-            if !self.connected && classify(data) == Kind::Dtls && data.len() <= EARLY_DTLS_MAX {
+            if !self.connected && classify(data) == PacketKind::Dtls && data.len() <= EARLY_DTLS_MAX
+            {
                 let buf = self.early_dtls.get_or_insert_with(|| EarlyDtls {
                     source,
                     destination,
@@ -308,7 +305,7 @@ impl Call {
             io.demux_counters.count(DemuxDrop::Refused);
             return;
         }
-        let is_stun = classify(data) == Kind::Stun;
+        let is_stun = classify(data) == PacketKind::Stun;
         if let Err(e) = self.peer.rtc().handle_input(input) {
             tracing::debug!(error = %e, "WebRTC input refused");
             io.demux_counters.count(DemuxDrop::Refused);
@@ -425,8 +422,10 @@ impl Call {
         self.drive(now, io);
     }
 
-    /// The SDP exchange is done: ICE and DTLS run against the clock from now.
-    pub fn negotiated(&mut self, now: Instant) {
+    /// The SDP exchange is done: the format is published, and ICE and DTLS run against the
+    /// clock from now (a re-negotiation of a connected leg leaves the clock alone).
+    fn negotiated(&mut self, format: AudioFormat, now: Instant) {
+        self.shared.set_format(format);
         if !self.connected && self.connect_by.is_none() {
             self.connect_by = Some(now + CONNECT_TIMEOUT);
             self.negotiated_at = Some(now);
@@ -748,6 +747,32 @@ impl Call {
             link.delivered = delivered;
             link.arena = arena;
         }
+    }
+
+    /// The remote's answer to our offer: permissions for its candidates first, then str0m.
+    pub fn accept_answer(
+        &mut self,
+        sdp: &str,
+        now: Instant,
+        registry: &mio::Registry,
+    ) -> Result<AudioFormat, PeerError> {
+        self.permit_remote(sdp, now, registry);
+        let format = self.peer.accept_answer(sdp)?;
+        self.negotiated(format, now);
+        Ok(format)
+    }
+
+    /// The remote's offer (first or re-offer); permissions for its candidates are the caller's
+    /// (before gathering for a first offer, with [`Self::permit_remote`]).
+    pub fn accept_offer(
+        &mut self,
+        sdp: &str,
+        codec: Option<Codec>,
+        now: Instant,
+    ) -> Result<(String, AudioFormat), PeerError> {
+        let (answer, format) = self.peer.accept_offer(sdp, codec)?;
+        self.negotiated(format, now);
+        Ok((answer, format))
     }
 
     /// TURN permissions for every candidate address of the remote's SDP, before ICE checks go.

@@ -8,28 +8,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// What a datagram claims to be (RFC 7983 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Stun,
-    Dtls,
-    Rtp,
-    Other,
-}
-
-pub fn classify(datagram: &[u8]) -> Kind {
-    match datagram.first() {
-        Some(0..=3) => Kind::Stun,
-        Some(20..=63) => Kind::Dtls,
-        Some(128..=191) => Kind::Rtp,
-        _ => Kind::Other,
-    }
-}
+use crate::media::turn::{classify, PacketKind};
 
 /// Why a datagram on a shared port was not given to any call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drop {
-    /// Not STUN, DTLS or (S)RTP, or too short to be any.
+    /// Not STUN, DTLS or (S)RTP, or too short to be any (a STUN header is 20 bytes).
     Garbage,
     /// A STUN message naming no username fragment of ours, or malformed.
     StunUnknownUfrag,
@@ -110,7 +94,7 @@ impl<C: Copy + Eq> Demux<C> {
 
     pub fn route(&self, source: SocketAddr, datagram: &[u8]) -> Result<C, Drop> {
         match classify(datagram) {
-            Kind::Stun => {
+            PacketKind::Stun => {
                 if let Some(ufrag) = stun_local_ufrag(datagram) {
                     return self
                         .by_ufrag
@@ -124,12 +108,13 @@ impl<C: Copy + Eq> Demux<C> {
                     .copied()
                     .ok_or(Drop::StunUnknownUfrag)
             }
-            Kind::Dtls | Kind::Rtp => self
+            PacketKind::Dtls | PacketKind::Rtp => self
                 .by_addr
                 .get(&source)
                 .copied()
                 .ok_or(Drop::UnknownSource),
-            Kind::Other => Err(Drop::Garbage),
+            // No TURN server talks to a shared WebRTC port: ChannelData here is garbage too.
+            PacketKind::ChannelData | PacketKind::Other => Err(Drop::Garbage),
         }
     }
 

@@ -105,35 +105,12 @@ pub async fn resolve_servers(servers: &[IceServer], bind: IpAddr, relay_only: bo
     g
 }
 
-/// The `ip port` of every `a=candidate` line of an SDP: where the remote may send from (the
-/// TURN permissions to install before ICE starts).
-pub fn remote_candidate_addrs(sdp: &str) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for line in sdp.lines() {
-        let Some(c) = line.trim_end().strip_prefix("a=candidate:") else {
-            continue;
-        };
-        // foundation component transport priority address port typ ...
-        let f: Vec<&str> = c.split_whitespace().collect();
-        if f.len() < 6 || !f[2].eq_ignore_ascii_case("udp") {
-            continue;
-        }
-        if let (Ok(ip), Ok(port)) = (f[4].parse::<IpAddr>(), f[5].parse::<u16>()) {
-            let a = SocketAddr::new(ip, port);
-            if !out.contains(&a) {
-                out.push(a);
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn stun_urls_and_remote_candidates_are_read() {
+    fn stun_urls_are_read() {
         assert_eq!(
             stun_host_port("stun:ct-turn1.etisalat.ae:3478"),
             Some(("ct-turn1.etisalat.ae".into(), 3478))
@@ -147,17 +124,6 @@ mod tests {
             Some(("::1".into(), 3479))
         );
         assert_eq!(stun_host_port("stun:host:notaport"), None);
-        let sdp = "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
-                   a=candidate:2 1 UDP 1 192.0.2.1 6000 typ relay raddr 0.0.0.0 rport 0\r\n\
-                   a=candidate:3 1 tcp 1 192.0.2.2 7000 typ host tcptype passive\r\n\
-                   a=candidate:bad\r\n";
-        assert_eq!(
-            remote_candidate_addrs(sdp),
-            vec![
-                "127.0.0.1:5000".parse().unwrap(),
-                "192.0.2.1:6000".parse().unwrap()
-            ]
-        );
     }
 
     #[tokio::test]

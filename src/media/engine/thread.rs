@@ -24,7 +24,7 @@ use super::servers::MAX_TURN;
 use super::turn_link::TurnLink;
 use super::{CallKey, Command, EngineCounters, FarEnd, Role};
 use crate::media::relay::Relay;
-use crate::media::turn::{BindingResult, StunBinding};
+use crate::media::turn::{classify, BindingResult, PacketKind, StunBinding};
 use crate::media::PeerError;
 
 pub const WAKER: Token = Token(0);
@@ -265,7 +265,7 @@ impl MediaThread {
                 let stride = meta.stride.max(1);
                 for datagram in buf.chunks(stride) {
                     counters.received.fetch_add(1, Ordering::Relaxed);
-                    if datagram.first().is_some_and(|b| *b < 4) {
+                    if classify(datagram) == PacketKind::Stun {
                         if let Some(s) = srflx
                             .iter_mut()
                             .find(|s| s.server == meta.addr && s.binding.is_some())
@@ -330,6 +330,22 @@ impl MediaThread {
         Some((call, io))
     }
 
+    /// Runs `f` on a live call, then lets str0m send what it produced and reschedules the
+    /// call; None when the call is gone.
+    fn with_call<T>(
+        &mut self,
+        key: CallKey,
+        now: Instant,
+        f: impl FnOnce(&mut Call, &mut Io<'_>) -> T,
+    ) -> Option<T> {
+        let (call, mut io) = self.call_mut_split(key)?;
+        let out = f(call, &mut io);
+        call.drive(now, &mut io);
+        let next = call.next_timeout();
+        self.schedule(key.slot, next);
+        Some(out)
+    }
+
     fn current_key(&self, slot: u32) -> Option<CallKey> {
         self.calls.get(slot as usize)?.as_ref().map(|c| c.key)
     }
@@ -338,31 +354,56 @@ impl MediaThread {
         let Some(key) = self.current_key(slot) else {
             return;
         };
-        let Some((call, mut io)) = self.call_mut_split(key) else {
-            return;
-        };
-        match kind {
-            KIND_RTP => call.on_pbx_rtp(now, &mut io),
-            KIND_RTCP => call.on_pbx_rtcp(now, &mut io),
-            k if k >= KIND_TURN0 => call.on_turn_ready(k - KIND_TURN0, now, &mut io),
-            KIND_OWN => {
-                let local = call.local_addr;
-                while let Some(sock) = call.own_socket.as_ref() {
-                    let (n, src) = match sock.recv_from(io.scratch) {
-                        Ok(r) => r,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(_) => continue,
-                    };
-                    // Copied out so the call may reuse scratch while handling it.
-                    let mut tmp = [0u8; DATAGRAM];
-                    tmp[..n].copy_from_slice(&io.scratch[..n]);
-                    call.on_webrtc_datagram(src, local, &tmp[..n], now, &mut io);
-                }
+        if kind == KIND_OWN {
+            self.read_own_socket(key, now);
+        } else if let Some((call, mut io)) = self.call_mut_split(key) {
+            match kind {
+                KIND_RTP => call.on_pbx_rtp(now, &mut io),
+                KIND_RTCP => call.on_pbx_rtcp(now, &mut io),
+                k if k >= KIND_TURN0 => call.on_turn_ready(k - KIND_TURN0, now, &mut io),
+                _ => {}
             }
-            _ => {}
         }
         self.touched.push(slot);
         self.after_touched();
+    }
+
+    /// A call's own WebRTC socket is readable. Datagrams are read into the shared port's first
+    /// receive buffer (idle outside `read_shared`), so the call keeps its scratch buffer for
+    /// what it sends.
+    fn read_own_socket(&mut self, key: CallKey, now: Instant) {
+        let MediaThread {
+            poll,
+            calls,
+            demux,
+            batch,
+            scratch,
+            pbx_bufs,
+            counters,
+            recv_bufs,
+            ..
+        } = self;
+        let Some(Some(call)) = calls.get_mut(key.slot as usize) else {
+            return;
+        };
+        let mut io = Io {
+            registry: poll.registry(),
+            batch,
+            demux,
+            demux_counters: &counters.demux,
+            scratch: &mut scratch[..],
+            pbx_bufs,
+        };
+        let buf = &mut recv_bufs[0];
+        let local = call.local_addr;
+        while let Some(sock) = call.own_socket.as_ref() {
+            let (n, src) = match sock.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            };
+            call.on_webrtc_datagram(src, local, &buf[..n], now, &mut io);
+        }
     }
 
     /// Makes sure the heap wakes `slot` at `at` (an earlier live entry is kept: an early
@@ -464,47 +505,25 @@ impl MediaThread {
                 }
             }
             Command::AcceptAnswer { key, sdp, reply } => {
-                if let Some((call, mut io)) = self.call_mut_split(key) {
-                    call.permit_remote(&sdp, now, io.registry);
-                    let r = call.peer.accept_answer(&sdp);
-                    if let Ok(f) = &r {
-                        call.set_format(*f);
-                        call.negotiated(now);
-                    }
-                    let _ = reply.send(r);
-                    call.drive(now, &mut io);
-                    let next = call.next_timeout();
-                    self.schedule(key.slot, next);
-                } else {
-                    let _ = reply.send(Err(PeerError::EngineGone));
-                }
+                let r = self.with_call(key, now, |call, io| {
+                    call.accept_answer(&sdp, now, io.registry)
+                });
+                let _ = reply.send(r.unwrap_or(Err(PeerError::EngineGone)));
             }
             Command::Reoffer {
                 key,
                 direction,
                 reply,
-            } => match self.call_mut_split(key) {
-                Some((call, _)) => {
-                    let _ = reply.send(call.peer.create_offer(direction));
-                }
-                None => {
-                    let _ = reply.send(Err(PeerError::EngineGone));
-                }
-            },
+            } => {
+                let r = self.with_call(key, now, |call, _| call.peer.create_offer(direction));
+                let _ = reply.send(r.unwrap_or(Err(PeerError::EngineGone)));
+            }
             Command::AnswerReoffer { key, sdp, reply } => {
-                if let Some((call, mut io)) = self.call_mut_split(key) {
+                let r = self.with_call(key, now, |call, io| {
                     call.permit_remote(&sdp, now, io.registry);
-                    let r = call.peer.accept_offer(&sdp, None);
-                    if let Ok((_, f)) = &r {
-                        call.set_format(*f);
-                    }
-                    let _ = reply.send(r);
-                    call.drive(now, &mut io);
-                    let next = call.next_timeout();
-                    self.schedule(key.slot, next);
-                } else {
-                    let _ = reply.send(Err(PeerError::EngineGone));
-                }
+                    call.accept_offer(&sdp, None, now)
+                });
+                let _ = reply.send(r.unwrap_or(Err(PeerError::EngineGone)));
             }
             Command::AttachPbx {
                 key,
@@ -754,12 +773,7 @@ fn finish_gathering(call: &mut Call) {
             let _ = reply.send(call.peer.create_offer(crate::media::Direction::SendRecv));
         }
         PendingSdp::Answer { sdp, codec, reply } => {
-            let r = call.peer.accept_offer(&sdp, codec);
-            if let Ok((_, f)) = &r {
-                call.set_format(*f);
-                call.negotiated(Instant::now());
-            }
-            let _ = reply.send(r);
+            let _ = reply.send(call.accept_offer(&sdp, codec, Instant::now()));
         }
     }
 }
