@@ -6,12 +6,14 @@
 //! order: method (405), header inspection (416, 420), content (415, 406), then authentication
 //! and the method itself.
 
+mod answer;
 pub(crate) mod client_auth;
 mod dialogs;
 #[cfg(test)]
 mod guard_tests;
 #[cfg(test)]
 mod pbx_harness;
+mod precheck;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -21,7 +23,6 @@ use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::auth::{self, AuthOutcome, Authenticator};
-use super::grammar::Scheme;
 use super::message::{Method, Request, Response};
 use super::parse::{parse, ParseFailure, Parsed, RequestInfo};
 use super::registrar::{RegisterOutcome, Registrar, RegistrarLimits, Registrations};
@@ -36,39 +37,13 @@ use crate::call::record::CallRecord;
 use crate::call::signal::{CallRef, CallRefs, ToCall};
 use crate::config::Config;
 use crate::numbers::{NumberPolicy, NumbersError};
+use answer::Answer;
 use dialogs::Dialogs;
 
 /// Methods we answer (RFC 3261 20.5 Allow).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER";
 /// Option tags we support: RFC 4028 session timers.
-const SUPPORTED: &[&str] = &["timer"];
-
-/// What the TU decided for a new request.
-struct Answer {
-    code: u16,
-    reason: Option<String>,
-    headers: Vec<(&'static str, String)>,
-}
-
-impl Answer {
-    fn new(code: u16) -> Self {
-        Answer {
-            code,
-            reason: None,
-            headers: Vec::new(),
-        }
-    }
-
-    fn reason(mut self, r: impl Into<String>) -> Self {
-        self.reason = Some(r.into());
-        self
-    }
-
-    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
-        self
-    }
-}
+pub(super) const SUPPORTED: &[&str] = &["timer"];
 
 pub struct Endpoint {
     server: ServerTransactions,
@@ -376,7 +351,7 @@ impl Endpoint {
         }
         SipStats::inc(&self.stats.requests_received);
         self.traffic.request(req.method.as_str());
-        if let Err(a) = self.precheck(&req, &info) {
+        if let Err(a) = precheck::precheck(&req, &info) {
             return self.reply_stateless(&req, &info, src, a);
         }
         let work = match req.method {
@@ -491,78 +466,6 @@ impl Endpoint {
             r.headers.push(n, v);
         }
         r
-    }
-
-    /// RFC 3261 8.2.1-8.2.3: method, Max-Forwards, Require, content.
-    fn precheck(&mut self, req: &Request, info: &RequestInfo) -> Result<(), Answer> {
-        let a = self.precheck_answer(req, info);
-        match a {
-            Some(a) => Err(a),
-            None => Ok(()),
-        }
-    }
-
-    fn precheck_answer(&mut self, req: &Request, info: &RequestInfo) -> Option<Answer> {
-        if !matches!(
-            info.request_uri.scheme,
-            Scheme::Sip | Scheme::Sips | Scheme::Tel
-        ) {
-            return Some(Answer::new(416));
-        }
-        if let Method::Other(_) = req.method {
-            return Some(Answer::new(405).header("Allow", ALLOW));
-        }
-        if info.max_forwards == Some(0) && req.method != Method::Options {
-            return Some(Answer::new(483));
-        }
-        if !matches!(req.method, Method::Ack | Method::Cancel) {
-            let unsupported: Vec<&str> = req
-                .headers
-                .list_items("Require")
-                .filter(|o| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(o)))
-                .collect();
-            if !unsupported.is_empty() {
-                return Some(Answer::new(420).header("Unsupported", unsupported.join(", ")));
-            }
-        }
-        if !req.body.is_empty() {
-            let ctype = req.headers.get("Content-Type").map(|c| {
-                c.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
-            if ctype.as_deref() != Some("application/sdp") {
-                return Some(Answer::new(415).header("Accept", "application/sdp"));
-            }
-            if req
-                .headers
-                .list_items("Content-Encoding")
-                .any(|e| !e.eq_ignore_ascii_case("identity"))
-            {
-                return Some(
-                    Answer::new(415)
-                        .header("Accept", "application/sdp")
-                        .header("Accept-Encoding", "identity"),
-                );
-            }
-        }
-        if req.method == Method::Invite && req.headers.get("Accept").is_some() {
-            let ok = req.headers.list_items("Accept").any(|a| {
-                let a = a
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                a == "application/sdp" || a == "application/*" || a == "*/*"
-            });
-            if !ok {
-                return Some(Answer::new(406).header("Accept", "application/sdp"));
-            }
-        }
-        None
     }
 
     /// Authentication shared by REGISTER (401) and other requests (407). Every failure is
