@@ -47,8 +47,8 @@ use crate::carrier::protocol::{
 use crate::config::Config;
 use crate::media::pbx_sdp::{self, LocalSdp, MediaLine, Negotiated};
 use crate::media::{Codec, Direction, TELEPHONE_EVENT_PT};
+use crate::sip::client_auth;
 use crate::sip::digest::{self, Algorithm, Credentials};
-use crate::sip::endpoint::client_auth;
 use crate::sip::endpoint::Endpoint;
 use crate::sip::grammar::NameAddr;
 use crate::sip::message::Headers;

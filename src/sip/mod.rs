@@ -2,6 +2,7 @@
 //! and the endpoint core that ties them together without doing any I/O itself.
 
 pub mod auth;
+pub mod client_auth;
 pub mod digest;
 pub mod endpoint;
 pub mod grammar;

@@ -1145,9 +1145,13 @@ impl Endpoint {
         let Some(challenge) = resp.headers.get(header) else {
             return false;
         };
-        let Some(authorization) =
-            super::client_auth::authorization(challenge, user, pass.expose(), "INVITE", &u.uri)
-        else {
+        let Some(authorization) = crate::sip::client_auth::authorization(
+            challenge,
+            user,
+            pass.expose(),
+            "INVITE",
+            &u.uri,
+        ) else {
             warn!(call, "the PBX's challenge is not a digest we can answer");
             return false;
         };

@@ -7,7 +7,6 @@
 //! and the method itself.
 
 mod answer;
-pub(crate) mod client_auth;
 mod dialogs;
 #[cfg(test)]
 mod guard_tests;
