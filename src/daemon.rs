@@ -16,7 +16,6 @@ use crate::call::context::CallContext;
 use crate::call::record::{RecordSink, Records};
 use crate::call::router::CallRouter;
 use crate::call::session_timer::TimerConfig;
-use crate::call::signal::CallCmd;
 use crate::carrier::{Carrier, CarrierCall, Overrides};
 use crate::config::{CarrierAccount, CarrierConfig, Config, Secret};
 use crate::media::engine::{EngineConfig, MediaEngine};
@@ -31,7 +30,7 @@ use crate::sim::{SimConfig, SimHandle, SimUser};
 use crate::sip::endpoint::Endpoint;
 use crate::sip::registrar::Registrations;
 use crate::sip::stats::SipStats;
-use crate::sip::transport;
+use crate::sip::transport::{self, Control};
 
 pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     // Caught before anything answers: a SIGHUP or SIGTERM that arrives while starting must be
@@ -89,7 +88,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
         records,
     )?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (edge_tx, edge_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let health = Arc::new(transport::LoopHealth::default());
     let ops = Arc::new(OpsState {
         started: Instant::now(),
@@ -98,11 +97,11 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
         registrations: registrations.clone(),
         trunks: config.trunks.iter().map(|t| t.name.clone()).collect(),
         carrier: ctx.carrier.clone(),
-        active: ctx.active.clone(),
+        calls: ctx.registry.clone(),
         metrics: call_metrics,
         draining: ctx.draining.clone(),
         security: endpoint.security().clone(),
-        edge: edge_tx,
+        control: control_tx.clone(),
         sip_loop: health.clone(),
         media: ctx.media.counters().clone(),
     });
@@ -119,11 +118,13 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
     let sip = tokio::spawn(transport::serve(
         socket,
         endpoint,
-        stop_rx,
-        cmd_rx,
-        edge_rx,
-        router,
-        health.clone(),
+        transport::Links {
+            commands: cmd_rx,
+            control: control_rx,
+            tu: router,
+            health: health.clone(),
+            shutdown: stop_rx,
+        },
     ));
     let (carrier, sim, inbound) = match carrier {
         Some((carrier, sim, calls)) => (
@@ -146,6 +147,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
     let supervisor = sd::supervise(
         notifier.clone(),
         health,
+        ctx.registry.clone(),
         registrations.clone(),
         trunk_names.clone(),
     );
@@ -165,7 +167,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
                         "changed in the file, but applies only after a restart"
                     );
                 }
-                ctx.send(CallCmd::Reconfigure(Box::new(new.clone())));
+                let _ = control_tx.send(Control::Reconfigure(Arc::new(new.clone())));
                 if let (Some(c), Some(k)) = (&ctx.carrier, &new.carrier) {
                     for name in c.set_passwords(&k.accounts) {
                         warn!(account = %name, "carrier account not applied: it needs a restart");
@@ -179,7 +181,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
     }
     info!("stopping");
     notifier.stopping();
-    drain(&ctx, config.calls.drain_grace, &mut signals).await;
+    drain(&ctx, &control_tx, config.calls.drain_grace, &mut signals).await;
     let _ = stop_tx.send(true);
     let _ = sip.await;
     let _ = http.await;
@@ -204,18 +206,23 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
 /// SIGTERM/SIGINT: new calls are refused (503 with Retry-After, inbound rejected at the
 /// carrier), calls up continue for `grace`, then every call still up is ended on both legs and
 /// its record written.
-async fn drain(ctx: &Arc<CallContext>, grace: std::time::Duration, signals: &mut Signals) {
+async fn drain(
+    ctx: &Arc<CallContext>,
+    control: &mpsc::UnboundedSender<Control>,
+    grace: std::time::Duration,
+    signals: &mut Signals,
+) {
     ctx.draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    ctx.send(CallCmd::Drain);
-    let active = ctx.active.len();
+    let _ = control.send(Control::Drain);
+    let active = ctx.registry.len();
     info!(
         active,
         grace_s = grace.as_secs(),
         "stopping: new calls refused, draining calls"
     );
     let deadline = tokio::time::Instant::now() + grace;
-    while !ctx.active.is_empty() && tokio::time::Instant::now() < deadline {
+    while !ctx.registry.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
             _ = signals.stop() => {
@@ -224,14 +231,14 @@ async fn drain(ctx: &Arc<CallContext>, grace: std::time::Duration, signals: &mut
             }
         }
     }
-    if !ctx.active.is_empty() {
+    if !ctx.registry.is_empty() {
         info!(
-            left = ctx.active.len(),
+            left = ctx.registry.len(),
             "grace period over: ending the remaining calls"
         );
-        ctx.send(CallCmd::HangupAll);
+        ctx.registry.hangup_all();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !ctx.active.is_empty() && tokio::time::Instant::now() < deadline {
+        while !ctx.registry.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
@@ -369,8 +376,8 @@ fn call_context(
     config: &Config,
     sdp_ip: IpAddr,
     carrier: Option<Arc<Carrier>>,
-    cmds: mpsc::UnboundedSender<crate::call::signal::CallCmd>,
-    refs: Arc<crate::call::signal::CallRefs>,
+    cmds: mpsc::UnboundedSender<crate::sip::tu::DialogCommand>,
+    refs: Arc<crate::sip::tu::CallRefs>,
     records: Records,
 ) -> anyhow::Result<CallContext> {
     let (first, last) = config
@@ -412,7 +419,7 @@ fn call_context(
         trunks: config.trunks.iter().map(|t| t.name.clone()).collect(),
         numbers: NumberPolicy::new(&config.numbers)?,
         refs,
-        active: Arc::new(crate::call::active::ActiveCalls::default()),
+        registry: Arc::new(crate::call::registry::Registry::default()),
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
     })
 }

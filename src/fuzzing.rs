@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::call::signal::{CallCmd, CallRef, InboundInvite, Reply, Request as CallRequest, ToCall};
 use crate::carrier::events::{classify, CallEvent, Classified, Dedup};
 use crate::carrier::lifecycle::{Backoff, Lifecycle, Outcome, Step};
 use crate::carrier::protocol::{
@@ -56,6 +55,7 @@ use crate::sip::parse::{self, ParseError, ParseFailure, Parsed};
 use crate::sip::registrar::Registrations;
 use crate::sip::stats::SipStats;
 use crate::sip::transaction::Transmit;
+use crate::sip::tu::{CallRef, DialogCommand, DialogEvent, InviteToPbx, OwnRequest, Reply};
 
 /// The origin of virtual time: one `Instant`, read once; only offsets from it matter.
 fn origin() -> Instant {
@@ -610,7 +610,7 @@ pub fn sip_datagram(data: &[u8]) {
     }
     // The calls end, then a long idle: nothing may be left behind.
     for call in h.calls.clone() {
-        h.command(CallCmd::Done(call));
+        h.command(DialogCommand::Forget(call));
     }
     h.advance(h.now + Duration::from_secs(2 * 3600));
     assert_eq!(
@@ -676,11 +676,8 @@ impl Harness {
                 self.check_transmit(&t);
                 continue;
             }
-            if let Some((call, event)) = self.ep.poll_call_event() {
+            if let Some((call, event)) = self.ep.poll_event() {
                 self.on_call_event(call, event);
-                continue;
-            }
-            if self.ep.poll_record().is_some() {
                 continue;
             }
             break;
@@ -742,29 +739,33 @@ impl Harness {
     }
 
     /// What a call task would do on its own: forget calls that are over.
-    fn on_call_event(&mut self, call: CallRef, event: ToCall) {
+    fn on_call_event(&mut self, call: CallRef, event: DialogEvent) {
         match event {
-            ToCall::Outbound(_) => self.calls.push(call),
-            ToCall::Cancelled | ToCall::Bye | ToCall::NoAck | ToCall::Shutdown => {
-                self.command(CallCmd::Done(call))
-            }
-            ToCall::Response {
-                request: CallRequest::Invite,
+            DialogEvent::Admitted(_) => self.calls.push(call),
+            DialogEvent::Cancelled
+            | DialogEvent::Bye
+            | DialogEvent::NoAck
+            | DialogEvent::Shutdown => self.command(DialogCommand::Forget(call)),
+            DialogEvent::Response {
+                request: OwnRequest::Invite,
                 code,
                 ..
-            } if code >= 300 => self.command(CallCmd::Done(call)),
-            ToCall::Ack { .. } | ToCall::Reinvite { .. } | ToCall::Response { .. } => {}
+            } if code >= 300 => self.command(DialogCommand::Forget(call)),
+            DialogEvent::Refused(_)
+            | DialogEvent::Ack { .. }
+            | DialogEvent::Reinvite { .. }
+            | DialogEvent::Response { .. } => {}
         }
     }
 
-    fn command(&mut self, cmd: CallCmd) {
-        if let CallCmd::Done(call) = cmd {
+    fn command(&mut self, cmd: DialogCommand) {
+        if let DialogCommand::Forget(call) = cmd {
             if self.done.contains(&call) {
                 return;
             }
             self.done.push(call);
         }
-        self.ep.handle_call_command(cmd, self.now);
+        self.ep.handle_command(cmd, self.now);
         self.drain();
     }
 
@@ -784,7 +785,7 @@ impl Harness {
             let call = self.ep.call_refs().next();
             self.calls.push(call);
             let trunk = if alt { "pbx-branch" } else { "pbx-main" };
-            let invite = InboundInvite {
+            let invite = InviteToPbx {
                 trunk: trunk.into(),
                 did: "+97143456789".into(),
                 caller_number: Some("+971501111111".into()),
@@ -792,7 +793,7 @@ impl Harness {
                 sdp: ANSWER_SDP.into(),
                 headers: vec![("Supported", "timer".into())],
             };
-            self.command(CallCmd::Invite(call, Box::new(invite)));
+            self.command(DialogCommand::Invite(call, Box::new(invite)));
             return;
         }
         let Some(call) = self.newest() else {
@@ -801,31 +802,31 @@ impl Harness {
         let with_sdp = |code: u16| Reply::new(code).sdp(ANSWER_SDP.into());
         match action & 7 {
             1 => {
-                self.command(CallCmd::Respond(call, Reply::new(180)));
-                self.command(CallCmd::Respond(call, with_sdp(200)));
-                self.command(CallCmd::RespondReinvite(call, with_sdp(200)));
+                self.command(DialogCommand::Respond(call, Reply::new(180)));
+                self.command(DialogCommand::Respond(call, with_sdp(200)));
+                self.command(DialogCommand::RespondReinvite(call, with_sdp(200)));
             }
             2 => {
-                self.command(CallCmd::Respond(
+                self.command(DialogCommand::Respond(
                     call,
                     Reply::new(486)
                         .reason("Busy Here")
                         .header("Retry-After", "5"),
                 ));
-                self.command(CallCmd::RespondReinvite(call, Reply::new(488)));
+                self.command(DialogCommand::RespondReinvite(call, Reply::new(488)));
             }
-            3 => self.command(CallCmd::Respond(call, with_sdp(183))),
-            4 => self.command(CallCmd::Bye(call, Some("Q.850;cause=16".into()))),
-            5 => self.command(CallCmd::Reinvite(
+            3 => self.command(DialogCommand::Respond(call, with_sdp(183))),
+            4 => self.command(DialogCommand::Bye(call, Some("Q.850;cause=16".into()))),
+            5 => self.command(DialogCommand::Reinvite(
                 call,
                 HOLD_SDP.into(),
                 vec![("Session-Expires", "1800;refresher=uac".into())],
             )),
-            7 => self.command(CallCmd::Cancel(call)),
+            7 => self.command(DialogCommand::Cancel(call)),
             _ => {}
         }
         if alt {
-            self.command(CallCmd::Done(call));
+            self.command(DialogCommand::Forget(call));
         }
     }
 

@@ -10,13 +10,12 @@ use tracing::{debug, info, warn};
 use super::pbx_leg::{pbx_media, PbxLeg};
 use super::record::{CallRecord, EndedBy};
 use super::session_timer::{self, Negotiated as TimerNegotiated, SessionTimer, TimerAction};
-use super::signal::{Reply, Request, ToCall};
 use crate::carrier::events::{CallEvent, EndCause};
 use crate::carrier::CarrierCall;
 use crate::media::engine::MediaCall;
 use crate::media::pbx_sdp::{self, MediaLine};
 use crate::media::{AudioFormat, Direction, PeerState};
-use crate::sip::transport::sleep_until;
+use crate::sip::tu::{DialogEvent, OwnRequest, Reply};
 
 /// Where the PBX side's offer/answer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +45,20 @@ enum OwnReinvite {
     CarrierOffer,
 }
 
+/// Sleeps until `deadline`, or forever without one (a `select!` branch that never fires).
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Bridge<'_> {
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ToCall>, record: &mut CallRecord) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<DialogEvent>,
+        record: &mut CallRecord,
+    ) {
         let mut peer_state = self.peer.peer_state();
         let mut own: Option<OwnReinvite> = None;
         // RFC 3261 14.1: after a 491 the re-INVITE is tried again 2.1-4 s later (we own no Call-ID
@@ -72,7 +83,7 @@ impl Bridge<'_> {
                         record.ended_by = EndedBy::Carrier;
                         info!(carrier_code = ?code, %reason, ?cause, "carrier ended the call");
                         let why = match cause {
-                            EndCause::Remote => format!("Q.850;cause=16;text=\"{}\"", crate::sip::endpoint::sanitize(&reason)),
+                            EndCause::Remote => crate::sip::tu::reason_header("Q.850", 16, &reason),
                             _ => "Q.850;cause=41;text=\"carrier session lost\"".to_string(),
                         };
                         self.leg.bye(Some(why));
@@ -103,26 +114,26 @@ impl Bridge<'_> {
                     Some(other) => debug!(event = ?other, "carrier event ignored in a confirmed call"),
                 },
                 msg = rx.recv() => match msg {
-                    Some(ToCall::Bye) | None => {
+                    Some(DialogEvent::Bye) | None => {
                         record.ended_by = EndedBy::Pbx;
                         info!("the PBX hung up");
                         self.end_carrier("hangup").await;
                         break;
                     }
-                    Some(ToCall::Shutdown) => {
+                    Some(DialogEvent::Shutdown) => {
                         record.ended_by = EndedBy::Gateway;
                         info!("stopping: ending the call");
                         self.leg.bye(Some("Q.850;cause=41;text=\"gateway shutting down\"".into()));
                         self.end_carrier("gateway shutting down").await;
                         break;
                     }
-                    Some(ToCall::NoAck) => {
+                    Some(DialogEvent::NoAck) => {
                         record.ended_by = EndedBy::Gateway;
                         self.leg.bye(Some("SIP;cause=408;text=\"no ACK\"".into()));
                         self.end_carrier("no ACK from the PBX").await;
                         break;
                     }
-                    Some(ToCall::Ack { sdp }) => {
+                    Some(DialogEvent::Ack { sdp }) => {
                         if self.flow == PbxFlow::AwaitingAckAnswer {
                             self.flow = PbxFlow::Answered;
                             match sdp {
@@ -131,12 +142,12 @@ impl Bridge<'_> {
                             }
                         }
                     }
-                    Some(ToCall::Reinvite { sdp, timer }) => {
+                    Some(DialogEvent::Reinvite { sdp, timer }) => {
                         if !self.on_reinvite(sdp, timer).await {
                             continue;
                         }
                     }
-                    Some(ToCall::Response { request: Request::Reinvite, code, sdp, timer, .. }) => {
+                    Some(DialogEvent::Response { request: OwnRequest::Reinvite, code, sdp, timer, .. }) => {
                         let why = own.take();
                         match code {
                             200..=299 => {
@@ -176,7 +187,7 @@ impl Bridge<'_> {
                             if let Some(line) = self.leg.line {
                                 let body = self.leg.render(line);
                                 let headers = self.refresh_headers();
-                                self.leg.ctx.send(super::signal::CallCmd::Reinvite(self.leg.call, body, headers));
+                                self.leg.ctx.send(crate::sip::tu::DialogCommand::Reinvite(self.leg.call, body, headers));
                                 own = Some(OwnReinvite::Refresh);
                             }
                         }
@@ -194,7 +205,7 @@ impl Bridge<'_> {
                     if let (Some((_, w)), Some(line)) = (reinvite_retry.take(), self.leg.line) {
                         let body = self.leg.render(line);
                         let headers = self.refresh_headers();
-                        self.leg.ctx.send(super::signal::CallCmd::Reinvite(self.leg.call, body, headers));
+                        self.leg.ctx.send(crate::sip::tu::DialogCommand::Reinvite(self.leg.call, body, headers));
                         own = Some(w);
                     }
                 }
@@ -254,7 +265,7 @@ impl Bridge<'_> {
     async fn on_reinvite(
         &mut self,
         sdp: Option<String>,
-        timer: super::signal::TimerHeaders,
+        timer: crate::sip::tu::TimerHeaders,
     ) -> bool {
         let decision = session_timer::on_request(
             &session_timer::TimerRequest {
@@ -383,7 +394,7 @@ impl Bridge<'_> {
             ..line
         });
         let headers = self.refresh_headers();
-        self.leg.ctx.send(super::signal::CallCmd::Reinvite(
+        self.leg.ctx.send(crate::sip::tu::DialogCommand::Reinvite(
             self.leg.call,
             body,
             headers,

@@ -8,12 +8,12 @@ use tokio::sync::mpsc;
 
 use super::record::Records;
 use super::session_timer::TimerConfig;
-use super::signal::{CallCmd, CallRef, CallRefs};
 use crate::carrier::Carrier;
 use crate::config::{CallsConfig, InboundConfig};
 use crate::media::rtp_leg::PortPool;
 use crate::media::PeerSettings;
 use crate::numbers::NumberPolicy;
+use crate::sip::tu::{CallRef, CallRefs, DialogCommand};
 
 pub struct CallContext {
     pub carrier: Option<Arc<Carrier>>,
@@ -24,7 +24,7 @@ pub struct CallContext {
     pub peer: PeerSettings,
     /// The media engine every call's media lives in.
     pub media: crate::media::engine::MediaEngine,
-    pub cmds: mpsc::UnboundedSender<CallCmd>,
+    pub cmds: mpsc::UnboundedSender<DialogCommand>,
     pub records: Records,
     pub calls: CallsConfig,
     pub timer: TimerConfig,
@@ -35,13 +35,13 @@ pub struct CallContext {
     pub numbers: NumberPolicy,
     pub refs: Arc<CallRefs>,
     /// The calls up now (status, metrics, drain).
-    pub active: Arc<super::active::ActiveCalls>,
+    pub registry: Arc<super::registry::Registry>,
     /// Stopping: no new calls.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CallContext {
-    pub fn send(&self, cmd: CallCmd) {
+    pub fn send(&self, cmd: DialogCommand) {
         // The core outlives every call except at shutdown, when nothing is left to tell.
         let _ = self.cmds.send(cmd);
     }
@@ -58,8 +58,8 @@ impl CallContext {
     }
 
     pub fn done(&self, call: CallRef) {
-        self.active.remove(call);
-        self.send(CallCmd::Done(call));
+        self.registry.remove(call);
+        self.send(DialogCommand::Forget(call));
     }
 
     pub fn is_draining(&self) -> bool {

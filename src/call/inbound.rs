@@ -8,22 +8,22 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 use tracing::{info, warn, Instrument};
 
-use super::active::ActiveCall;
 use super::bridge::{Bridge, PbxFlow};
 use super::context::CallContext;
 use super::pbx_leg::{pbx_media, PbxLeg};
 use super::record::{CallDirection, CallRecord, EndedBy};
+use super::registry::{CallPhase, LiveCall};
 use super::session_timer::{self, SessionTimer};
-use super::signal::{CallCmd, CallRef, InboundInvite, Request, ToCall};
 use crate::carrier::events::CallEvent;
 use crate::carrier::CarrierCall;
 use crate::media::engine::FarEnd;
 use crate::media::pbx_sdp::{self, MediaLine};
 use crate::media::{g711_in_sdp, Direction, TELEPHONE_EVENT_PT};
+use crate::sip::tu::{CallRef, DialogCommand, DialogEvent, InviteToPbx, OwnRequest};
 
 /// Runs one carrier call toward the PBX to its end; always reports `Done` and one record.
 pub async fn run(ctx: Arc<CallContext>, call: CallRef, carrier: CarrierCall) {
-    let span = tracing::info_span!("call", call, session = %carrier.session());
+    let span = tracing::info_span!("call", call = call.0, session = %carrier.session());
     async move {
         let incoming = carrier.incoming().cloned().unwrap_or_default();
         let called_raw = incoming.callee_number.clone().unwrap_or_default();
@@ -32,21 +32,13 @@ pub async fn run(ctx: Arc<CallContext>, call: CallRef, carrier: CarrierCall) {
         record.carrier_account = Some(carrier.account().to_string());
         record.caller_raw = incoming.caller_number.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        ctx.send(CallCmd::Attach(call, tx));
-        ctx.active.insert(
-            call,
-            ActiveCall {
-                direction: CallDirection::Inbound,
-                trunk: None,
-                called: called_raw.clone(),
-                caller: incoming.caller_number.clone(),
-                sip_call_id: None,
-                carrier_session: Some(carrier.session().to_string()),
-                state: "setup",
-                started: Instant::now(),
-                media: None,
-            },
+        let mut view = LiveCall::new(
+            CallDirection::Inbound,
+            called_raw.clone(),
+            incoming.caller_number.clone(),
         );
+        view.carrier_session = Some(carrier.session().to_string());
+        ctx.registry.insert(call, tx, view);
         let mut leg = PbxLeg::new(ctx.clone(), call, 0);
         inbound(&ctx, &mut leg, carrier, rx, &mut record).await;
         record.ended = SystemTime::now();
@@ -70,7 +62,7 @@ async fn inbound(
     ctx: &Arc<CallContext>,
     leg: &mut PbxLeg,
     mut carrier: CarrierCall,
-    mut rx: mpsc::UnboundedReceiver<ToCall>,
+    mut rx: mpsc::UnboundedReceiver<DialogEvent>,
     record: &mut CallRecord,
 ) {
     let incoming = carrier.incoming().cloned().unwrap_or_default();
@@ -91,7 +83,7 @@ async fn inbound(
         return reject(&mut carrier, record, 404, "No Route").await;
     };
     record.trunk = Some(trunk.clone());
-    ctx.active
+    ctx.registry
         .update(leg.call, |a| a.trunk = Some(trunk.clone()));
     if ctx.is_draining() {
         info!("inbound carrier call rejected: stopping");
@@ -139,9 +131,9 @@ async fn inbound(
         .numbers
         .reformat(&did_e164, ctx.inbound.did_format)
         .unwrap_or_else(|| did_e164.clone());
-    ctx.send(CallCmd::Invite(
+    ctx.send(DialogCommand::Invite(
         leg.call,
-        Box::new(InboundInvite {
+        Box::new(InviteToPbx {
             trunk: trunk.clone(),
             did,
             caller_number: if caller.is_some() {
@@ -161,10 +153,10 @@ async fn inbound(
     let (pbx_sdp_text, timer_headers) = loop {
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(ToCall::Response { request: Request::Invite, code, reason, sdp, timer }) => match code {
+                Some(DialogEvent::Response { request: OwnRequest::Invite, code, reason, sdp, timer }) => match code {
                     180..=183 if !ringing && !cancelled => {
                         ringing = true;
-                        ctx.active.update(leg.call, |a| a.state = "ringing");
+                        ctx.registry.update(leg.call, |a| a.phase = CallPhase::Ringing);
                         if let Err(e) = carrier.ringing().await {
                             warn!(error = %e, "carrier ringing failed");
                         }
@@ -193,11 +185,11 @@ async fn inbound(
                         return reject(&mut carrier, record, code, &reason).await;
                     }
                 },
-                Some(ToCall::Shutdown) if !cancelled => {
+                Some(DialogEvent::Shutdown) if !cancelled => {
                     record.ended_by = EndedBy::Gateway;
                     record.sip_code = 487;
                     cancelled = true;
-                    ctx.send(CallCmd::Cancel(leg.call));
+                    ctx.send(DialogCommand::Cancel(leg.call));
                     if let Err(e) = carrier.reject().await {
                         warn!(error = %e, "carrier reject failed");
                     }
@@ -211,7 +203,7 @@ async fn inbound(
                     record.ended_by = EndedBy::Carrier;
                     record.sip_code = 487;
                     cancelled = true;
-                    ctx.send(CallCmd::Cancel(leg.call));
+                    ctx.send(DialogCommand::Cancel(leg.call));
                 }
                 Some(_) => {}
             },
@@ -220,7 +212,7 @@ async fn inbound(
                 record.ended_by = EndedBy::Gateway;
                 record.sip_code = 480;
                 cancelled = true;
-                ctx.send(CallCmd::Cancel(leg.call));
+                ctx.send(DialogCommand::Cancel(leg.call));
                 if let Err(e) = carrier.reject().await {
                     warn!(error = %e, "carrier reject failed");
                 }
@@ -286,8 +278,8 @@ async fn inbound(
     }
     record.answered_now();
     let view = peer.view();
-    ctx.active.update(leg.call, |a| {
-        a.state = "answered";
+    ctx.registry.update(leg.call, |a| {
+        a.phase = CallPhase::Answered;
         a.media = Some(view);
     });
     info!(%trunk, codec = ?format.codec, "answered by the PBX");

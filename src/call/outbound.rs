@@ -8,13 +8,12 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 use tracing::{info, warn, Instrument};
 
-use super::active::ActiveCall;
 use super::bridge::{Bridge, PbxFlow};
 use super::context::CallContext;
 use super::pbx_leg::{pbx_media, PbxLeg};
 use super::record::{CallDirection, CallRecord, EndedBy};
+use super::registry::CallPhase;
 use super::session_timer::{self, SessionTimer, TimerRequest, UasDecision};
-use super::signal::{CallRef, OutboundInvite, Reply, ToCall};
 use crate::carrier::events::CallEvent;
 use crate::carrier::rest::RestError;
 use crate::carrier::Unavailable;
@@ -22,16 +21,16 @@ use crate::media::engine::{FarEnd, MediaCall};
 use crate::media::pbx_sdp::{self, AudioOffer, Negotiated};
 use crate::media::relay::PbxMedia;
 use crate::media::{Codec, Direction};
+use crate::sip::tu::{AdmittedInvite, CallRef, DialogEvent, Reply};
 
 /// Runs one outbound call to its end; always reports `Done` and one record.
 pub async fn run(
     ctx: Arc<CallContext>,
     call: CallRef,
-    inv: OutboundInvite,
-    rx: mpsc::UnboundedReceiver<ToCall>,
+    inv: AdmittedInvite,
+    rx: mpsc::UnboundedReceiver<DialogEvent>,
 ) {
-    let span =
-        tracing::info_span!("call", call, call_id = %inv.call_id, session = tracing::field::Empty);
+    let span = tracing::info_span!("call", call = call.0, call_id = %inv.call_id, session = tracing::field::Empty);
     async move {
         let mut record = CallRecord::new(call, CallDirection::Outbound, inv.dialled.clone());
         record.sip_call_id = Some(inv.call_id.clone());
@@ -39,20 +38,6 @@ pub async fn run(
         record.called = Some(inv.destination.e164.clone());
         record.caller = inv.caller.number.clone();
         record.caller_raw = Some(inv.from_uri.clone());
-        ctx.active.insert(
-            call,
-            ActiveCall {
-                direction: CallDirection::Outbound,
-                trunk: Some(inv.trunk.clone()),
-                called: inv.destination.e164.clone(),
-                caller: inv.caller.number.clone(),
-                sip_call_id: Some(inv.call_id.clone()),
-                carrier_session: None,
-                state: "setup",
-                started: Instant::now(),
-                media: None,
-            },
-        );
         let mut leg = PbxLeg::new(ctx.clone(), call, 0);
         outbound(&ctx, &mut leg, inv, rx, &mut record).await;
         record.ended = SystemTime::now();
@@ -88,8 +73,8 @@ pub fn map_failure(code: i64) -> u16 {
 async fn outbound(
     ctx: &Arc<CallContext>,
     leg: &mut PbxLeg,
-    inv: OutboundInvite,
-    mut rx: mpsc::UnboundedReceiver<ToCall>,
+    inv: AdmittedInvite,
+    mut rx: mpsc::UnboundedReceiver<DialogEvent>,
     record: &mut CallRecord,
 ) {
     // The PBX's offer (or none: then we offer in the 200 and it answers in the ACK).
@@ -203,7 +188,7 @@ async fn outbound(
     let setup = tokio::select! {
         r = setup => r,
         ev = wait_cancel(&mut rx) => {
-            if matches!(ev, Some(ToCall::Shutdown)) {
+            if matches!(ev, Some(DialogEvent::Shutdown)) {
                 record.ended_by = EndedBy::Gateway;
                 return refuse(leg, record, Reply::new(503).reason("Shutting Down").header("Retry-After", "60"));
             }
@@ -224,7 +209,7 @@ async fn outbound(
     let session = carrier.session().to_string();
     tracing::Span::current().record("session", session.as_str());
     record.carrier_session = Some(session.clone());
-    ctx.active
+    ctx.registry
         .update(leg.call, |a| a.carrier_session = Some(session));
     info!(destination = %e164, account = %carrier.account(), "carrier call started");
 
@@ -259,7 +244,7 @@ async fn outbound(
             ev = carrier.next_event() => match ev {
                 Some(CallEvent::Ringing) if !ringing_sent => {
                     ringing_sent = true;
-                    ctx.active.update(leg.call, |a| a.state = "ringing");
+                    ctx.registry.update(leg.call, |a| a.phase = CallPhase::Ringing);
                     leg.respond(Reply::new(180));
                 }
                 Some(CallEvent::Progress { sdp }) => {
@@ -282,7 +267,7 @@ async fn outbound(
                     record.ended_by = EndedBy::Carrier;
                     info!(carrier_code = ?code, %reason, sip, "carrier call failed");
                     return refuse(leg, record, Reply::new(sip).header(
-                        "Reason", format!("SIP;cause={sip};text=\"{}\"", crate::sip::endpoint::sanitize(&reason))));
+                        "Reason", crate::sip::tu::reason_header("SIP", sip, &reason)));
                 }
                 Some(CallEvent::Cancelled) | None => {
                     record.ended_by = EndedBy::Carrier;
@@ -291,7 +276,7 @@ async fn outbound(
                 Some(_) => {}
             },
             msg = rx.recv() => match msg {
-                Some(ToCall::Cancelled) | None => {
+                Some(DialogEvent::Cancelled) | None => {
                     record.ended_by = EndedBy::Pbx;
                     record.sip_code = 487;
                     record.sip_reason = "Request Terminated".into();
@@ -300,7 +285,7 @@ async fn outbound(
                     }
                     return;
                 }
-                Some(ToCall::Shutdown) => {
+                Some(DialogEvent::Shutdown) => {
                     record.ended_by = EndedBy::Gateway;
                     let _ = carrier.end(Some("shutting down")).await;
                     return refuse(leg, record, Reply::new(503).reason("Shutting Down").header("Retry-After", "60"));
@@ -376,8 +361,8 @@ async fn outbound(
     leg.respond(reply);
     record.answered_now();
     let view = peer.view();
-    ctx.active.update(leg.call, |a| {
-        a.state = "answered";
+    ctx.registry.update(leg.call, |a| {
+        a.phase = CallPhase::Answered;
         a.media = Some(view);
     });
     info!(codec = ?format.codec, "answered");
@@ -399,10 +384,10 @@ async fn outbound(
 
 /// Waits for the PBX to cancel, the daemon to stop, or the channel to close; other messages
 /// cannot come yet.
-async fn wait_cancel(rx: &mut mpsc::UnboundedReceiver<ToCall>) -> Option<ToCall> {
+async fn wait_cancel(rx: &mut mpsc::UnboundedReceiver<DialogEvent>) -> Option<DialogEvent> {
     loop {
         match rx.recv().await {
-            Some(e @ (ToCall::Cancelled | ToCall::Shutdown)) => return Some(e),
+            Some(e @ (DialogEvent::Cancelled | DialogEvent::Shutdown)) => return Some(e),
             None => return None,
             Some(_) => {}
         }

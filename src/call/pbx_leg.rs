@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::context::CallContext;
-use super::signal::{CallCmd, CallRef, Reply};
 use crate::media::pbx_sdp::{self, AudioOffer, LocalSdp, MediaLine, Negotiated};
 use crate::media::relay::PbxMedia;
 use crate::media::{AudioFormat, Codec, Direction};
+use crate::sip::tu::{CallRef, DialogCommand, Reply};
 
 pub struct PbxLeg {
     pub ctx: Arc<CallContext>,
@@ -35,15 +35,16 @@ impl PbxLeg {
     }
 
     pub fn respond(&self, reply: Reply) {
-        self.ctx.send(CallCmd::Respond(self.call, reply));
+        self.ctx.send(DialogCommand::Respond(self.call, reply));
     }
 
     pub fn respond_reinvite(&self, reply: Reply) {
-        self.ctx.send(CallCmd::RespondReinvite(self.call, reply));
+        self.ctx
+            .send(DialogCommand::RespondReinvite(self.call, reply));
     }
 
     pub fn bye(&self, reason: Option<String>) {
-        self.ctx.send(CallCmd::Bye(self.call, reason));
+        self.ctx.send(DialogCommand::Bye(self.call, reason));
     }
 
     /// Renders our SDP for `line`, bumping the version only when it changed.

@@ -6,6 +6,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::sip::tu::{CallRef, RefusedInvite};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CallDirection {
@@ -70,10 +72,10 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
-    pub fn new(id: u64, direction: CallDirection, called_raw: impl Into<String>) -> CallRecord {
+    pub fn new(id: CallRef, direction: CallDirection, called_raw: impl Into<String>) -> CallRecord {
         let now = SystemTime::now();
         CallRecord {
-            id,
+            id: id.0,
             sip_call_id: None,
             carrier_session: None,
             carrier_account: None,
@@ -100,6 +102,19 @@ impl CallRecord {
             rtp_lost_from_carrier: 0,
             rtp_lost_reported_by_pbx: 0,
         }
+    }
+
+    /// The record of a PBX's INVITE the SIP core refused itself.
+    pub fn refused(call: CallRef, r: &RefusedInvite) -> CallRecord {
+        let mut record = CallRecord::new(call, CallDirection::Outbound, r.dialled.clone());
+        record.sip_call_id = Some(r.call_id.clone());
+        record.trunk = Some(r.trunk.clone());
+        record.caller_raw = Some(r.from_uri.clone());
+        record.called = r.called.clone();
+        record.sip_code = r.code;
+        record.sip_reason = r.reason.clone();
+        record.ended_by = EndedBy::Gateway;
+        record
     }
 
     /// The call was answered now: 200 toward the PBX side.

@@ -1,73 +1,48 @@
-//! The edge between the SIP core's loop and the call tasks: delivers each `ToCall` to its
-//! call's channel, spawns a task for each new outbound call, and hands refused attempts'
-//! records to the sink.
+//! The call layer as the SIP core's transaction user: a new call from the PBX becomes a call
+//! task, a refused one a record, and every other dialog event goes to its live call.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
 use super::context::CallContext;
-use super::signal::{CallCmd, CallRef, ToCall};
+use super::record::{CallDirection, CallRecord};
+use super::registry::LiveCall;
+use crate::sip::tu::{CallRef, DialogEvent, TransactionUser};
 
+/// Routes the SIP core's dialog events to the calls.
 pub struct CallRouter {
     ctx: Arc<CallContext>,
-    calls: HashMap<CallRef, mpsc::UnboundedSender<ToCall>>,
 }
 
 impl CallRouter {
+    /// A router spawning calls with `ctx`.
     pub fn new(ctx: Arc<CallContext>) -> CallRouter {
-        CallRouter {
-            ctx,
-            calls: HashMap::new(),
-        }
+        CallRouter { ctx }
     }
+}
 
-    pub fn context(&self) -> &Arc<CallContext> {
-        &self.ctx
-    }
-
-    /// A command from a call: `Attach` and `Done` are the router's; the rest go to the core.
-    pub fn command(&mut self, cmd: CallCmd) -> Option<CallCmd> {
-        match cmd {
-            CallCmd::Attach(call, tx) => {
-                self.calls.insert(call, tx);
-                None
+impl TransactionUser for CallRouter {
+    fn deliver(&mut self, call: CallRef, event: DialogEvent) -> bool {
+        match event {
+            DialogEvent::Admitted(invite) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let mut view = LiveCall::new(
+                    CallDirection::Outbound,
+                    invite.destination.e164.clone(),
+                    invite.caller.number.clone(),
+                );
+                view.trunk = Some(invite.trunk.clone());
+                view.sip_call_id = Some(invite.call_id.clone());
+                self.ctx.registry.insert(call, tx, view);
+                tokio::spawn(super::outbound::run(self.ctx.clone(), call, *invite, rx));
+                true
             }
-            CallCmd::Done(call) => {
-                self.calls.remove(&call);
-                Some(CallCmd::Done(call))
+            DialogEvent::Refused(refused) => {
+                self.ctx.records.record(CallRecord::refused(call, &refused));
+                true
             }
-            CallCmd::HangupAll => {
-                for tx in self.calls.values() {
-                    let _ = tx.send(ToCall::Shutdown);
-                }
-                None
-            }
-            other => Some(other),
+            other => self.ctx.registry.deliver(call, other),
         }
-    }
-
-    /// An event from the core. Returns `Done` for the core when the call's task is gone.
-    pub fn deliver(&mut self, call: CallRef, event: ToCall) -> Option<CallCmd> {
-        if let ToCall::Outbound(inv) = event {
-            let (tx, rx) = mpsc::unbounded_channel();
-            self.calls.insert(call, tx);
-            tokio::spawn(super::outbound::run(self.ctx.clone(), call, *inv, rx));
-            return None;
-        }
-        let sent = self.calls.get(&call).map(|tx| tx.send(event).is_ok());
-        match sent {
-            Some(true) => None,
-            Some(false) => {
-                self.calls.remove(&call);
-                Some(CallCmd::Done(call))
-            }
-            None => None,
-        }
-    }
-
-    pub fn active(&self) -> usize {
-        self.calls.len()
     }
 }

@@ -146,11 +146,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cdr.jsonl");
         let w = CdrWriter::start(&path).unwrap();
-        w.record(CallRecord::new(1, CallDirection::Outbound, "0501234567"));
+        w.record(CallRecord::new(
+            crate::sip::tu::CallRef(1),
+            CallDirection::Outbound,
+            "0501234567",
+        ));
         w.flush();
         std::fs::rename(&path, dir.path().join("cdr.1")).unwrap();
         w.reopen();
-        w.record(CallRecord::new(2, CallDirection::Inbound, "+97142001000"));
+        w.record(CallRecord::new(
+            crate::sip::tu::CallRef(2),
+            CallDirection::Inbound,
+            "+97142001000",
+        ));
         w.flush();
         let old = std::fs::read_to_string(dir.path().join("cdr.1")).unwrap();
         let new = std::fs::read_to_string(&path).unwrap();

@@ -16,15 +16,15 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::metrics::{CallMetrics, Exposition};
-use crate::call::active::{ActiveCall, ActiveCalls};
 use crate::call::record::CallDirection;
-use crate::call::signal::CallRef;
+use crate::call::registry::{LiveCall, Registry};
 use crate::carrier::{AccountStatus, Carrier};
 use crate::media::relay::RelayCounters;
 use crate::sip::registrar::Registrations;
 use crate::sip::security::{BanView, SecurityView, Source};
 use crate::sip::stats::{SipStats, SipTraffic};
-use crate::sip::transport::{EdgeCommand, LoopHealth};
+use crate::sip::transport::{Control, LoopHealth};
+use crate::sip::tu::CallRef;
 
 /// What the endpoints read.
 pub struct OpsState {
@@ -34,14 +34,14 @@ pub struct OpsState {
     pub registrations: Registrations,
     pub trunks: Vec<String>,
     pub carrier: Option<Arc<Carrier>>,
-    pub active: Arc<ActiveCalls>,
+    pub calls: Arc<Registry>,
     pub metrics: Arc<CallMetrics>,
     /// SIGTERM received: new calls are refused, `/healthz` says so.
     pub draining: Arc<AtomicBool>,
     /// Bans and the edge's drop and failure counters.
     pub security: Arc<SecurityView>,
     /// Commands to the SIP loop (lifting a ban).
-    pub edge: mpsc::UnboundedSender<EdgeCommand>,
+    pub control: mpsc::UnboundedSender<Control>,
     /// The SIP loop's own gauges.
     pub sip_loop: Arc<LoopHealth>,
     /// The media engine's own counters (datagrams, syscalls, strangers' datagrams by reason).
@@ -136,7 +136,7 @@ async fn unban(State(s): State<Arc<OpsState>>, Path(address): Path<String>) -> R
         Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": e }))).into_response(),
     };
     let (reply, answer) = oneshot::channel();
-    if s.edge.send(EdgeCommand::Unban { source, reply }).is_err() {
+    if s.control.send(Control::Unban { source, reply }).is_err() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "error": "the SIP loop is stopping" })),
@@ -160,7 +160,7 @@ async fn unban(State(s): State<Arc<OpsState>>, Path(address): Path<String>) -> R
 
 async fn status(State(s): State<Arc<OpsState>>) -> Response {
     let now = Instant::now();
-    let calls = s.active.snapshot();
+    let calls = s.calls.snapshot();
     let trunks: Vec<Value> = s
         .trunks
         .iter()
@@ -208,7 +208,7 @@ async fn status(State(s): State<Arc<OpsState>>) -> Response {
                 "carrier_session": c.carrier_session,
                 "called": c.called,
                 "caller": c.caller,
-                "state": c.state,
+                "state": c.phase.as_str(),
                 "duration_s": now.saturating_duration_since(c.started).as_secs(),
                 "quality": c.media.as_ref().map(|m| m.quality()),
             })
@@ -273,7 +273,7 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
         registered as f64,
     );
     // Calls.
-    let calls = s.active.snapshot();
+    let calls = s.calls.snapshot();
     e.family(
         "trunkgate_active_calls",
         "gauge",
@@ -418,7 +418,7 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
 /// The edge under attack: transactions against their ceiling, failures by kind, bans, drops.
 /// The media engine: datagrams on the shared WebRTC ports, the syscalls they took, and what
 /// strangers sent that no call took (by reason); live calls' MOS by direction.
-fn media_metrics(s: &OpsState, calls: &[(CallRef, ActiveCall)], e: &mut Exposition) {
+fn media_metrics(s: &OpsState, calls: &[(CallRef, LiveCall)], e: &mut Exposition) {
     let m = &s.media;
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
     e.single(

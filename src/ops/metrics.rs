@@ -191,12 +191,12 @@ mod tests {
     #[test]
     fn records_become_counters_and_a_histogram() {
         let m = CallMetrics::default();
-        let mut r = CallRecord::new(1, CallDirection::Outbound, "x");
+        let mut r = CallRecord::new(crate::sip::tu::CallRef(1), CallDirection::Outbound, "x");
         r.started = SystemTime::now();
         r.answered = Some(r.started + Duration::from_millis(1500));
         r.rtp_packets_from_pbx = 10;
         m.record(r);
-        let mut busy = CallRecord::new(2, CallDirection::Outbound, "y");
+        let mut busy = CallRecord::new(crate::sip::tu::CallRef(2), CallDirection::Outbound, "y");
         busy.sip_code = 486;
         m.record(busy);
         let mut e = Exposition::default();

@@ -15,3 +15,4 @@ pub mod security;
 pub mod stats;
 pub mod transaction;
 pub mod transport;
+pub mod tu;

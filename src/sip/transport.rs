@@ -1,7 +1,7 @@
 //! The UDP edge of the SIP endpoint: receives datagrams, feeds them and the clock to the
-//! `Endpoint`, and sends what it asks for; it also carries commands from call tasks into the
-//! endpoint and the endpoint's call events out to them (`CallRouter`), and the operator's
-//! commands to the edge (`EdgeCommand`). No protocol logic lives here.
+//! `Endpoint`, and sends what it asks for; it also carries the calls' commands into the
+//! endpoint and its dialog events out to the transaction user, and the daemon's and
+//! operator's requests to the endpoint (`Control`). No protocol logic lives here.
 
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -14,8 +14,8 @@ use tracing::warn;
 
 use super::endpoint::Endpoint;
 use super::security::Source;
-use crate::call::router::CallRouter;
-use crate::call::signal::CallCmd;
+use super::tu::{DialogCommand, TransactionUser};
+use crate::config::Config;
 
 /// Largest datagram read; anything longer is truncated by the kernel and then refused by the
 /// parser's size limit (which is below this).
@@ -25,25 +25,30 @@ const BATCH: usize = 64;
 /// The loop wakes at least this often, so its `LoopHealth` stamp stays fresh while it works.
 const TICK: Duration = Duration::from_secs(1);
 
-/// What the operator asks of the SIP edge (through the status endpoint).
+/// What the daemon and the operator ask of the SIP endpoint.
 #[derive(Debug)]
-pub enum EdgeCommand {
-    /// Lift a ban; the answer says whether there was one.
+pub enum Control {
+    /// Stopping: new INVITEs are refused with 503 and Retry-After.
+    Drain,
+    /// A reloaded, validated configuration.
+    Reconfigure(Arc<Config>),
+    /// Lift a ban (the operator, through the status endpoint); the answer says whether there
+    /// was one.
     Unban {
+        /// The banned source.
         source: Source,
+        /// Where the answer goes.
         reply: oneshot::Sender<bool>,
     },
 }
 
 /// What the SIP loop publishes about itself on every wake-up: when it last ran (the systemd
-/// watchdog pings only while this is recent), how many calls have a dialog and how many server
-/// transactions are live.
+/// watchdog pings only while this is recent) and how many server transactions are live.
 #[derive(Debug)]
 pub struct LoopHealth {
     origin: Instant,
     /// Milliseconds after `origin` of the latest wake-up.
     beat_ms: AtomicU64,
-    active_calls: AtomicUsize,
     server_transactions: AtomicUsize,
 }
 
@@ -52,7 +57,6 @@ impl Default for LoopHealth {
         LoopHealth {
             origin: Instant::now(),
             beat_ms: AtomicU64::new(0),
-            active_calls: AtomicUsize::new(0),
             server_transactions: AtomicUsize::new(0),
         }
     }
@@ -60,10 +64,9 @@ impl Default for LoopHealth {
 
 impl LoopHealth {
     /// Stamps a wake-up.
-    pub fn beat(&self, active_calls: usize, server_transactions: usize) {
+    pub fn beat(&self, server_transactions: usize) {
         let ms = self.origin.elapsed().as_millis() as u64;
         self.beat_ms.store(ms, Ordering::Relaxed);
-        self.active_calls.store(active_calls, Ordering::Relaxed);
         self.server_transactions
             .store(server_transactions, Ordering::Relaxed);
     }
@@ -78,24 +81,35 @@ impl LoopHealth {
         let beat = Duration::from_millis(self.beat_ms.load(Ordering::Relaxed));
         self.origin.elapsed().saturating_sub(beat)
     }
-
-    /// Calls with a dialog, as of the latest wake-up.
-    pub fn active_calls(&self) -> usize {
-        self.active_calls.load(Ordering::Relaxed)
-    }
 }
 
-/// Runs until `shutdown` turns true, stamping `health` on every wake-up. Returns the endpoint
-/// so the caller can inspect it.
-pub async fn serve(
+/// What the loop is connected to besides its socket.
+pub struct Links<T> {
+    /// The calls' commands.
+    pub commands: mpsc::UnboundedReceiver<DialogCommand>,
+    /// The daemon's and operator's requests.
+    pub control: mpsc::UnboundedReceiver<Control>,
+    /// Where dialog events go.
+    pub tu: T,
+    /// Stamped on every wake-up.
+    pub health: Arc<LoopHealth>,
+    /// The loop ends when this turns true.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Runs until `shutdown` turns true. Returns the endpoint so the caller can inspect it.
+pub async fn serve<T: TransactionUser>(
     socket: UdpSocket,
     mut endpoint: Endpoint,
-    mut shutdown: watch::Receiver<bool>,
-    mut cmds: mpsc::UnboundedReceiver<CallCmd>,
-    mut edge: mpsc::UnboundedReceiver<EdgeCommand>,
-    mut router: CallRouter,
-    health: Arc<LoopHealth>,
+    links: Links<T>,
 ) -> Endpoint {
+    let Links {
+        mut commands,
+        mut control,
+        mut tu,
+        health,
+        mut shutdown,
+    } = links;
     let mut buf = vec![0u8; RECV_BUF];
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -117,20 +131,18 @@ pub async fn serve(
                 }
             }
             _ = sleep_until(deadline) => endpoint.handle_timeout(Instant::now()),
-            Some(cmd) = cmds.recv() => {
+            Some(cmd) = commands.recv() => {
                 let now = Instant::now();
-                if let Some(cmd) = router.command(cmd) {
-                    endpoint.handle_call_command(cmd, now);
-                }
+                endpoint.handle_command(cmd, now);
                 // drain what else is queued, so a burst of calls costs one wake-up
-                while let Ok(cmd) = cmds.try_recv() {
-                    if let Some(cmd) = router.command(cmd) {
-                        endpoint.handle_call_command(cmd, now);
-                    }
+                while let Ok(cmd) = commands.try_recv() {
+                    endpoint.handle_command(cmd, now);
                 }
             }
-            Some(cmd) = edge.recv() => match cmd {
-                EdgeCommand::Unban { source, reply } => {
+            Some(c) = control.recv() => match c {
+                Control::Drain => endpoint.drain(),
+                Control::Reconfigure(config) => endpoint.reconfigure(&config),
+                Control::Unban { source, reply } => {
                     let _ = reply.send(endpoint.unban(source, Instant::now()));
                 }
             },
@@ -139,28 +151,25 @@ pub async fn serve(
             }
             _ = tick.tick() => {}
         }
-        dispatch(&mut endpoint, &mut router);
+        dispatch(&mut endpoint, &mut tu);
         flush(&socket, &mut endpoint).await;
-        health.beat(endpoint.active_calls(), endpoint.server_transactions());
+        health.beat(endpoint.server_transactions());
     }
     flush(&socket, &mut endpoint).await;
     endpoint
 }
 
-/// Call events to their tasks; refused attempts' records to the sink.
-fn dispatch(endpoint: &mut Endpoint, router: &mut CallRouter) {
-    while let Some((call, event)) = endpoint.poll_call_event() {
-        if let Some(done) = router.deliver(call, event) {
-            endpoint.handle_call_command(done, Instant::now());
+/// Dialog events to the transaction user; a dialog no call takes is forgotten.
+fn dispatch(endpoint: &mut Endpoint, tu: &mut impl TransactionUser) {
+    while let Some((call, event)) = endpoint.poll_event() {
+        if !tu.deliver(call, event) {
+            endpoint.handle_command(DialogCommand::Forget(call), Instant::now());
         }
-    }
-    while let Some(record) = endpoint.poll_record() {
-        router.context().records.record(record);
     }
 }
 
 /// Sleeps until `deadline`, or forever without one (a `select!` branch that never fires).
-pub(crate) async fn sleep_until(deadline: Option<Instant>) {
+async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,

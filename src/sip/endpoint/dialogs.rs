@@ -2,7 +2,7 @@
 //! INVITE turned into a call, responses built with the dialog's tag, our 2xx retransmitted
 //! until ACKed (13.3.1.4), in-dialog requests matched (481 otherwise), CANCEL, BYE and
 //! re-INVITE, and the requests a call asks for (INVITE toward a trunk, re-INVITE, BYE, CANCEL,
-//! ACK) built and handed to client transactions. Calls see only `ToCall` / `CallCmd`.
+//! ACK) built and handed to client transactions. Calls see only `DialogEvent` / `DialogCommand`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -12,12 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::{sanitize, Answer, Endpoint, ALLOW, SUPPORTED};
-use crate::call::record::{CallDirection, CallRecord, EndedBy};
-use crate::call::signal::{
-    CallCmd, CallRef, InboundInvite, OutboundInvite, Reply, Request as CallRequest, TimerHeaders,
-    ToCall,
-};
+use super::{Answer, Endpoint, ALLOW, SUPPORTED};
 use crate::numbers::{CallerIdInput, Special, Verdict};
 use crate::sip::grammar::{NameAddr, Uri};
 use crate::sip::message::{Method, Request, Response};
@@ -25,6 +20,10 @@ use crate::sip::parse::{RequestInfo, ResponseInfo};
 use crate::sip::response;
 use crate::sip::stats::SipStats;
 use crate::sip::transaction::{ClientRx, Transmit, TxId, TxKey};
+use crate::sip::tu::{
+    quotable, reason_header, warning_header, AdmittedInvite, CallRef, DialogCommand, DialogEvent,
+    InviteToPbx, OwnRequest, RefusedInvite, Reply, TimerHeaders,
+};
 
 /// What the endpoint keeps of one call's dialog toward the PBX.
 #[derive(Debug)]
@@ -136,10 +135,9 @@ pub(super) struct Dialogs {
     by_ref: HashMap<CallRef, Dialog>,
     by_call_id: HashMap<String, CallRef>,
     by_invite_tx: HashMap<TxId, CallRef>,
-    client_owner: HashMap<TxId, (CallRef, CallRequest)>,
+    client_owner: HashMap<TxId, (CallRef, OwnRequest)>,
     timers: BinaryHeap<Reverse<(Instant, CallRef)>>,
-    pub(super) to_calls: VecDeque<(CallRef, ToCall)>,
-    pub(super) records: Vec<CallRecord>,
+    pub(super) to_calls: VecDeque<(CallRef, DialogEvent)>,
     per_trunk: HashMap<String, usize>,
     /// A call whose INVITE gets its 487 once the CANCEL's 200 is out (the order PBXs expect).
     pub(super) cancelled: Option<CallRef>,
@@ -177,10 +175,10 @@ impl Dialogs {
 
     /// Tells `call` its `request` failed with `code` without any response from the PBX (glare,
     /// no trunk, a transaction timeout).
-    fn fail(&mut self, call: CallRef, request: CallRequest, code: u16, reason: &str) {
+    fn fail(&mut self, call: CallRef, request: OwnRequest, code: u16, reason: &str) {
         self.to_calls.push_back((
             call,
-            ToCall::Response {
+            DialogEvent::Response {
                 request,
                 code,
                 reason: reason.into(),
@@ -258,18 +256,17 @@ impl Endpoint {
     }
 
     /// A call's command.
-    pub fn handle_call_command(&mut self, cmd: CallCmd, now: Instant) {
+    pub fn handle_command(&mut self, cmd: DialogCommand, now: Instant) {
         match cmd {
-            CallCmd::Attach(..) | CallCmd::HangupAll => {} // routed at the edge
-            CallCmd::Drain => self.draining = true,
-            CallCmd::Reconfigure(config) => self.reconfigure(&config),
-            CallCmd::Respond(call, reply) => self.respond_invite(call, reply, now),
-            CallCmd::RespondReinvite(call, reply) => self.respond_reinvite(call, reply, now),
-            CallCmd::Invite(call, inv) => self.send_invite(call, *inv, now),
-            CallCmd::Cancel(call) => self.cancel_invite(call, now),
-            CallCmd::Reinvite(call, sdp, headers) => self.send_reinvite(call, sdp, headers, now),
-            CallCmd::Bye(call, reason) => self.send_bye(call, reason, now),
-            CallCmd::Done(call) => {
+            DialogCommand::Respond(call, reply) => self.respond_invite(call, reply, now),
+            DialogCommand::RespondReinvite(call, reply) => self.respond_reinvite(call, reply, now),
+            DialogCommand::Invite(call, inv) => self.send_invite(call, *inv, now),
+            DialogCommand::Cancel(call) => self.cancel_invite(call, now),
+            DialogCommand::Reinvite(call, sdp, headers) => {
+                self.send_reinvite(call, sdp, headers, now)
+            }
+            DialogCommand::Bye(call, reason) => self.send_bye(call, reason, now),
+            DialogCommand::Forget(call) => {
                 if let Some(d) = self.dialogs.by_ref.get(&call) {
                     // A final response the call never sent: the PBX must not wait forever.
                     if d.invite.is_some() {
@@ -302,18 +299,24 @@ impl Endpoint {
             .ok()
             .and_then(|u| u.user)
             .unwrap_or_else(|| dialled.to_string());
-        let mut record = CallRecord::new(call, CallDirection::Outbound, dialled_user.clone());
-        record.sip_call_id = Some(info.call_id.clone());
-        record.trunk = Some(name.clone());
-        record.caller_raw = Some(info.from.uri_text.clone());
-        let refuse = |this: &mut Endpoint, mut record: CallRecord, a: Answer| {
-            record.sip_code = a.code;
-            record.sip_reason = a
+        let mut record = RefusedInvite {
+            trunk: name.clone(),
+            call_id: info.call_id.clone(),
+            dialled: dialled_user.clone(),
+            called: None,
+            from_uri: info.from.uri_text.clone(),
+            code: 0,
+            reason: String::new(),
+        };
+        let refuse = |this: &mut Endpoint, mut record: RefusedInvite, a: Answer| {
+            record.code = a.code;
+            record.reason = a
                 .reason
                 .clone()
                 .unwrap_or_else(|| crate::sip::message::reason_phrase(a.code).into());
-            record.ended_by = EndedBy::Gateway;
-            this.dialogs.records.push(record);
+            this.dialogs
+                .to_calls
+                .push_back((call, DialogEvent::Refused(Box::new(record))));
             Some(a)
         };
         if self.draining {
@@ -331,14 +334,8 @@ impl Endpoint {
                 warn!(trunk = %name, call_id = %info.call_id, code = r.code, cause = r.cause.as_str(),
                       reason = %r.reason, "dialled number refused");
                 let a = Answer::new(r.code)
-                    .header(
-                        "Warning",
-                        format!("399 trunkgate \"{}\"", sanitize(&r.reason)),
-                    )
-                    .header(
-                        "Reason",
-                        format!("SIP;cause={};text=\"{}\"", r.code, sanitize(&r.reason)),
-                    );
+                    .header("Warning", warning_header(399, &r.reason))
+                    .header("Reason", reason_header("SIP", r.code, &r.reason));
                 return refuse(self, record, a);
             }
             Verdict::Allowed(d) => d,
@@ -410,13 +407,13 @@ impl Endpoint {
             info: info.clone(),
             src,
         });
-        info!(call = call, trunk = %name, call_id = %info.call_id, destination = %destination.e164,
+        info!(call = call.0, trunk = %name, call_id = %info.call_id, destination = %destination.e164,
               "outbound call accepted for the carrier");
         self.dialogs.by_invite_tx.insert(id, call);
         self.dialogs.insert(call, dialog);
         self.dialogs.to_calls.push_back((
             call,
-            ToCall::Outbound(Box::new(OutboundInvite {
+            DialogEvent::Admitted(Box::new(AdmittedInvite {
                 trunk: name,
                 call_id: info.call_id.clone(),
                 dialled: dialled_user,
@@ -515,7 +512,7 @@ impl Endpoint {
     fn respond_invite(&mut self, call: CallRef, reply: Reply, now: Instant) {
         if self.respond_pending(call, false, reply, now).is_none() {
             debug!(
-                call,
+                call = call.0,
                 "response for an INVITE that is no longer pending dropped"
             );
         }
@@ -524,7 +521,7 @@ impl Endpoint {
     fn respond_reinvite(&mut self, call: CallRef, reply: Reply, now: Instant) {
         if self.respond_pending(call, true, reply, now).is_none() {
             debug!(
-                call,
+                call = call.0,
                 "response for a re-INVITE that is no longer pending dropped"
             );
         }
@@ -553,7 +550,7 @@ impl Endpoint {
             Method::Bye => {
                 d.ended = true;
                 d.unacked = None;
-                self.dialogs.to_calls.push_back((call, ToCall::Bye));
+                self.dialogs.to_calls.push_back((call, DialogEvent::Bye));
                 Some(Answer::new(200))
             }
             Method::Invite => {
@@ -578,7 +575,7 @@ impl Endpoint {
                 });
                 self.dialogs.to_calls.push_back((
                     call,
-                    ToCall::Reinvite {
+                    DialogEvent::Reinvite {
                         sdp: sdp_of(&req.body),
                         timer: timer_headers(&req.headers),
                     },
@@ -603,7 +600,7 @@ impl Endpoint {
                 d.unacked = None;
                 self.dialogs.to_calls.push_back((
                     call,
-                    ToCall::Ack {
+                    DialogEvent::Ack {
                         sdp: sdp_of(&req.body),
                     },
                 ));
@@ -611,7 +608,7 @@ impl Endpoint {
                     self.send_bye(call, None, now);
                 }
             }
-            _ => debug!(call, "retransmitted or stale ACK ignored"),
+            _ => debug!(call = call.0, "retransmitted or stale ACK ignored"),
         }
     }
 
@@ -627,7 +624,9 @@ impl Endpoint {
                     d.ended = true;
                     d.unacked = None;
                 }
-                self.dialogs.to_calls.push_back((call, ToCall::Cancelled));
+                self.dialogs
+                    .to_calls
+                    .push_back((call, DialogEvent::Cancelled));
             }
         }
         Answer::new(200)
@@ -659,8 +658,8 @@ impl Endpoint {
             }
             if now >= u.give_up {
                 d.unacked = None;
-                warn!(call, call_id = %d.call_id, "no ACK for our 2xx: ending the call");
-                self.dialogs.to_calls.push_back((call, ToCall::NoAck));
+                warn!(call = call.0, call_id = %d.call_id, "no ACK for our 2xx: ending the call");
+                self.dialogs.to_calls.push_back((call, DialogEvent::NoAck));
                 continue;
             }
             self.out.push_back(Transmit {
@@ -722,7 +721,7 @@ impl Endpoint {
     fn start_client(
         &mut self,
         call: CallRef,
-        purpose: CallRequest,
+        purpose: OwnRequest,
         req: &Request,
         branch: &str,
         dest: SocketAddr,
@@ -757,7 +756,7 @@ impl Endpoint {
         }
         if !d.confirmed {
             debug!(
-                call,
+                call = call.0,
                 "BYE asked for a dialog that is not confirmed: ignored"
             );
             return;
@@ -771,7 +770,7 @@ impl Endpoint {
             reason.map(|r| vec![("Reason", r)]).unwrap_or_default();
         let d = &self.dialogs.by_ref[&call];
         let req = self.dialog_request(d, Method::Bye, cseq, &b, None, &extra);
-        self.start_client(call, CallRequest::Bye, &req, &b, peer, now);
+        self.start_client(call, OwnRequest::Bye, &req, &b, peer, now);
     }
 
     fn send_reinvite(
@@ -787,7 +786,7 @@ impl Endpoint {
         if d.ended || !d.confirmed || d.reinvite_out || d.reinvite.is_some() {
             // Glare or a dead dialog: tell the call as a 491 so it retries later.
             self.dialogs
-                .fail(call, CallRequest::Reinvite, 491, "Request Pending");
+                .fail(call, OwnRequest::Reinvite, 491, "Request Pending");
             return;
         }
         d.reinvite_out = true;
@@ -797,13 +796,13 @@ impl Endpoint {
         let b = branch();
         let d = &self.dialogs.by_ref[&call];
         let req = self.dialog_request(d, Method::Invite, cseq, &b, Some(&sdp), &extra);
-        self.start_client(call, CallRequest::Reinvite, &req, &b, peer, now);
+        self.start_client(call, OwnRequest::Reinvite, &req, &b, peer, now);
     }
 
     /// An inbound call: INVITE to the trunk's registered contact.
-    fn send_invite(&mut self, call: CallRef, inv: InboundInvite, now: Instant) {
+    fn send_invite(&mut self, call: CallRef, inv: InviteToPbx, now: Instant) {
         let fail = |this: &mut Endpoint, code: u16, reason: &str| {
-            this.dialogs.fail(call, CallRequest::Invite, code, reason);
+            this.dialogs.fail(call, OwnRequest::Invite, code, reason);
         };
         if self.draining {
             return fail(self, 503, "Shutting Down");
@@ -840,7 +839,7 @@ impl Endpoint {
         let display = inv
             .caller_name
             .as_deref()
-            .map(|n| format!("\"{}\" ", sanitize(n)))
+            .map(|n| format!("\"{}\" ", quotable(n)))
             .unwrap_or_default();
         let local = format!("{display}<sip:{caller}@{host}>;tag={local_tag}");
         let to_host = Uri::parse(&binding.uri).map(|u| u.host).unwrap_or_default();
@@ -863,10 +862,10 @@ impl Endpoint {
         let b = branch();
         let req = self.dialog_request(&d, Method::Invite, 1, &b, Some(&inv.sdp), &headers);
         let via = req.headers.get("Via").unwrap_or_default().to_string();
-        info!(call, trunk = %inv.trunk, %call_id, did = %inv.did, contact = %binding.uri,
+        info!(call = call.0, trunk = %inv.trunk, %call_id, did = %inv.did, contact = %binding.uri,
               dest = %binding.source, "inbound call offered to the PBX");
         self.dialogs.insert(call, d);
-        self.start_client(call, CallRequest::Invite, &req, &b, binding.source, now);
+        self.start_client(call, OwnRequest::Invite, &req, &b, binding.source, now);
         if let Some(d) = self.dialogs.by_ref.get_mut(&call) {
             d.uac_invite = Some(UacInvite {
                 cseq: 1,
@@ -951,7 +950,7 @@ impl Endpoint {
         let deliver = |this: &mut Endpoint, sdp: Option<String>| {
             this.dialogs.to_calls.push_back((
                 call,
-                ToCall::Response {
+                DialogEvent::Response {
                     request: purpose,
                     code,
                     reason: resp.reason.clone(),
@@ -961,8 +960,8 @@ impl Endpoint {
             ));
         };
         match purpose {
-            CallRequest::Bye => {}
-            CallRequest::Reinvite => {
+            OwnRequest::Bye => {}
+            OwnRequest::Reinvite => {
                 if let Some(d) = self.dialogs.by_ref.get_mut(&call) {
                     if code >= 200 {
                         d.reinvite_out = false;
@@ -977,7 +976,7 @@ impl Endpoint {
                     deliver(self, sdp);
                 }
             }
-            CallRequest::Invite => {
+            OwnRequest::Invite => {
                 let Some(d) = self.dialogs.by_ref.get_mut(&call) else {
                     return;
                 };
@@ -1062,15 +1061,15 @@ impl Endpoint {
             return;
         };
         if let Some(d) = self.dialogs.by_ref.get_mut(&call) {
-            if purpose == CallRequest::Reinvite {
+            if purpose == OwnRequest::Reinvite {
                 d.reinvite_out = false;
             }
-            if purpose == CallRequest::Invite {
+            if purpose == OwnRequest::Invite {
                 d.uac_invite = None;
                 d.ended = true;
             }
         }
-        if purpose != CallRequest::Bye {
+        if purpose != OwnRequest::Bye {
             self.dialogs.fail(call, purpose, 408, "Request Timeout");
         }
     }
@@ -1126,7 +1125,7 @@ impl Endpoint {
             return false;
         };
         let (Some(user), Some(pass)) = (&trunk.outbound_username, &trunk.outbound_password) else {
-            warn!(call, trunk = %trunk.name, code = resp.code,
+            warn!(call = call.0, trunk = %trunk.name, code = resp.code,
                   "the PBX challenged our INVITE and the trunk has no outbound_username/outbound_password");
             return false;
         };
@@ -1134,7 +1133,7 @@ impl Endpoint {
             return false;
         };
         if u.auth_tried {
-            warn!(call, trunk = %trunk.name, "the PBX refused our credentials");
+            warn!(call = call.0, trunk = %trunk.name, "the PBX refused our credentials");
             return false;
         }
         let (header, answer_header) = if resp.code == 401 {
@@ -1152,7 +1151,10 @@ impl Endpoint {
             "INVITE",
             &u.uri,
         ) else {
-            warn!(call, "the PBX's challenge is not a digest we can answer");
+            warn!(
+                call = call.0,
+                "the PBX's challenge is not a digest we can answer"
+            );
             return false;
         };
         let mut headers = u.headers.clone();
@@ -1177,7 +1179,7 @@ impl Endpoint {
         let d = &self.dialogs.by_ref[&call];
         let req = self.dialog_request(d, Method::Invite, cseq, &b, Some(&body), &headers);
         let via = req.headers.get("Via").unwrap_or_default().to_string();
-        self.start_client(call, CallRequest::Invite, &req, &b, peer, now);
+        self.start_client(call, OwnRequest::Invite, &req, &b, peer, now);
         if let Some(d) = self.dialogs.by_ref.get_mut(&call) {
             d.uac_invite = Some(UacInvite {
                 cseq,

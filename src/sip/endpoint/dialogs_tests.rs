@@ -1,10 +1,10 @@
 //! The dialog layer driven with virtual time: datagrams in, datagrams and call events out,
 //! timers fired by advancing an `Instant` by hand. The PBX side is played by hand-written SIP.
 
-use crate::call::signal::{CallCmd, CallRef, InboundInvite, Reply, Request as CallRequest, ToCall};
 use crate::sip::digest::{self, Algorithm};
 use crate::sip::endpoint::pbx_harness::*;
 use crate::sip::message::{Message, Method, Request, Response};
+use crate::sip::tu::{CallRef, DialogCommand, DialogEvent, InviteToPbx, OwnRequest, Reply};
 use std::time::Duration;
 
 #[test]
@@ -26,7 +26,7 @@ fn authenticated_invite_becomes_an_outbound_call_with_100_trying() {
     assert_eq!(r.code, 100);
     let ev = h.events();
     assert_eq!(ev.len(), 1);
-    let ToCall::Outbound(o) = &ev[0].1 else {
+    let DialogEvent::Admitted(o) = &ev[0].1 else {
         panic!("{:?}", ev[0].1)
     };
     assert_eq!(o.trunk, "pbx");
@@ -44,7 +44,7 @@ fn authenticated_invite_becomes_an_outbound_call_with_100_trying() {
     assert!(o.timer.supports_timer);
     let _ = &o.caller; // derived from From (201), policy-dependent
     assert_eq!(h.ep.active_calls(), 1);
-    assert!(h.ep.poll_record().is_none());
+    assert!(h.poll_refused().is_none());
 }
 
 #[test]
@@ -55,16 +55,17 @@ fn invalid_and_disallowed_numbers_are_refused_with_a_record() {
     h.recv(&h.invite_text(&c, "12", true, ""));
     let r = h.one_response();
     assert_eq!(r.code, 484);
-    let rec = h.ep.poll_record().expect("record of the refusal");
-    assert_eq!(rec.sip_code, 484);
-    assert_eq!(rec.sip_call_id.as_deref(), Some(c.call_id.as_str()));
+    let rec = h.poll_refused().expect("record of the refusal");
+    assert_eq!(rec.code, 484);
+    assert_eq!(rec.call_id, c.call_id);
 
     let c = PbxCall::new(2);
     h.recv(&h.invite_text(&c, "+442079460000", true, ""));
     let r = h.one_response();
     assert_eq!(r.code, 403);
-    let rec = h.ep.poll_record().expect("record of the refusal");
-    assert_eq!(rec.sip_code, 403);
+    let rec = h.poll_refused().expect("record of the refusal");
+    assert_eq!(rec.code, 403);
+    assert_eq!(rec.called.as_deref(), None);
     assert!(h.events().is_empty());
     assert_eq!(h.ep.active_calls(), 0);
 }
@@ -76,7 +77,7 @@ fn second_call_refused(calls: &str, trunk: &str) -> Response {
     h.recv(&h.invite_text(&c, "0501234567", true, ""));
     let r = h.one_response();
     assert!(h.events().is_empty());
-    assert_eq!(h.ep.poll_record().map(|r| r.sip_code), Some(r.code));
+    assert_eq!(h.poll_refused().map(|r| r.code), Some(r.code));
     assert_eq!(h.ep.active_calls(), 1);
     r
 }
@@ -106,13 +107,16 @@ fn over_the_trunk_limit_likewise() {
 fn ringing_carries_the_dialog_tag_and_contact() {
     let mut h = H::std();
     let (call, c) = h.start_call(1);
-    h.cmd(CallCmd::Respond(call, Reply::new(180)));
+    h.cmd(DialogCommand::Respond(call, Reply::new(180)));
     let r = h.one_response();
     assert_eq!(r.code, 180);
     let tag = tag_of(r.headers.get("To").unwrap());
     assert!(r.headers.get("Contact").unwrap().contains("127.0.0.1:5070"));
     assert_eq!(r.headers.get("Call-ID"), Some(c.call_id.as_str()));
-    h.cmd(CallCmd::Respond(call, Reply::new(200).sdp(SDP.into())));
+    h.cmd(DialogCommand::Respond(
+        call,
+        Reply::new(200).sdp(SDP.into()),
+    ));
     let r = h.one_response();
     assert_eq!(
         tag_of(r.headers.get("To").unwrap()),
@@ -150,7 +154,7 @@ fn our_200_is_retransmitted_until_the_ack() {
     );
     h.ack(&c, c.cseq, "z9hG4bK-ack1");
     let ev = h.events();
-    assert!(matches!(&ev[..], [(x, ToCall::Ack { sdp: None })] if *x == call));
+    assert!(matches!(&ev[..], [(x, DialogEvent::Ack { sdp: None })] if *x == call));
     assert!(h.advance(Duration::from_secs(40)).is_empty());
     assert!(h.events().is_empty());
 }
@@ -165,7 +169,7 @@ fn no_ack_for_64_t1_ends_the_call() {
     h.advance(Duration::from_millis(1));
     let ev = h.events();
     assert!(
-        matches!(&ev[..], [(x, ToCall::NoAck)] if *x == call),
+        matches!(&ev[..], [(x, DialogEvent::NoAck)] if *x == call),
         "{ev:?}"
     );
     assert!(
@@ -180,7 +184,7 @@ fn no_ack_for_64_t1_ends_the_call() {
 fn retransmitted_invite_gets_the_last_provisional_and_no_second_call() {
     let mut h = H::std();
     let (call, c) = h.start_call(1);
-    h.cmd(CallCmd::Respond(call, Reply::new(180)));
+    h.cmd(DialogCommand::Respond(call, Reply::new(180)));
     assert_eq!(h.one_response().code, 180);
     h.recv(&h.invite_text(&c, "0501234567", true, ""));
     assert_eq!(h.one_response().code, 180);
@@ -204,7 +208,7 @@ fn cancel_text(c: &PbxCall, branch: &str) -> String {
 fn cancel_before_the_final_gets_200_and_487() {
     let mut h = H::std();
     let (call, c) = h.start_call(1);
-    h.cmd(CallCmd::Respond(call, Reply::new(180)));
+    h.cmd(DialogCommand::Respond(call, Reply::new(180)));
     h.out();
     h.recv(&cancel_text(&c, &c.branch));
     let rs = h.responses();
@@ -216,9 +220,12 @@ fn cancel_before_the_final_gets_200_and_487() {
     assert_eq!(cseq_of(&rs[0].headers).1, "CANCEL");
     assert_eq!(cseq_of(&rs[1].headers).1, "INVITE");
     let ev = h.events();
-    assert!(matches!(&ev[..], [(x, ToCall::Cancelled)] if *x == call));
+    assert!(matches!(&ev[..], [(x, DialogEvent::Cancelled)] if *x == call));
     // the call answering late changes nothing
-    h.cmd(CallCmd::Respond(call, Reply::new(200).sdp(SDP.into())));
+    h.cmd(DialogCommand::Respond(
+        call,
+        Reply::new(200).sdp(SDP.into()),
+    ));
     assert!(h.out().is_empty());
 }
 
@@ -259,7 +266,7 @@ fn bye_in_the_dialog_200_and_wrong_tag_or_call_id_481() {
     h.recv(&h.in_dialog_text(&c, "BYE", 11, "z9hG4bK-bye1", ""));
     assert_eq!(codes(&h.responses()), [200]);
     let ev = h.events();
-    assert!(matches!(&ev[..], [(x, ToCall::Bye)] if *x == call));
+    assert!(matches!(&ev[..], [(x, DialogEvent::Bye)] if *x == call));
 }
 
 #[test]
@@ -270,7 +277,7 @@ fn reinvite_waits_for_the_call_and_a_second_one_gets_500() {
     assert!(h.out().is_empty(), "the call answers");
     let ev = h.events();
     assert!(
-        matches!(&ev[..], [(x, ToCall::Reinvite { sdp: Some(s), .. })] if *x == call && s == SDP),
+        matches!(&ev[..], [(x, DialogEvent::Reinvite { sdp: Some(s), .. })] if *x == call && s == SDP),
         "{ev:?}"
     );
     h.recv(&h.in_dialog_text(&c, "INVITE", 12, "z9hG4bK-re2", SDP));
@@ -281,7 +288,7 @@ fn reinvite_waits_for_the_call_and_a_second_one_gets_500() {
     h.ack(&c, 12, "z9hG4bK-re2"); // the PBX ACKs the 500 in its transaction
     assert!(h.out().is_empty() && h.events().is_empty());
 
-    h.cmd(CallCmd::RespondReinvite(
+    h.cmd(DialogCommand::RespondReinvite(
         call,
         Reply::new(200).sdp(SDP.into()),
     ));
@@ -290,7 +297,7 @@ fn reinvite_waits_for_the_call_and_a_second_one_gets_500() {
     assert_eq!(cseq_of(&r.headers), (11, "INVITE".into()));
     h.ack(&c, 11, "z9hG4bK-reack1");
     let ev = h.events();
-    assert!(matches!(&ev[..], [(x, ToCall::Ack { .. })] if *x == call));
+    assert!(matches!(&ev[..], [(x, DialogEvent::Ack { .. })] if *x == call));
     assert!(
         h.advance(Duration::from_secs(5)).is_empty(),
         "ACKed: no retransmission"
@@ -313,7 +320,7 @@ fn our_bye_goes_to_the_pbx_contact_via_its_source() {
     let our_tag = tag_of(&c.to);
     h.ack(&c, c.cseq, "z9hG4bK-ack1");
     h.events();
-    h.cmd(CallCmd::Bye(call, Some("Q.850;cause=16".into())));
+    h.cmd(DialogCommand::Bye(call, Some("Q.850;cause=16".into())));
     let (dest, bye) = h.one_request();
     assert_eq!(dest, pbx(), "to where the INVITE came from");
     assert_eq!(bye.method, Method::Bye);
@@ -336,11 +343,11 @@ fn our_bye_before_the_ack_waits_for_it() {
     let mut h = H::std();
     let (call, mut c) = h.start_call(1);
     h.answer(call, &mut c);
-    h.cmd(CallCmd::Bye(call, None));
+    h.cmd(DialogCommand::Bye(call, None));
     assert!(h.out().is_empty());
     h.ack(&c, c.cseq, "z9hG4bK-ack1");
     let ev = h.events();
-    assert!(matches!(&ev[..], [(_, ToCall::Ack { .. })]));
+    assert!(matches!(&ev[..], [(_, DialogEvent::Ack { .. })]));
     let (dest, bye) = h.one_request();
     assert_eq!(dest, pbx());
     assert_eq!(bye.method, Method::Bye);
@@ -349,7 +356,7 @@ fn our_bye_before_the_ack_waits_for_it() {
 // ---- 6. our re-INVITE ----
 
 fn our_reinvite(h: &mut H, call: CallRef) -> Request {
-    h.cmd(CallCmd::Reinvite(
+    h.cmd(DialogCommand::Reinvite(
         call,
         SDP.into(),
         vec![("Session-Expires", "1800;refresher=uac".into())],
@@ -388,11 +395,11 @@ fn our_reinvite_200_is_acked_and_delivered() {
     assert_eq!(cseq_of(&ack.headers), (n, "ACK".into()));
     let ev = h.events();
     assert!(
-        matches!(&ev[..], [(x, ToCall::Response { request: CallRequest::Reinvite, code: 200, sdp: Some(_), .. })] if *x == call),
+        matches!(&ev[..], [(x, DialogEvent::Response { request: OwnRequest::Reinvite, code: 200, sdp: Some(_), .. })] if *x == call),
         "{ev:?}"
     );
     // the next request in the dialog counts on
-    h.cmd(CallCmd::Bye(call, None));
+    h.cmd(DialogCommand::Bye(call, None));
     let (_, bye) = h.one_request();
     assert_eq!(cseq_of(&bye.headers).0, n + 1);
 }
@@ -415,8 +422,8 @@ fn our_reinvite_491_is_acked_in_the_transaction() {
         &ev[..],
         [(
             _,
-            ToCall::Response {
-                request: CallRequest::Reinvite,
+            DialogEvent::Response {
+                request: OwnRequest::Reinvite,
                 code: 491,
                 ..
             }
@@ -440,15 +447,15 @@ fn our_reinvite_without_response_is_a_408_after_timer_b() {
     h.advance(Duration::from_millis(1));
     let ev = h.events();
     assert!(
-        matches!(&ev[..], [(x, ToCall::Response { request: CallRequest::Reinvite, code: 408, .. })] if *x == call),
+        matches!(&ev[..], [(x, DialogEvent::Response { request: OwnRequest::Reinvite, code: 408, .. })] if *x == call),
         "{ev:?}"
     );
 }
 
 // ---- 7. inbound calls toward the PBX ----
 
-fn inbound(did: &str) -> Box<InboundInvite> {
-    Box::new(InboundInvite {
+fn inbound(did: &str) -> Box<InviteToPbx> {
+    Box::new(InviteToPbx {
         trunk: "pbx".into(),
         did: did.into(),
         caller_number: Some("+97145551234".into()),
@@ -460,7 +467,7 @@ fn inbound(did: &str) -> Box<InboundInvite> {
 
 fn offer(h: &mut H) -> (CallRef, Request) {
     let call = h.ep.call_refs().next();
-    h.cmd(CallCmd::Invite(call, inbound("0501234567")));
+    h.cmd(DialogCommand::Invite(call, inbound("0501234567")));
     let (dest, inv) = h.one_request();
     assert_eq!(dest, pbx());
     assert_eq!(inv.method, Method::Invite);
@@ -489,7 +496,7 @@ fn inbound_call_rings_answers_and_hangs_up() {
     assert!(h.out().is_empty());
     let ev = h.events();
     assert!(
-        matches!(&ev[..], [(x, ToCall::Response { request: CallRequest::Invite, code: 180, .. })] if *x == call),
+        matches!(&ev[..], [(x, DialogEvent::Response { request: OwnRequest::Invite, code: 180, .. })] if *x == call),
         "{ev:?}"
     );
     h.recv(&reply_text(
@@ -507,7 +514,7 @@ fn inbound_call_rings_answers_and_hangs_up() {
     assert_eq!(tag_of(ack.headers.get("To").unwrap()), "pbx-answer");
     let ev = h.events();
     assert!(
-        matches!(&ev[..], [(x, ToCall::Response { request: CallRequest::Invite, code: 200, sdp: Some(s), .. })] if *x == call && s == SDP),
+        matches!(&ev[..], [(x, DialogEvent::Response { request: OwnRequest::Invite, code: 200, sdp: Some(s), .. })] if *x == call && s == SDP),
         "{ev:?}"
     );
     // a retransmitted 200 gets the same ACK again
@@ -522,7 +529,7 @@ fn inbound_call_rings_answers_and_hangs_up() {
     assert_eq!(again.method, Method::Ack);
     assert!(h.events().is_empty());
 
-    h.cmd(CallCmd::Bye(call, None));
+    h.cmd(DialogCommand::Bye(call, None));
     let (dest, bye) = h.one_request();
     assert_eq!(dest, pbx());
     assert_eq!(bye.method, Method::Bye);
@@ -551,18 +558,18 @@ fn a_long_ringing_inbound_call_keeps_the_timers_quiet() {
     let (_, ack) = h.one_request();
     assert_eq!(ack.method, Method::Ack);
     let ev = h.events();
-    assert!(matches!(&ev[..], [(x, ToCall::Response { code: 200, .. })] if *x == call));
+    assert!(matches!(&ev[..], [(x, DialogEvent::Response { code: 200, .. })] if *x == call));
 }
 
 #[test]
 fn inbound_call_to_an_unregistered_trunk_is_480_without_sending() {
     let mut h = H::std();
     let call = h.ep.call_refs().next();
-    h.cmd(CallCmd::Invite(call, inbound("0501234567")));
+    h.cmd(DialogCommand::Invite(call, inbound("0501234567")));
     assert!(h.out().is_empty());
     let ev = h.events();
     assert!(
-        matches!(&ev[..], [(x, ToCall::Response { request: CallRequest::Invite, code: 480, .. })] if *x == call),
+        matches!(&ev[..], [(x, DialogEvent::Response { request: OwnRequest::Invite, code: 480, .. })] if *x == call),
         "{ev:?}"
     );
     assert_eq!(h.ep.active_calls(), 0);
@@ -612,7 +619,7 @@ fn a_challenge_to_our_invite_is_answered_once_with_the_trunk_credentials() {
     assert_eq!(ack.method, Method::Ack);
     let ev = h.events();
     assert!(
-        matches!(&ev[..], [(x, ToCall::Response { request: CallRequest::Invite, code: 407, .. })] if *x == call),
+        matches!(&ev[..], [(x, DialogEvent::Response { request: OwnRequest::Invite, code: 407, .. })] if *x == call),
         "{ev:?}"
     );
 }
@@ -627,7 +634,7 @@ fn a_challenge_without_outbound_credentials_is_delivered() {
     assert_eq!(ack.method, Method::Ack);
     let ev = h.events();
     assert!(
-        matches!(&ev[..], [(x, ToCall::Response { request: CallRequest::Invite, code: 407, .. })] if *x == call),
+        matches!(&ev[..], [(x, DialogEvent::Response { request: OwnRequest::Invite, code: 407, .. })] if *x == call),
         "{ev:?}"
     );
 }
@@ -637,7 +644,7 @@ fn our_cancel_waits_for_a_provisional_then_487_is_acked() {
     let mut h = H::std();
     h.register();
     let (call, inv) = offer(&mut h);
-    h.cmd(CallCmd::Cancel(call));
+    h.cmd(DialogCommand::Cancel(call));
     assert!(h.out().is_empty(), "no CANCEL before a provisional");
     h.recv(&reply_text(&inv, 180, Some("ring"), "", ""));
     let (dest, cancel) = h.one_request();
@@ -655,7 +662,7 @@ fn our_cancel_waits_for_a_provisional_then_487_is_acked() {
     assert_eq!(branch_of(&ack), branch_of(&inv));
     let ev = h.events();
     assert!(
-        matches!(&ev[..], [(x, ToCall::Response { request: CallRequest::Invite, code: 487, .. })] if *x == call),
+        matches!(&ev[..], [(x, DialogEvent::Response { request: OwnRequest::Invite, code: 487, .. })] if *x == call),
         "{ev:?}"
     );
 }
@@ -666,9 +673,9 @@ fn our_cancel_waits_for_a_provisional_then_487_is_acked() {
 fn done_before_a_final_sends_500_and_forgets_the_dialog() {
     let mut h = H::std();
     let (call, mut c) = h.start_call(1);
-    h.cmd(CallCmd::Respond(call, Reply::new(180)));
+    h.cmd(DialogCommand::Respond(call, Reply::new(180)));
     c.to = h.one_response().headers.get("To").unwrap().to_string();
-    h.cmd(CallCmd::Done(call));
+    h.cmd(DialogCommand::Forget(call));
     let r = h.one_response();
     assert_eq!(r.code, 500);
     assert_eq!(tag_of(r.headers.get("To").unwrap()), tag_of(&c.to));

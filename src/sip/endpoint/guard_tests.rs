@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::call::signal::ToCall;
 use crate::sip::endpoint::pbx_harness::*;
 use crate::sip::security::{DropReason, FailureKind, Source};
+use crate::sip::tu::DialogEvent;
 
 fn failures(h: &H, kind: FailureKind) -> u64 {
     h.ep.security()
@@ -256,5 +256,5 @@ fn an_emergency_call_is_admitted_over_the_call_limit() {
     h.recv(&h.invite_text(&c, "999", true, ""));
     assert_eq!(h.one_response().code, 100);
     let ev = h.events();
-    assert!(matches!(&ev[..], [(_, ToCall::Outbound(o))] if o.dialled == "999"));
+    assert!(matches!(&ev[..], [(_, DialogEvent::Admitted(o))] if o.dialled == "999"));
 }

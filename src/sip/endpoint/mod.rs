@@ -32,10 +32,9 @@ use super::transaction::{
     ClientRx, ClientTransactions, ServerRx, ServerTransactions, TimerConfig, Transmit, TxEvent,
     TxKey,
 };
-use crate::call::record::CallRecord;
-use crate::call::signal::{CallRef, CallRefs, ToCall};
 use crate::config::Config;
 use crate::numbers::{NumberPolicy, NumbersError};
+use crate::sip::tu::{warning_header, CallRef, CallRefs, DialogEvent};
 use answer::Answer;
 use dialogs::Dialogs;
 
@@ -169,14 +168,14 @@ impl Endpoint {
         self.dialogs.active()
     }
 
-    /// The next event for a call.
-    pub fn poll_call_event(&mut self) -> Option<(CallRef, ToCall)> {
+    /// The next dialog event for the transaction user.
+    pub fn poll_event(&mut self) -> Option<(CallRef, DialogEvent)> {
         self.dialogs.to_calls.pop_front()
     }
 
-    /// Records of call attempts the core refused itself (number policy, limits).
-    pub fn poll_record(&mut self) -> Option<CallRecord> {
-        self.dialogs.records.pop()
+    /// Stopping: new INVITEs get 503 with Retry-After from now on.
+    pub fn drain(&mut self) {
+        self.draining = true;
     }
 
     /// Requests by method and responses by code.
@@ -308,10 +307,8 @@ impl Endpoint {
                     Some(&response::new_tag()),
                     &self.server_header,
                 );
-                r.headers.push(
-                    "Warning",
-                    format!("399 trunkgate \"{}\"", sanitize(&error.to_string())),
-                );
+                r.headers
+                    .push("Warning", warning_header(399, &error.to_string()));
                 self.send_stateless(r, src);
             }
         }
@@ -580,10 +577,4 @@ fn stateless_tag(info: &RequestInfo) -> String {
     info.from.tag().hash(&mut h);
     info.cseq.seq.hash(&mut h);
     format!("{:08x}", h.finish() as u32)
-}
-
-pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
-        .collect()
 }

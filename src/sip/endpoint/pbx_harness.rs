@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Endpoint;
-use crate::call::signal::{CallCmd, CallRef, Reply, ToCall};
 use crate::config::Config;
 use crate::sip::digest::{self, Algorithm, Credentials};
 use crate::sip::grammar::NameAddr;
@@ -15,6 +14,7 @@ use crate::sip::message::{Message, Request, Response};
 use crate::sip::parse::parse_message;
 use crate::sip::registrar::Registrations;
 use crate::sip::stats::SipStats;
+use crate::sip::tu::{CallRef, DialogCommand, DialogEvent, RefusedInvite, Reply};
 
 pub const REALM: &str = "trunk.example.com";
 pub const USER: &str = "pbx_user";
@@ -87,6 +87,8 @@ pub struct H {
     pub nc: std::cell::Cell<u32>,
     /// Answer challenges with qop=auth (Asterisk) or without (3CX).
     pub qop: bool,
+    /// INVITEs the endpoint refused itself, kept apart from the calls' events.
+    pub refused: std::collections::VecDeque<RefusedInvite>,
 }
 
 impl H {
@@ -107,6 +109,7 @@ impl H {
             seq: 0,
             nc: std::cell::Cell::new(1),
             qop: true,
+            refused: Default::default(),
         }
     }
 
@@ -169,16 +172,26 @@ impl H {
         v.remove(0)
     }
 
-    pub fn events(&mut self) -> Vec<(CallRef, ToCall)> {
+    pub fn events(&mut self) -> Vec<(CallRef, DialogEvent)> {
         let mut v = Vec::new();
-        while let Some(e) = self.ep.poll_call_event() {
-            v.push(e);
+        while let Some(e) = self.ep.poll_event() {
+            match e {
+                (_, DialogEvent::Refused(r)) => self.refused.push_back(*r),
+                e => v.push(e),
+            }
         }
         v
     }
 
-    pub fn cmd(&mut self, c: CallCmd) {
-        self.ep.handle_call_command(c, self.now);
+    /// The next INVITE the endpoint refused itself.
+    pub fn poll_refused(&mut self) -> Option<RefusedInvite> {
+        let events = self.events();
+        assert!(events.is_empty(), "{events:?}");
+        self.refused.pop_front()
+    }
+
+    pub fn cmd(&mut self, c: DialogCommand) {
+        self.ep.handle_command(c, self.now);
     }
 
     /// Fires every timer due up to `now + d`, at its own instant; returns what went out with
@@ -332,13 +345,16 @@ impl H {
         assert_eq!(r.code, 100);
         let ev = self.events();
         assert_eq!(ev.len(), 1);
-        assert!(matches!(ev[0].1, ToCall::Outbound(_)));
+        assert!(matches!(ev[0].1, DialogEvent::Admitted(_)));
         (ev[0].0, c)
     }
 
     /// Call answered with 200 + SDP; returns the 200 and keeps our tag in `c.to`.
     pub fn answer(&mut self, call: CallRef, c: &mut PbxCall) -> Response {
-        self.cmd(CallCmd::Respond(call, Reply::new(200).sdp(SDP.into())));
+        self.cmd(DialogCommand::Respond(
+            call,
+            Reply::new(200).sdp(SDP.into()),
+        ));
         let r = self.one_response();
         assert_eq!(r.code, 200);
         c.to = r.headers.get("To").unwrap().to_string();
@@ -381,7 +397,7 @@ impl H {
         self.answer(call, &mut c);
         self.ack(&c, c.cseq, &format!("z9hG4bK-ack{n}"));
         let ev = self.events();
-        assert!(matches!(ev[..], [(x, ToCall::Ack { .. })] if x == call));
+        assert!(matches!(ev[..], [(x, DialogEvent::Ack { .. })] if x == call));
         (call, c)
     }
 
