@@ -15,13 +15,12 @@ use tracing::{info, warn};
 use crate::call::context::CallContext;
 use crate::call::record::{RecordSink, Records};
 use crate::call::router::CallRouter;
-use crate::call::session_timer::TimerConfig;
+use crate::call::settings::{CallSettings, LiveSettings};
 use crate::carrier::{Carrier, CarrierCall, Overrides};
 use crate::config::{CarrierAccount, CarrierConfig, Config, Secret};
 use crate::media::engine::{EngineConfig, MediaEngine};
 use crate::media::rtp_leg::PortPool;
 use crate::media::PeerSettings;
-use crate::numbers::NumberPolicy;
 use crate::ops::cdr::{CdrWriter, Fanout};
 use crate::ops::http::OpsState;
 use crate::ops::metrics::CallMetrics;
@@ -160,28 +159,32 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
             Err(e) => {
                 tracing::error!("reload refused, the running configuration stays: {e}");
             }
-            Ok(new) => {
-                for setting in needs_restart(&running, &new) {
-                    warn!(
-                        setting,
-                        "changed in the file, but applies only after a restart"
-                    );
-                }
-                let _ = control_tx.send(Control::Reconfigure(Arc::new(new.clone())));
-                if let (Some(c), Some(k)) = (&ctx.carrier, &new.carrier) {
-                    for name in c.set_passwords(&k.accounts) {
-                        warn!(account = %name, "carrier account not applied: it needs a restart");
+            Ok(new) => match CallSettings::new(&new) {
+                Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
+                Ok(settings) => {
+                    for setting in needs_restart(&running, &new) {
+                        warn!(
+                            setting,
+                            "changed in the file, but applies only after a restart"
+                        );
                     }
+                    let _ = control_tx.send(Control::Reconfigure(Arc::new(new.clone())));
+                    ctx.settings.replace(settings);
+                    if let (Some(c), Some(k)) = (&ctx.carrier, &new.carrier) {
+                        for name in c.set_passwords(&k.accounts) {
+                            warn!(account = %name, "carrier account not applied: it needs a restart");
+                        }
+                    }
+                    running = new;
+                    info!("configuration reloaded: trunks, secrets, number policies, limits, call settings");
                 }
-                running = new;
-                info!("configuration reloaded: trunks, secrets, number policies, limits");
-            }
+            },
         }
         notifier.ready(&ready_status());
     }
     info!("stopping");
     notifier.stopping();
-    drain(&ctx, &control_tx, config.calls.drain_grace, &mut signals).await;
+    drain(&ctx, &control_tx, running.calls.drain_grace, &mut signals).await;
     let _ = stop_tx.send(true);
     let _ = sip.await;
     let _ = http.await;
@@ -269,20 +272,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.cdr.path != new.cdr.path {
         v.push("cdr.path");
-    }
-    if differs(&old.inbound, &new.inbound) {
-        v.push("inbound");
-    }
-    let timers = |c: &Config| {
-        (
-            c.calls.no_answer_timeout,
-            c.calls.session_expires,
-            c.calls.min_se,
-            c.calls.drain_grace,
-        )
-    };
-    if timers(old) != timers(new) {
-        v.push("calls.no_answer_timeout/session_expires/min_se/drain_grace");
     }
     // Passwords print as *** in Debug, so this ignores them: they are applied on reload.
     let carrier = |c: &Config| c.carrier.as_ref().map(|k| format!("{k:?}"));
@@ -412,12 +401,7 @@ fn call_context(
         peer,
         cmds,
         records,
-        calls: config.calls.clone(),
-        timer: TimerConfig::new(config.calls.session_expires, config.calls.min_se)
-            .map_err(|e| anyhow::anyhow!("calls.session_expires / calls.min_se: {e}"))?,
-        inbound: config.inbound.clone(),
-        trunks: config.trunks.iter().map(|t| t.name.clone()).collect(),
-        numbers: NumberPolicy::new(&config.numbers)?,
+        settings: LiveSettings::new(CallSettings::new(config)?),
         refs,
         registry: Arc::new(crate::call::registry::Registry::default()),
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),

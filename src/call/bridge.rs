@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use super::pbx_leg::{pbx_media, PbxLeg};
 use super::record::{CallRecord, EndedBy};
-use super::session_timer::{self, Negotiated as TimerNegotiated, SessionTimer, TimerAction};
+use super::session_timer::{self, SessionAgreement, SessionTimer, TimerAction};
 use crate::carrier::events::{CallEvent, EndCause};
 use crate::carrier::CarrierCall;
 use crate::media::engine::MediaCall;
@@ -31,7 +31,7 @@ pub struct Bridge<'a> {
     pub peer: MediaCall,
     pub format: AudioFormat,
     pub timer: Option<SessionTimer>,
-    pub timer_negotiated: Option<TimerNegotiated>,
+    pub timer_negotiated: Option<SessionAgreement>,
     pub flow: PbxFlow,
     /// The PBX's current direction (what its last SDP said, after c=0.0.0.0 is read as hold).
     pub pbx_direction: Direction,
@@ -65,7 +65,6 @@ impl Bridge<'_> {
         // ordering, so the random wait of the non-owner side applies either way).
         let mut reinvite_retry: Option<(Instant, OwnReinvite)> = None;
         // RTP inactivity: checked every second; a direction change restarts the wait
-        let rtp_timeout = self.leg.ctx.calls.rtp_timeout;
         let mut media_check = tokio::time::interval(Duration::from_secs(1));
         let mut expecting_since = Instant::now();
         let mut direction_seen = self.pbx_direction;
@@ -214,7 +213,12 @@ impl Bridge<'_> {
                         self.update_carrier(dir).await;
                     }
                 }
-                _ = media_check.tick(), if !rtp_timeout.is_zero() => {
+                _ = media_check.tick() => {
+                    // read on each check: a reload reaches calls already up
+                    let rtp_timeout = self.leg.ctx.settings.current().calls.rtp_timeout;
+                    if rtp_timeout.is_zero() {
+                        continue;
+                    }
                     if self.pbx_direction != direction_seen {
                         direction_seen = self.pbx_direction;
                         expecting_since = Instant::now();
@@ -273,7 +277,7 @@ impl Bridge<'_> {
                 min_se: timer.min_se.as_deref(),
                 timer_supported: timer.supports_timer,
             },
-            &self.leg.ctx.timer,
+            &self.leg.ctx.settings.current().timer,
         );
         let timer_headers = match decision {
             Ok(session_timer::UasDecision::Reject422 { min_se }) => {

@@ -7,12 +7,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::record::Records;
-use super::session_timer::TimerConfig;
+use super::settings::LiveSettings;
 use crate::carrier::Carrier;
-use crate::config::{CallsConfig, InboundConfig};
 use crate::media::rtp_leg::PortPool;
 use crate::media::PeerSettings;
-use crate::numbers::NumberPolicy;
 use crate::sip::tu::{CallRef, CallRefs, DialogCommand};
 
 pub struct CallContext {
@@ -26,13 +24,8 @@ pub struct CallContext {
     pub media: crate::media::engine::MediaEngine,
     pub cmds: mpsc::UnboundedSender<DialogCommand>,
     pub records: Records,
-    pub calls: CallsConfig,
-    pub timer: TimerConfig,
-    pub inbound: InboundConfig,
-    /// Trunk names in configuration order (the inbound default is the first).
-    pub trunks: Vec<String>,
-    /// The global number plan, for writing carrier numbers toward the PBX.
-    pub numbers: NumberPolicy,
+    /// What calls read from the configuration, swapped on reload.
+    pub settings: LiveSettings,
     pub refs: Arc<CallRefs>,
     /// The calls up now (status, metrics, drain).
     pub registry: Arc<super::registry::Registry>,
@@ -44,17 +37,6 @@ impl CallContext {
     pub fn send(&self, cmd: DialogCommand) {
         // The core outlives every call except at shutdown, when nothing is left to tell.
         let _ = self.cmds.send(cmd);
-    }
-
-    /// The trunk a carrier call to `did` (E.164) goes to.
-    pub fn route(&self, did: &str) -> Option<&str> {
-        self.inbound
-            .routes
-            .iter()
-            .find(|r| r.matches(did))
-            .map(|r| r.trunk.as_str())
-            .or(self.inbound.default_trunk.as_deref())
-            .or(self.trunks.first().map(String::as_str))
     }
 
     pub fn done(&self, call: CallRef) {

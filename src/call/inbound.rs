@@ -65,9 +65,10 @@ async fn inbound(
     mut rx: mpsc::UnboundedReceiver<DialogEvent>,
     record: &mut CallRecord,
 ) {
+    let conf = ctx.settings.current();
     let incoming = carrier.incoming().cloned().unwrap_or_default();
     let callee = incoming.callee_number.clone().unwrap_or_default();
-    let did_e164 = ctx
+    let did_e164 = conf
         .numbers
         .reformat(&callee, crate::numbers::OutputFormat::E164)
         .unwrap_or_else(|| callee.clone());
@@ -75,9 +76,9 @@ async fn inbound(
     let caller = incoming
         .caller_number
         .as_deref()
-        .and_then(|n| ctx.numbers.reformat(n, ctx.inbound.caller_format));
+        .and_then(|n| conf.numbers.reformat(n, conf.inbound.caller_format));
     record.caller = caller.clone();
-    let Some(trunk) = ctx.route(&did_e164).map(str::to_owned) else {
+    let Some(trunk) = conf.route(&did_e164).map(str::to_owned) else {
         warn!(did = %did_e164, "inbound carrier call rejected: no trunk to route it to");
         record.ended_by = EndedBy::Gateway;
         return reject(&mut carrier, record, 404, "No Route").await;
@@ -127,9 +128,9 @@ async fn inbound(
         alternative: offered.get(1).copied(),
     };
     let our_offer = leg.render(offer_line);
-    let did = ctx
+    let did = conf
         .numbers
-        .reformat(&did_e164, ctx.inbound.did_format)
+        .reformat(&did_e164, conf.inbound.did_format)
         .unwrap_or_else(|| did_e164.clone());
     ctx.send(DialogCommand::Invite(
         leg.call,
@@ -143,12 +144,12 @@ async fn inbound(
             },
             caller_name: incoming.caller_name.clone(),
             sdp: our_offer,
-            headers: session_timer::request_headers(&ctx.timer),
+            headers: session_timer::request_headers(&conf.timer),
         }),
     ));
     let mut ringing = false;
     let mut cancelled = false;
-    let no_answer = tokio::time::sleep(ctx.calls.no_answer_timeout);
+    let no_answer = tokio::time::sleep(conf.calls.no_answer_timeout);
     tokio::pin!(no_answer);
     let (pbx_sdp_text, timer_headers) = loop {
         tokio::select! {

@@ -10,3 +10,4 @@ pub mod record;
 pub mod registry;
 pub mod router;
 pub mod session_timer;
+pub mod settings;

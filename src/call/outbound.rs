@@ -77,6 +77,7 @@ async fn outbound(
     mut rx: mpsc::UnboundedReceiver<DialogEvent>,
     record: &mut CallRecord,
 ) {
+    let conf = ctx.settings.current();
     // The PBX's offer (or none: then we offer in the 200 and it answers in the ACK).
     let offer: Option<(AudioOffer, Negotiated)> = match inv.sdp.as_deref().map(pbx_sdp::parse) {
         None => None,
@@ -106,7 +107,7 @@ async fn outbound(
             min_se: inv.timer.min_se.as_deref(),
             timer_supported: inv.timer.supports_timer,
         },
-        &ctx.timer,
+        &conf.timer,
     ) {
         Ok(UasDecision::Reject422 { min_se }) => {
             return refuse(
@@ -236,7 +237,7 @@ async fn outbound(
     }
     let mut early_started = false;
     let mut ringing_sent = false;
-    let no_answer = tokio::time::sleep(ctx.calls.no_answer_timeout);
+    let no_answer = tokio::time::sleep(conf.calls.no_answer_timeout);
     tokio::pin!(no_answer);
     // Early phase: until the carrier answers, fails, or the PBX gives up.
     let answer_sdp = loop {

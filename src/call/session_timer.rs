@@ -33,12 +33,12 @@ pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(2 * 3600);
 
 /// Our session timer settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimerConfig {
+pub struct SessionTimerConfig {
     session_expires: Duration,
     min_se: Duration,
 }
 
-/// A [`TimerConfig`] that breaks RFC 4028's rules.
+/// A [`SessionTimerConfig`] that breaks RFC 4028's rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("min_se {0:?} is below the RFC 4028 minimum of 90 s")]
@@ -52,7 +52,7 @@ pub enum ConfigError {
     TooLong(Duration),
 }
 
-impl TimerConfig {
+impl SessionTimerConfig {
     /// Whole seconds are what goes on the wire; sub-second parts are dropped.
     pub fn new(session_expires: Duration, min_se: Duration) -> Result<Self, ConfigError> {
         let session_expires = Duration::from_secs(session_expires.as_secs());
@@ -69,7 +69,7 @@ impl TimerConfig {
         if session_expires.as_secs() > u64::from(u32::MAX) {
             return Err(ConfigError::TooLong(session_expires));
         }
-        Ok(TimerConfig {
+        Ok(SessionTimerConfig {
             session_expires,
             min_se,
         })
@@ -102,14 +102,14 @@ impl Refresher {
 
 /// The session timer both sides agreed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Negotiated {
+pub struct SessionAgreement {
     pub interval: Duration,
     pub refresher: Refresher,
     /// The 2xx we send must carry `Require: timer` (UAS side; always false on the UAC side).
     pub require_timer: bool,
 }
 
-impl Negotiated {
+impl SessionAgreement {
     /// Whether we refresh, given whether we were the UAS of the transaction that negotiated it.
     pub fn we_refresh(&self, we_are_uas: bool) -> bool {
         (self.refresher == Refresher::Uas) == we_are_uas
@@ -213,8 +213,8 @@ pub struct TimerRequest<'a> {
 /// What to do with the PBX's (re-)INVITE, as far as session timers go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UasDecision {
-    /// Answer with these [`Negotiated::response_headers`] and run a [`SessionTimer`].
-    Accept(Negotiated),
+    /// Answer with these [`SessionAgreement::response_headers`] and run a [`SessionTimer`].
+    Accept(SessionAgreement),
     /// 422 Session Interval Too Small with `Min-SE: <min_se>`.
     Reject422 { min_se: u32 },
     /// No timer: nothing to add to the 2xx.
@@ -222,7 +222,10 @@ pub enum UasDecision {
 }
 
 /// UAS side: RFC 4028 section 9 applied to a request from the PBX.
-pub fn on_request(req: &TimerRequest<'_>, cfg: &TimerConfig) -> Result<UasDecision, HeaderError> {
+pub fn on_request(
+    req: &TimerRequest<'_>,
+    cfg: &SessionTimerConfig,
+) -> Result<UasDecision, HeaderError> {
     let session_expires = req.session_expires.map(parse_session_expires).transpose()?;
     let their_min_se = req.min_se.map(parse_min_se).transpose()?;
     // Neither our minimum nor theirs may be undercut (section 9).
@@ -237,7 +240,7 @@ pub fn on_request(req: &TimerRequest<'_>, cfg: &TimerConfig) -> Result<UasDecisi
         }
         // The UAC supports timers but asks for none: section 9 lets us ask for one, and with
         // no refresher requested we may pick either; `uac` keeps the refreshing on the PBX.
-        return Ok(UasDecision::Accept(Negotiated {
+        return Ok(UasDecision::Accept(SessionAgreement {
             interval: cfg.session_expires.max(floor),
             refresher: Refresher::Uac,
             require_timer: true,
@@ -262,7 +265,7 @@ pub fn on_request(req: &TimerRequest<'_>, cfg: &TimerConfig) -> Result<UasDecisi
         // A UAC without timer support cannot refresh, whatever a proxy wrote.
         Refresher::Uas
     };
-    Ok(UasDecision::Accept(Negotiated {
+    Ok(UasDecision::Accept(SessionAgreement {
         interval,
         refresher,
         require_timer: req.timer_supported,
@@ -271,7 +274,7 @@ pub fn on_request(req: &TimerRequest<'_>, cfg: &TimerConfig) -> Result<UasDecisi
 
 /// UAC side: the timer headers of our INVITE to the PBX. No refresher parameter: the PBX
 /// chooses (section 7.1 lets the UAC leave it out), and we follow its 2xx.
-pub fn request_headers(cfg: &TimerConfig) -> Vec<(&'static str, String)> {
+pub fn request_headers(cfg: &SessionTimerConfig) -> Vec<(&'static str, String)> {
     vec![
         ("Supported", "timer".to_owned()),
         ("Session-Expires", secs(cfg.session_expires).to_string()),
@@ -284,12 +287,12 @@ pub fn request_headers(cfg: &TimerConfig) -> Vec<(&'static str, String)> {
 /// below our Min-SE breaks section 9, but it is honoured: refusing would end a working call,
 /// and the shorter interval only makes the timer stricter. A 2xx without a refresher breaks
 /// section 9 too; we then refresh ourselves, which keeps the session alive either way.
-pub fn on_2xx(session_expires: Option<&str>) -> Option<Negotiated> {
+pub fn on_2xx(session_expires: Option<&str>) -> Option<SessionAgreement> {
     let se = parse_session_expires(session_expires?).ok()?;
     if se.delta == 0 {
         return None;
     }
-    Some(Negotiated {
+    Some(SessionAgreement {
         interval: Duration::from_secs(se.delta.into()),
         refresher: se.refresher.unwrap_or(Refresher::Uac),
         require_timer: false,
@@ -299,12 +302,15 @@ pub fn on_2xx(session_expires: Option<&str>) -> Option<Negotiated> {
 /// UAC side, after a 422 to our INVITE: the settings to retry with (Session-Expires and Min-SE
 /// both at the 422's Min-SE, section 7.4), or `None` to give up: no usable Min-SE, one that is
 /// no larger than what we sent (retrying would loop), or one above [`MAX_RETRY_INTERVAL`].
-pub fn retry_after_422(min_se: Option<&str>, sent: &TimerConfig) -> Option<TimerConfig> {
+pub fn retry_after_422(
+    min_se: Option<&str>,
+    sent: &SessionTimerConfig,
+) -> Option<SessionTimerConfig> {
     let wanted = Duration::from_secs(parse_min_se(min_se?).ok()?.into());
     if wanted <= sent.session_expires || wanted > MAX_RETRY_INTERVAL {
         return None;
     }
-    TimerConfig::new(wanted, wanted.max(sent.min_se)).ok()
+    SessionTimerConfig::new(wanted, wanted.max(sent.min_se)).ok()
 }
 
 /// What the caller must do when the timer fires.
@@ -329,7 +335,7 @@ pub struct SessionTimer {
 }
 
 impl SessionTimer {
-    pub fn new(negotiated: &Negotiated, we_are_refresher: bool, now: Instant) -> Self {
+    pub fn new(negotiated: &SessionAgreement, we_are_refresher: bool, now: Instant) -> Self {
         SessionTimer {
             interval: negotiated.interval,
             we_refresh: we_are_refresher,
@@ -381,7 +387,12 @@ impl SessionTimer {
     }
 
     /// A refresh renegotiated the timer (new interval or refresher): restart with it.
-    pub fn renegotiate(&mut self, negotiated: &Negotiated, we_are_refresher: bool, now: Instant) {
+    pub fn renegotiate(
+        &mut self,
+        negotiated: &SessionAgreement,
+        we_are_refresher: bool,
+        now: Instant,
+    ) {
         *self = SessionTimer::new(negotiated, we_are_refresher, now);
     }
 

@@ -4,8 +4,8 @@ fn s(secs: u64) -> Duration {
     Duration::from_secs(secs)
 }
 
-fn cfg() -> TimerConfig {
-    TimerConfig::new(s(1800), s(90)).unwrap()
+fn cfg() -> SessionTimerConfig {
+    SessionTimerConfig::new(s(1800), s(90)).unwrap()
 }
 
 fn req<'a>(se: Option<&'a str>, min_se: Option<&'a str>, supported: bool) -> TimerRequest<'a> {
@@ -16,7 +16,7 @@ fn req<'a>(se: Option<&'a str>, min_se: Option<&'a str>, supported: bool) -> Tim
     }
 }
 
-fn accepted(d: UasDecision) -> Negotiated {
+fn accepted(d: UasDecision) -> SessionAgreement {
     match d {
         UasDecision::Accept(n) => n,
         other => panic!("expected Accept, got {other:?}"),
@@ -26,25 +26,25 @@ fn accepted(d: UasDecision) -> Negotiated {
 #[test]
 fn config_rules() {
     assert_eq!(
-        TimerConfig::new(s(1800), s(89)),
+        SessionTimerConfig::new(s(1800), s(89)),
         Err(ConfigError::MinSeTooSmall(s(89)))
     );
     assert!(matches!(
-        TimerConfig::new(s(100), s(120)),
+        SessionTimerConfig::new(s(100), s(120)),
         Err(ConfigError::SessionExpiresBelowMinSe { .. })
     ));
     assert!(matches!(
-        TimerConfig::new(s(u64::from(u32::MAX) + 1), s(90)),
+        SessionTimerConfig::new(s(u64::from(u32::MAX) + 1), s(90)),
         Err(ConfigError::TooLong(_))
     ));
-    let c = TimerConfig::new(Duration::from_millis(1_800_900), s(90)).unwrap();
+    let c = SessionTimerConfig::new(Duration::from_millis(1_800_900), s(90)).unwrap();
     assert_eq!(c.session_expires(), s(1800), "whole seconds on the wire");
     assert_eq!(c.min_se(), s(90));
 }
 
 #[test]
 fn small_session_expires_is_rejected_with_our_min_se() {
-    let c = TimerConfig::new(s(1800), s(120)).unwrap();
+    let c = SessionTimerConfig::new(s(1800), s(120)).unwrap();
     assert_eq!(
         on_request(&req(Some("100"), None, true), &c),
         Ok(UasDecision::Reject422 { min_se: 120 })
@@ -64,7 +64,7 @@ fn small_session_expires_without_timer_support_is_raised_not_rejected() {
     let n = accepted(on_request(&req(Some("30"), None, false), &cfg()).unwrap());
     assert_eq!(
         n,
-        Negotiated {
+        SessionAgreement {
             interval: s(90),
             refresher: Refresher::Uas,
             require_timer: false
@@ -82,7 +82,7 @@ fn asterisk_style_request() {
         accepted(on_request(&req(Some("1800;refresher=uac"), Some("90"), true), &cfg()).unwrap());
     assert_eq!(
         n,
-        Negotiated {
+        SessionAgreement {
             interval: s(1800),
             refresher: Refresher::Uac,
             require_timer: true
@@ -134,7 +134,7 @@ fn threecx_style_supported_only() {
     let n = accepted(on_request(&req(None, None, true), &cfg()).unwrap());
     assert_eq!(
         n,
-        Negotiated {
+        SessionAgreement {
             interval: s(1800),
             refresher: Refresher::Uac,
             require_timer: true
@@ -230,7 +230,7 @@ fn uac_2xx() {
     assert_eq!(on_2xx(None), None, "no Session-Expires: no timer");
     assert_eq!(
         on_2xx(Some("1800;refresher=uac")),
-        Some(Negotiated {
+        Some(SessionAgreement {
             interval: s(1800),
             refresher: Refresher::Uac,
             require_timer: false
@@ -278,8 +278,8 @@ fn retry_after_422_is_bounded() {
     assert!(retry_after_422(Some("7200"), &sent).is_some());
 }
 
-fn negotiated(secs_: u64) -> Negotiated {
-    Negotiated {
+fn negotiated(secs_: u64) -> SessionAgreement {
+    SessionAgreement {
         interval: s(secs_),
         refresher: Refresher::Uas,
         require_timer: true,

@@ -29,8 +29,8 @@ use super::response;
 use super::security::{FailureKind, Guard, SecurityView, Source};
 use super::stats::{SipStats, SipTraffic};
 use super::transaction::{
-    ClientRx, ClientTransactions, ServerRx, ServerTransactions, TimerConfig, Transmit, TxEvent,
-    TxKey,
+    ClientRx, ClientTransactions, ServerRx, ServerTransactions, TransactionTimers, Transmit,
+    TxEvent, TxKey,
 };
 use crate::config::Config;
 use crate::numbers::{NumberPolicy, NumbersError};
@@ -59,7 +59,7 @@ pub struct Endpoint {
     server_header: String,
     /// The destination policy of each trunk (global `[numbers]` plus the trunk's override).
     policies: Vec<NumberPolicy>,
-    timers: TimerConfig,
+    timers: TransactionTimers,
     /// The calls' dialogs.
     dialogs: Dialogs,
     /// Our address in Via, Contact and toward PBXs.
@@ -83,7 +83,7 @@ impl Endpoint {
         let policies = (0..config.trunks.len())
             .map(|i| NumberPolicy::new(&config.trunk_numbers(i)))
             .collect::<Result<Vec<_>, _>>()?;
-        let timers = TimerConfig {
+        let timers = TransactionTimers {
             t1: s.t1,
             t2: s.t2,
             t4: s.t4,

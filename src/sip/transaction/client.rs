@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::timers::{DeadlineHeap, TimerConfig};
+use super::timers::{DeadlineHeap, TransactionTimers};
 use super::{Transmit, TxEvent, TxId, TxKey};
 
 /// How long past Timer B an INVITE in Proceeding may wait for its final response (the TU's
@@ -53,7 +53,7 @@ pub enum ClientRx {
 
 #[derive(Debug, Default)]
 pub struct ClientTransactions {
-    timers: TimerConfig,
+    timers: TransactionTimers,
     by_key: HashMap<TxKey, TxId>,
     txs: HashMap<TxId, ClientTx>,
     heap: DeadlineHeap,
@@ -61,7 +61,7 @@ pub struct ClientTransactions {
 }
 
 impl ClientTransactions {
-    pub fn new(timers: TimerConfig) -> Self {
+    pub fn new(timers: TransactionTimers) -> Self {
         ClientTransactions {
             timers,
             ..Default::default()
@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn non_invite_retransmits_per_timer_e_and_times_out_with_f() {
         let t0 = Instant::now();
-        let mut ct = ClientTransactions::new(TimerConfig::default());
+        let mut ct = ClientTransactions::new(TransactionTimers::default());
         let dest = "127.0.0.1:5062".parse().unwrap();
         let (id, first) = ct.send(key("OPTIONS"), false, Arc::from(&b"OPT"[..]), dest, t0);
         assert_eq!(first.dest, dest);
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn invite_timer_a_doubles_and_b_times_out() {
         let t0 = Instant::now();
-        let mut ct = ClientTransactions::new(TimerConfig::default());
+        let mut ct = ClientTransactions::new(TransactionTimers::default());
         let dest = "127.0.0.1:5062".parse().unwrap();
         let (id, _) = ct.send(key("INVITE"), true, Arc::from(&b"INV"[..]), dest, t0);
         let log = run(&mut ct, t0, Duration::from_secs(33));
@@ -317,7 +317,7 @@ mod tests {
     #[test]
     fn provisional_stops_timer_a_and_final_needs_ack_once() {
         let t0 = Instant::now();
-        let mut ct = ClientTransactions::new(TimerConfig::default());
+        let mut ct = ClientTransactions::new(TransactionTimers::default());
         let dest = "127.0.0.1:5062".parse().unwrap();
         let (id, _) = ct.send(key("INVITE"), true, Arc::from(&b"INV"[..]), dest, t0);
         assert_eq!(
@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn invite_2xx_retransmissions_reach_tu_until_timer_m() {
         let t0 = Instant::now();
-        let mut ct = ClientTransactions::new(TimerConfig::default());
+        let mut ct = ClientTransactions::new(TransactionTimers::default());
         let dest = "127.0.0.1:5062".parse().unwrap();
         let (id, _) = ct.send(key("INVITE"), true, Arc::from(&b"INV"[..]), dest, t0);
         assert_eq!(
@@ -362,7 +362,7 @@ mod tests {
     #[test]
     fn non_invite_final_then_timer_k() {
         let t0 = Instant::now();
-        let mut ct = ClientTransactions::new(TimerConfig::default());
+        let mut ct = ClientTransactions::new(TransactionTimers::default());
         let dest = "127.0.0.1:5062".parse().unwrap();
         let (id, _) = ct.send(key("BYE"), false, Arc::from(&b"BYE"[..]), dest, t0);
         assert_eq!(ct.on_response(&key("BYE"), 200, t0), ClientRx::Deliver(id));

@@ -14,7 +14,7 @@ mod timers;
 pub use client::{ClientRx, ClientTransactions};
 pub use key::TxKey;
 pub use server::{ServerRx, ServerTransactions};
-pub use timers::TimerConfig;
+pub use timers::TransactionTimers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::timers::{DeadlineHeap, TimerConfig};
+use super::timers::{DeadlineHeap, TransactionTimers};
 use super::{Transmit, TxEvent, TxId, TxKey};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub enum ServerRx {
 /// All server transactions of one endpoint.
 #[derive(Debug, Default)]
 pub struct ServerTransactions {
-    timers: TimerConfig,
+    timers: TransactionTimers,
     by_key: HashMap<TxKey, TxId>,
     txs: HashMap<TxId, ServerTx>,
     heap: DeadlineHeap,
@@ -60,7 +60,7 @@ pub struct ServerTransactions {
 }
 
 impl ServerTransactions {
-    pub fn new(timers: TimerConfig) -> Self {
+    pub fn new(timers: TransactionTimers) -> Self {
         ServerTransactions {
             timers,
             ..Default::default()
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn non_invite_retransmission_gets_last_response_until_timer_j() {
         let t0 = Instant::now();
-        let mut st = ServerTransactions::new(TimerConfig::default());
+        let mut st = ServerTransactions::new(TransactionTimers::default());
         let ServerRx::New(id) = st.on_request(key("z9hG4bK1", "REGISTER"), false, t0) else {
             panic!("expected new")
         };
@@ -302,7 +302,7 @@ mod tests {
     #[test]
     fn invite_non2xx_retransmits_on_timer_g_schedule_until_ack() {
         let t0 = Instant::now();
-        let mut st = ServerTransactions::new(TimerConfig::default());
+        let mut st = ServerTransactions::new(TransactionTimers::default());
         let ServerRx::New(id) = st.on_request(key("z9hG4bKi", "INVITE"), false, t0) else {
             panic!()
         };
@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn invite_without_ack_reports_timer_h() {
         let t0 = Instant::now();
-        let mut st = ServerTransactions::new(TimerConfig::default());
+        let mut st = ServerTransactions::new(TransactionTimers::default());
         let ServerRx::New(id) = st.on_request(key("z9hG4bKh", "INVITE"), false, t0) else {
             panic!()
         };
@@ -362,7 +362,7 @@ mod tests {
     #[test]
     fn invite_2xx_enters_accepted_and_passes_acks_to_tu() {
         let t0 = Instant::now();
-        let mut st = ServerTransactions::new(TimerConfig::default());
+        let mut st = ServerTransactions::new(TransactionTimers::default());
         let ServerRx::New(id) = st.on_request(key("z9hG4bKa", "INVITE"), false, t0) else {
             panic!()
         };
@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn ack_without_transaction_goes_to_tu() {
-        let mut st = ServerTransactions::new(TimerConfig::default());
+        let mut st = ServerTransactions::new(TransactionTimers::default());
         assert_eq!(
             st.on_request(key("z9hG4bKx", "INVITE"), true, Instant::now()),
             ServerRx::AckForTu

@@ -8,15 +8,15 @@ use super::TxId;
 
 /// T1, T2 and T4. Everything else derives from them, for UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimerConfig {
+pub struct TransactionTimers {
     pub t1: Duration,
     pub t2: Duration,
     pub t4: Duration,
 }
 
-impl Default for TimerConfig {
+impl Default for TransactionTimers {
     fn default() -> Self {
-        TimerConfig {
+        TransactionTimers {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
@@ -24,7 +24,7 @@ impl Default for TimerConfig {
     }
 }
 
-impl TimerConfig {
+impl TransactionTimers {
     /// Timers B, F, H, J, L and M: 64*T1.
     pub fn t64(&self) -> Duration {
         self.t1 * 64
