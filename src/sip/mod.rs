@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client_auth;
+mod deadlines;
 pub mod digest;
 pub mod endpoint;
 pub mod grammar;

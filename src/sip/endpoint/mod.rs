@@ -231,10 +231,10 @@ impl Endpoint {
             match e {
                 TxEvent::Transmit(t) => self.out.push_back(t),
                 TxEvent::ServerNoAck { id } => {
-                    debug!(tx = id, "no ACK for final response (Timer H)")
+                    debug!(tx = %id, "no ACK for final response (Timer H)")
                 }
                 TxEvent::ClientTimeout { id } => {
-                    debug!(tx = id, "client transaction timed out");
+                    debug!(tx = %id, "client transaction timed out");
                     self.call_client_timeout(id);
                 }
             }

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::timers::{DeadlineHeap, TransactionTimers};
+use super::timers::TransactionTimers;
 use super::{Transmit, TxEvent, TxId, TxKey};
+use crate::sip::deadlines::DeadlineHeap;
 
 /// How long past Timer B an INVITE in Proceeding may wait for its final response (the TU's
 /// own no-answer timer normally ends it first).
@@ -56,7 +57,7 @@ pub struct ClientTransactions {
     timers: TransactionTimers,
     by_key: HashMap<TxKey, TxId>,
     txs: HashMap<TxId, ClientTx>,
-    heap: DeadlineHeap,
+    heap: DeadlineHeap<TxId>,
     next_id: TxId,
 }
 
@@ -87,7 +88,7 @@ impl ClientTransactions {
         now: Instant,
     ) -> (TxId, Transmit) {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.next();
         let t = self.timers;
         let first = now + t.t1;
         self.by_key.insert(key.clone(), id);

@@ -20,7 +20,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Identifies one transaction for its whole life (keys can be reused by a misbehaving peer).
-pub type TxId = u64;
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxId(pub u64);
+
+impl TxId {
+    /// The id after this one.
+    pub fn next(self) -> TxId {
+        TxId(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for TxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A datagram the transaction layer wants sent.
 #[derive(Debug, Clone, PartialEq, Eq)]

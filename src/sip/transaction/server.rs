@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::timers::{DeadlineHeap, TransactionTimers};
+use super::timers::TransactionTimers;
 use super::{Transmit, TxEvent, TxId, TxKey};
+use crate::sip::deadlines::DeadlineHeap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -55,7 +56,7 @@ pub struct ServerTransactions {
     timers: TransactionTimers,
     by_key: HashMap<TxKey, TxId>,
     txs: HashMap<TxId, ServerTx>,
-    heap: DeadlineHeap,
+    heap: DeadlineHeap<TxId>,
     next_id: TxId,
 }
 
@@ -124,7 +125,7 @@ impl ServerTransactions {
     /// Opens a transaction for a new request the TU will answer.
     pub fn open(&mut self, key: TxKey) -> TxId {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = self.next_id.next();
         let invite = matches!(&key, TxKey::Rfc3261 { method, .. } | TxKey::Rfc2543 { method, .. } if method == "INVITE");
         self.by_key.insert(key.clone(), id);
         self.txs.insert(
