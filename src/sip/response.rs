@@ -61,11 +61,6 @@ pub fn response_destination(
     }
 }
 
-/// A fresh To/From tag.
-pub fn new_tag() -> String {
-    format!("{:08x}", rand::random::<u32>())
-}
-
 /// Builds a response to `req`. `top_via` is the parsed top Via when the request parsed (its
 /// stamped form replaces the first Via); otherwise the Via lines are copied as they came.
 /// `to_tag` is added to To when the request has none and the response is not a 100.

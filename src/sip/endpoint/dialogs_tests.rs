@@ -688,7 +688,7 @@ fn done_before_a_final_sends_500_and_forgets_the_dialog() {
 #[test]
 fn the_request_uri_toward_a_contact_leaves_its_uri_headers_out() {
     assert_eq!(
-        super::with_user(
+        super::originating::with_user(
             "sip:201@10.0.0.5:5060;rinstance=ab?Subject=x",
             "+97142001000"
         )
@@ -696,7 +696,7 @@ fn the_request_uri_toward_a_contact_leaves_its_uri_headers_out() {
         Some("sip:+97142001000@10.0.0.5:5060;rinstance=ab")
     );
     assert_eq!(
-        super::with_user("sip:10.0.0.5", "100").as_deref(),
+        super::originating::with_user("sip:10.0.0.5", "100").as_deref(),
         Some("sip:100@10.0.0.5")
     );
 }

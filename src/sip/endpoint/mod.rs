@@ -6,10 +6,16 @@
 //! order: method (405), header inspection (416, 420), content (415, 406), then authentication
 //! and the method itself.
 
+mod admission;
 mod answer;
-mod dialogs;
+mod answering;
+mod dialog;
+#[cfg(test)]
+mod dialogs_tests;
 #[cfg(test)]
 mod guard_tests;
+mod originating;
+mod our_requests;
 #[cfg(test)]
 mod pbx_harness;
 mod precheck;
@@ -19,6 +25,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use tracing::{debug, info, warn};
 
 use super::auth::{self, AuthOutcome, Authenticator};
@@ -36,7 +44,7 @@ use crate::config::Config;
 use crate::numbers::{NumberPolicy, NumbersError};
 use crate::sip::tu::{warning_header, CallRef, CallRefs, DialogEvent};
 use answer::Answer;
-use dialogs::Dialogs;
+use dialog::Dialogs;
 
 /// Methods we answer (RFC 3261 20.5 Allow).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER";
@@ -69,6 +77,9 @@ pub struct Endpoint {
     limit_response: u16,
     /// Stopping: new INVITEs get 503.
     draining: bool,
+    /// Tags, branches, CSeqs and Call-IDs: seeded from the OS, or by a test that wants to
+    /// replay a run.
+    rng: StdRng,
 }
 
 impl Endpoint {
@@ -117,6 +128,7 @@ impl Endpoint {
             max_calls: config.calls.max_calls,
             limit_response: config.calls.limit_response.code(),
             draining: false,
+            rng: StdRng::from_entropy(),
         })
     }
 
@@ -150,6 +162,12 @@ impl Endpoint {
         self.max_calls = config.calls.max_calls;
         self.limit_response = config.calls.limit_response.code();
         info!(trunks = config.trunks.len(), "SIP core reconfigured");
+    }
+
+    /// Replaces the random source of tags, branches, CSeqs and Call-IDs, so a run can be
+    /// replayed.
+    pub fn seed_rng(&mut self, seed: u64) {
+        self.rng = StdRng::seed_from_u64(seed);
     }
 
     /// The address written in our Via and Contact (the bound socket's, when `sip.advertise`
@@ -298,13 +316,14 @@ impl Endpoint {
                     return;
                 }
                 debug!(%src, error = %error, code, "malformed request rejected");
+                let tag = self.new_tag();
                 let mut r = response::build(
                     &partial,
                     None,
                     src,
                     code,
                     None,
-                    Some(&response::new_tag()),
+                    Some(&tag),
                     &self.server_header,
                 );
                 r.headers
@@ -393,7 +412,8 @@ impl Endpoint {
         let Some(answer) = answer else {
             return; // the call answers
         };
-        let resp = self.response(&req, &info, src, answer, &response::new_tag());
+        let tag = self.new_tag();
+        let resp = self.response(&req, &info, src, answer, &tag);
         let dest = response::response_destination(Some(&info.top_via), src, self.force_rport);
         if let Some(t) = self
             .server
