@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::numbers::OutputFormat;
+use super::numbers::OutputFormat;
 
 /// `[media]`: the PBX-side RTP sockets and the WebRTC leg's host candidates.
 #[derive(Debug, Clone, Deserialize)]

@@ -8,12 +8,14 @@
 mod calls;
 mod carrier;
 mod locate;
+mod numbers;
 mod ops;
 mod schema;
 mod security;
 
 pub use calls::*;
 pub use carrier::*;
+pub use numbers::*;
 pub use ops::*;
 pub use schema::*;
 pub use security::*;

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use super::calls::{CallsConfig, InboundConfig, MediaConfig};
 use super::carrier::CarrierConfig;
+use super::numbers::{NumbersConfig, NumbersOverride};
 use super::ops::{CdrConfig, StatusConfig};
 use super::security::SecurityConfig;
-use crate::numbers::{NumbersConfig, NumbersOverride};
-use crate::sip::digest::Algorithm;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,35 +217,15 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-impl SipConfig {
-    /// The configured challenge algorithms, parsed (validation guarantees they all parse).
-    pub fn algorithms(&self) -> Vec<Algorithm> {
-        self.digest_algorithms
-            .iter()
-            .filter_map(|a| Algorithm::parse(a))
-            .collect()
-    }
-}
+/// The digest algorithms `sip.digest_algorithms` may name (RFC 7616 tokens, any case), each
+/// with the trunk key that holds its precomputed HA1.
+const DIGEST_ALGORITHMS: [(&str, &str); 2] = [("MD5", "ha1"), ("SHA-256", "ha1_sha256")];
 
-impl TrunkConfig {
-    /// The HA1 this trunk accepts for an algorithm, if its stored secret allows it.
-    pub fn ha1_for(&self, alg: Algorithm, realm: &str) -> Option<String> {
-        if let Some(p) = &self.password {
-            return Some(crate::sip::digest::ha1(
-                alg,
-                &self.auth_username,
-                realm,
-                p.expose(),
-            ));
-        }
-        match alg {
-            Algorithm::Md5 => self.ha1.as_ref().map(|h| h.expose().to_ascii_lowercase()),
-            Algorithm::Sha256 => self
-                .ha1_sha256
-                .as_ref()
-                .map(|h| h.expose().to_ascii_lowercase()),
-        }
-    }
+/// The `DIGEST_ALGORITHMS` entry `name` means.
+fn digest_algorithm(name: &str) -> Option<(&'static str, &'static str)> {
+    DIGEST_ALGORITHMS
+        .into_iter()
+        .find(|(token, _)| token.eq_ignore_ascii_case(name))
 }
 
 impl Config {
@@ -292,7 +271,7 @@ impl Config {
         }
         let mut seen_alg = Vec::new();
         for (i, a) in sip.digest_algorithms.iter().enumerate() {
-            match Algorithm::parse(a) {
+            match digest_algorithm(a) {
                 None => e(
                     &format!("sip.digest_algorithms[{i}]"),
                     format!("unknown algorithm {a:?} (use \"MD5\" or \"SHA-256\")"),
@@ -442,21 +421,17 @@ impl Config {
             }
             if t.password.is_none() {
                 for alg in &seen_alg {
-                    let has = match alg {
-                        Algorithm::Md5 => t.ha1.is_some(),
-                        Algorithm::Sha256 => t.ha1_sha256.is_some(),
+                    let (token, key) = *alg;
+                    let has = match key {
+                        "ha1" => t.ha1.is_some(),
+                        _ => t.ha1_sha256.is_some(),
                     };
                     if !has {
                         e(
                             &format!("trunks[{i}]"),
                             format!(
-                                "sip.digest_algorithms offers {} but this trunk has no {}: \
-                                 add it or give `password`",
-                                alg.as_str(),
-                                match alg {
-                                    Algorithm::Md5 => "`ha1`",
-                                    Algorithm::Sha256 => "`ha1_sha256`",
-                                }
+                                "sip.digest_algorithms offers {token} but this trunk has no \
+                                 `{key}`: add it or give `password`"
                             ),
                         );
                     }

@@ -1,5 +1,4 @@
 use super::*;
-use crate::sip::digest::Algorithm;
 
 const GOOD: &str = r#"
 [sip]
@@ -106,11 +105,10 @@ fn ha1_allows_only_its_own_algorithm() {
         "ha1 = \"0123456789ABCDEF0123456789abcdef\"",
     ))
     .unwrap();
-    assert_eq!(
-        c.trunks[0].ha1_for(Algorithm::Md5, "x").as_deref(),
-        Some("0123456789abcdef0123456789abcdef")
-    );
-    assert!(c.trunks[0].ha1_for(Algorithm::Sha256, "x").is_none());
+    let t = &c.trunks[0];
+    let ha1 = t.ha1.as_ref().map(|h| h.expose());
+    assert_eq!(ha1, Some("0123456789ABCDEF0123456789abcdef"));
+    assert!(t.ha1_sha256.is_none() && t.password.is_none());
 }
 
 #[test]

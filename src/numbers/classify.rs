@@ -10,11 +10,10 @@
 //! type order is libphonenumber's, premium rate first. A number is valid exactly when
 //! its type is known.
 
-use super::config::NumberKind;
+use crate::config::{NumberKind, NON_GEOGRAPHIC};
 use phonenumber::metadata::{Descriptor, Metadata, DATABASE};
 
 /// The region id libphonenumber uses for non-geographic numbers (+800, +870, +882...).
-pub(crate) const NON_GEOGRAPHIC: &str = "001";
 
 /// True when `pattern` (a metadata pattern, written for whitespace-insensitive mode)
 /// matches all of `nsn`.

@@ -10,22 +10,22 @@
 //!
 //! - `normalize`: URI and header parsing, cleaning, reading and formatting numbers.
 //! - `classify`: validity and number type on the metadata, with full-pattern matches.
-//! - `config`: the `[numbers]` configuration, its defaults, override and checks.
 //! - `policy`: the policy built from it, and the verdicts.
 //! - `caller_id`: choosing and normalising the caller's number, privacy.
 //! - `report`: the `trunkgate number` admin command's output.
 
 mod caller_id;
 mod classify;
-mod config;
 mod normalize;
 mod policy;
 mod report;
 #[cfg(test)]
 mod tests;
 
+pub use crate::config::{NumberKind, NumbersConfig, NumbersOverride, OutputFormat};
 pub use caller_id::{CallerId, CallerIdInput, CallerIdSource};
-pub use config::{NumberKind, NumbersConfig, NumbersError, NumbersOverride, OutputFormat};
 pub use normalize::{warm_up, NormalizeError};
-pub use policy::{Destination, NumberPolicy, Refusal, RefusalCause, Special, Verdict};
+pub use policy::{
+    Destination, NumberPolicy, NumbersError, Refusal, RefusalCause, Special, Verdict,
+};
 pub use report::report;

@@ -10,7 +10,7 @@
 //! [`super::classify`]; nothing invalid ever leaves this module as a number.
 
 use super::classify;
-use super::config::{NumberKind, OutputFormat};
+use crate::config::{NumberKind, OutputFormat};
 use phonenumber::country::{Id, Source};
 use phonenumber::metadata::{Metadata, DATABASE};
 use phonenumber::{Mode, PhoneNumber};

@@ -7,12 +7,24 @@
 //! level: a number must be valid, of an allowed country and an allowed type, match no
 //! blocked prefix, and match an allowed prefix when such a list is set.
 
-use super::classify;
-use super::config::{NumberKind, NumbersConfig, NumbersError};
 use super::normalize::{self, NormalizeError, Parsed};
+use crate::config::{NumberKind, NumbersConfig};
 use phonenumber::country::Id;
 use phonenumber::metadata::{Metadata, DATABASE};
 use std::fmt;
+
+/// Why a policy could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NumbersError {
+    /// The configuration failed [`NumbersConfig::validate`]: (key, message) pairs.
+    #[error("invalid numbers configuration: {}", describe(.0))]
+    InvalidConfig(Vec<(String, String)>),
+}
+
+fn describe(errors: &[(String, String)]) -> String {
+    let parts: Vec<String> = errors.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+    parts.join("; ")
+}
 
 /// Emergency number or other short code, passed on as dialled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +206,7 @@ impl NumberPolicy {
             return Err(refuse(RefusalCause::BlockedPrefix, reason));
         }
         if !self.cfg.allowed_countries.contains(&parsed.region) {
-            let reason = if parsed.region == classify::NON_GEOGRAPHIC {
+            let reason = if parsed.region == crate::config::NON_GEOGRAPHIC {
                 format!(
                     "non-geographic destinations (+{}) are not allowed",
                     parsed.cc

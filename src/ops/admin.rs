@@ -521,7 +521,7 @@ mod tests {
         );
         let parsed = Config::from_toml(&text).expect("block parses");
         assert_eq!(
-            parsed.trunks[0].ha1_for(Algorithm::Md5, "r.test"),
+            crate::sip::auth::stored_ha1(&parsed.trunks[0], Algorithm::Md5, "r.test"),
             Some(ha1(Algorithm::Md5, "x", "r.test", "pw"))
         );
     }

@@ -108,11 +108,33 @@ pub struct Authenticator {
     nc: NcTracker,
 }
 
+/// The challenge algorithms `sip.digest_algorithms` lists (validation refused any other).
+fn configured_algorithms(config: &Config) -> Vec<Algorithm> {
+    config
+        .sip
+        .digest_algorithms
+        .iter()
+        .filter_map(|a| Algorithm::parse(a))
+        .collect()
+}
+
+/// The HA1 `trunk` accepts for `alg`: derived from its password, or the one stored for `alg`.
+pub fn stored_ha1(trunk: &TrunkConfig, alg: Algorithm, realm: &str) -> Option<String> {
+    if let Some(p) = &trunk.password {
+        return Some(digest::ha1(alg, &trunk.auth_username, realm, p.expose()));
+    }
+    let stored = match alg {
+        Algorithm::Md5 => trunk.ha1.as_ref(),
+        Algorithm::Sha256 => trunk.ha1_sha256.as_ref(),
+    };
+    stored.map(|h| h.expose().to_ascii_lowercase())
+}
+
 impl Authenticator {
     pub fn new(config: &Config, epoch: Instant) -> Self {
         Authenticator {
             realm: config.sip.realm.clone(),
-            algorithms: config.sip.algorithms(),
+            algorithms: configured_algorithms(config),
             offer_qop: config.sip.digest_qop,
             trunks: config.trunks.clone(),
             by_username: config
@@ -131,7 +153,7 @@ impl Authenticator {
     /// handed out stay valid (their secret is kept), so no PBX sees a spurious stale.
     pub fn reload(&mut self, config: &Config) {
         self.realm = config.sip.realm.clone();
-        self.algorithms = config.sip.algorithms();
+        self.algorithms = configured_algorithms(config);
         self.offer_qop = config.sip.digest_qop;
         self.trunks = config.trunks.clone();
         self.by_username = config
@@ -217,7 +239,7 @@ impl Authenticator {
             NonceStatus::Stale => return challenge(AuthFailure::StaleNonce, true),
             NonceStatus::Invalid => return challenge(AuthFailure::BadNonce(user()), false),
         }
-        let Some(ha1) = self.trunks[trunk].ha1_for(creds.algorithm, &self.realm) else {
+        let Some(ha1) = stored_ha1(&self.trunks[trunk], creds.algorithm, &self.realm) else {
             return challenge(AuthFailure::UnsupportedAlgorithm(user()), false);
         };
         if !digest::verify(creds, method, &ha1) {
@@ -267,4 +289,49 @@ fn same_resource(digest_uri: &str, request_uri: &Uri, request_uri_text: &str) ->
 
 fn challenge(failure: AuthFailure, stale: bool) -> AuthOutcome {
     AuthOutcome::Challenge { failure, stale }
+}
+
+#[cfg(test)]
+mod stored_ha1_tests {
+    use super::{stored_ha1, Algorithm};
+    use crate::config::{Secret, TrunkConfig};
+
+    fn trunk(toml: &str) -> TrunkConfig {
+        let text = format!(
+            "[sip]\nrealm = \"x\"\n[[trunks]]\nname = \"t\"\nauth_username = \"u\"\n{toml}"
+        );
+        crate::config::Config::from_toml(&text)
+            .expect("config")
+            .trunks
+            .remove(0)
+    }
+
+    #[test]
+    fn a_stored_ha1_is_used_lowercased_and_only_for_its_algorithm() {
+        let t = trunk("ha1 = \"0123456789ABCDEF0123456789abcdef\"");
+        assert_eq!(
+            stored_ha1(&t, Algorithm::Md5, "x").as_deref(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert!(stored_ha1(&t, Algorithm::Sha256, "x").is_none());
+    }
+
+    #[test]
+    fn a_password_gives_the_ha1_of_every_algorithm() {
+        let mut t = trunk("password = \"s3cret\"");
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let want = crate::sip::digest::ha1(alg, "u", "r.test", "s3cret");
+            assert_eq!(stored_ha1(&t, alg, "r.test"), Some(want));
+        }
+        t.password = Some(Secret::new("other".to_string()));
+        assert_ne!(
+            stored_ha1(&t, Algorithm::Md5, "r.test"),
+            Some(crate::sip::digest::ha1(
+                Algorithm::Md5,
+                "u",
+                "r.test",
+                "s3cret"
+            ))
+        );
+    }
 }

@@ -2,13 +2,15 @@
 //!
 //! This module owns the section's types (with the serde spelling of output formats and
 //! number types), the defaults, the per-trunk override and the semantic checks run
-//! after deserialisation. The policy built from it lives in [`super::policy`].
+//! after deserialisation. The policy built from it lives in `crate::numbers`.
 
-use super::classify;
 use phonenumber::country::Id;
 use phonenumber::metadata::DATABASE;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// libphonenumber's region code for non-geographic numbers (+800, +881...).
+pub const NON_GEOGRAPHIC: &str = "001";
 
 /// How numbers are written toward the carrier.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -163,19 +165,6 @@ pub struct NumbersOverride {
     pub allow_short_codes: Option<bool>,
 }
 
-/// Why a policy could not be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NumbersError {
-    /// The configuration failed [`NumbersConfig::validate`]: (key, message) pairs.
-    #[error("invalid numbers configuration: {}", describe(.0))]
-    InvalidConfig(Vec<(String, String)>),
-}
-
-fn describe(errors: &[(String, String)]) -> String {
-    let parts: Vec<String> = errors.iter().map(|(k, m)| format!("{k}: {m}")).collect();
-    parts.join("; ")
-}
-
 /// Why a prefix is unusable, if it is.
 fn prefix_problem(prefix: &str) -> Option<&'static str> {
     let digits = prefix.strip_prefix('+').unwrap_or(prefix);
@@ -192,7 +181,7 @@ fn prefix_problem(prefix: &str) -> Option<&'static str> {
 
 /// Why a region code is unusable, if it is (`allow_non_geographic` for "001").
 fn region_problem(region: &str, allow_non_geographic: bool) -> Option<String> {
-    let known = if region == classify::NON_GEOGRAPHIC {
+    let known = if region == NON_GEOGRAPHIC {
         allow_non_geographic
     } else {
         region.parse::<Id>().is_ok() && DATABASE.by_id(region).is_some()
