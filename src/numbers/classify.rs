@@ -13,8 +13,6 @@
 use crate::config::{NumberKind, NON_GEOGRAPHIC};
 use phonenumber::metadata::{Descriptor, Metadata, DATABASE};
 
-/// The region id libphonenumber uses for non-geographic numbers (+800, +870, +882...).
-
 /// True when `pattern` (a metadata pattern, written for whitespace-insensitive mode)
 /// matches all of `nsn`.
 ///
