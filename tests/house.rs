@@ -53,7 +53,10 @@ fn module_of(path: &Path) -> Vec<String> {
         .iter()
         .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
         .collect();
-    if parts.last().is_some_and(|p| p == "mod" || p == "lib" || p == "main") {
+    if parts
+        .last()
+        .is_some_and(|p| p == "mod" || p == "lib" || p == "main")
+    {
         parts.pop();
     }
     parts
@@ -165,7 +168,9 @@ fn folder_edges() -> BTreeMap<(String, String), PathBuf> {
             // room's own business
             let nested = from.starts_with(&format!("{to}/")) || to.starts_with(&format!("{from}/"));
             if !nested {
-                edges.entry((from.clone(), to)).or_insert_with(|| file.clone());
+                edges
+                    .entry((from.clone(), to))
+                    .or_insert_with(|| file.clone());
             }
         }
     }
@@ -183,7 +188,11 @@ fn imports_run_down_the_layers() {
             }
         }
     }
-    assert!(wrong.is_empty(), "imports against the layers:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the layers:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]

@@ -49,21 +49,41 @@ impl Default for MediaConfig {
     }
 }
 
+/// Why `media.rtp_ports` is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PortRangeError {
+    /// Not two numbers joined by `-`.
+    #[error("must be \"first-last\", e.g. \"10000-20000\"")]
+    Shape,
+    /// The first port does not parse.
+    #[error("first port is not a number")]
+    First,
+    /// The last port does not parse.
+    #[error("last port is not a number")]
+    Last,
+    /// A port below 1024.
+    #[error("ports below 1024 are privileged: start at 1024 or above")]
+    Privileged,
+    /// No even/odd pair fits.
+    #[error("must hold at least one even/odd port pair")]
+    NoPair,
+}
+
 impl MediaConfig {
     /// The port range, if it parses and holds at least one even/odd pair.
-    pub fn port_range(&self) -> Result<(u16, u16), String> {
+    pub fn port_range(&self) -> Result<(u16, u16), PortRangeError> {
         let (a, b) = self
             .rtp_ports
             .split_once('-')
-            .ok_or("must be \"first-last\", e.g. \"10000-20000\"")?;
-        let first: u16 = a.trim().parse().map_err(|_| "first port is not a number")?;
-        let last: u16 = b.trim().parse().map_err(|_| "last port is not a number")?;
+            .ok_or(PortRangeError::Shape)?;
+        let first: u16 = a.trim().parse().map_err(|_| PortRangeError::First)?;
+        let last: u16 = b.trim().parse().map_err(|_| PortRangeError::Last)?;
         if first < 1024 {
-            return Err("ports below 1024 are privileged: start at 1024 or above".into());
+            return Err(PortRangeError::Privileged);
         }
         let first_even = first + (first % 2);
         if last <= first_even {
-            return Err("must hold at least one even/odd port pair".into());
+            return Err(PortRangeError::NoPair);
         }
         Ok((first_even, last))
     }

@@ -316,7 +316,7 @@ impl Config {
             e("cdr.path", "must name a file".into());
         }
         if let Err(m) = self.media.port_range() {
-            e("media.rtp_ports", m);
+            e("media.rtp_ports", m.to_string());
         }
         for (k, m) in self.calls.validate() {
             e(&k, m);

@@ -23,18 +23,52 @@ pub fn random_password() -> Result<String, rand::Error> {
     Ok(hex::encode(bytes))
 }
 
+/// Why an admin command cannot do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// A name, username or realm is empty.
+    #[error("{what} must not be empty")]
+    Empty {
+        /// Which value.
+        what: &'static str,
+    },
+    /// A name, username or realm carries what a TOML string or a header cannot.
+    #[error("{what} {value:?} must not contain quotes, backslashes or control characters")]
+    Unquotable {
+        /// Which value.
+        what: &'static str,
+        /// As given.
+        value: String,
+    },
+    /// The trunk name is taken.
+    #[error("a trunk named {0:?} exists already: choose another --name")]
+    TrunkExists(String),
+    /// The username is taken.
+    #[error("auth_username {0:?} is used by another trunk: choose another --username")]
+    UsernameTaken(String),
+    /// No trunk has this name.
+    #[error("no trunk named {name:?}; configured trunks: {known}")]
+    NoSuchTrunk {
+        /// As asked.
+        name: String,
+        /// The configured names, quoted and comma-separated.
+        known: String,
+    },
+}
+
 /// Why a name, username or realm cannot go into the config file as given.
-fn check_token(what: &str, value: &str) -> Result<(), String> {
+fn check_token(what: &'static str, value: &str) -> Result<(), AdminError> {
     if value.trim().is_empty() {
-        return Err(format!("{what} must not be empty"));
+        return Err(AdminError::Empty { what });
     }
     if value
         .chars()
         .any(|c| c == '"' || c == '\\' || c.is_control())
     {
-        return Err(format!(
-            "{what} {value:?} must not contain quotes, backslashes or control characters"
-        ));
+        return Err(AdminError::Unquotable {
+            what,
+            value: value.to_string(),
+        });
     }
     Ok(())
 }
@@ -89,20 +123,16 @@ impl Issued {
         realm: &str,
         password: String,
         config: Option<&Config>,
-    ) -> Result<Issued, String> {
+    ) -> Result<Issued, AdminError> {
         check_token("the trunk name", name)?;
         check_token("the username", username)?;
         check_token("the realm", realm)?;
         if let Some(cfg) = config {
             if cfg.trunks.iter().any(|t| t.name == name) {
-                return Err(format!(
-                    "a trunk named {name:?} exists already: choose another --name"
-                ));
+                return Err(AdminError::TrunkExists(name.to_string()));
             }
             if cfg.trunks.iter().any(|t| t.auth_username == username) {
-                return Err(format!(
-                    "auth_username {username:?} is used by another trunk: choose another --username"
-                ));
+                return Err(AdminError::UsernameTaken(username.to_string()));
             }
         }
         Ok(Issued {
@@ -212,17 +242,17 @@ impl Target {
 }
 
 /// The trunk named `name`, or a message naming the configured trunks.
-pub fn find_trunk<'a>(cfg: &'a Config, name: &str) -> Result<(usize, &'a TrunkConfig), String> {
+pub fn find_trunk<'a>(cfg: &'a Config, name: &str) -> Result<(usize, &'a TrunkConfig), AdminError> {
     cfg.trunks
         .iter()
         .enumerate()
         .find(|(_, t)| t.name == name)
         .ok_or_else(|| {
             let names: Vec<String> = cfg.trunks.iter().map(|t| format!("{:?}", t.name)).collect();
-            format!(
-                "no trunk named {name:?}; configured trunks: {}",
-                names.join(", ")
-            )
+            AdminError::NoSuchTrunk {
+                name: name.to_string(),
+                known: names.join(", "),
+            }
         })
 }
 
@@ -265,7 +295,7 @@ fn call_limit(cfg: &Config, trunk: &TrunkConfig) -> usize {
 }
 
 /// What to type into 3CX's "Generic SIP Trunk" form for `trunk`.
-pub fn three_cx(cfg: &Config, trunk_name: &str) -> Result<PbxConfig, String> {
+pub fn three_cx(cfg: &Config, trunk_name: &str) -> Result<PbxConfig, AdminError> {
     let (i, trunk) = find_trunk(cfg, trunk_name)?;
     let target = Target::of(cfg);
     let warnings: Vec<String> = target.warning(cfg).into_iter().collect();
@@ -404,7 +434,7 @@ fn section_name(trunk: &TrunkConfig) -> String {
 }
 
 /// A ready `pjsip.conf` section set (registration, auth, aor, endpoint, identify) for `trunk`.
-pub fn asterisk(cfg: &Config, trunk_name: &str) -> Result<PbxConfig, String> {
+pub fn asterisk(cfg: &Config, trunk_name: &str) -> Result<PbxConfig, AdminError> {
     let (_, trunk) = find_trunk(cfg, trunk_name)?;
     let target = Target::of(cfg);
     let warnings: Vec<String> = target.warning(cfg).into_iter().collect();
