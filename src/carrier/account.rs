@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn, Instrument};
 
-use super::call::{CarrierCall, Direction};
+use super::call::{CallDirection, CarrierCall};
 use super::events::{classify, CallEvent, Classified, Dedup, EndCause};
 use super::lifecycle::{Backoff, Lifecycle, Outcome, Phase, Step};
 use super::protocol::{NotificationMessage, SubscribeRequest, TurnCredentials};
@@ -276,7 +276,7 @@ impl Account {
         let call = CarrierCall::new(
             self.clone(),
             session.clone(),
-            Direction::Inbound,
+            CallDirection::Inbound,
             Some(permit),
         )
         .with_incoming(c);

@@ -14,16 +14,20 @@ use super::events::{CallEvent, EndCause, IncomingCall};
 use super::protocol::code;
 use super::rest::{RemoteCallState, RestError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+/// Which way a call goes, as the carrier sees it (and as records and the simulator write it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallDirection {
+    /// From the gateway to the carrier (`callStart`): the PBX called out.
     Outbound,
+    /// From the carrier to the gateway (a `call` notification): a call for the PBX.
     Inbound,
 }
 
 pub struct CarrierCall {
     account: Arc<Account>,
     session: String,
-    direction: Direction,
+    direction: CallDirection,
     events: mpsc::UnboundedReceiver<CallEvent>,
     incoming: Option<IncomingCall>,
     audit: Option<AbortHandle>,
@@ -46,12 +50,12 @@ impl CarrierCall {
     pub(crate) fn new(
         account: Arc<Account>,
         session: String,
-        direction: Direction,
+        direction: CallDirection,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Self {
         // Inbound calls are "answered" from the carrier's view once we send callAnswer; any
         // later respondCallUpdate answers our own update.
-        let events = account.register_call(&session, direction == Direction::Inbound);
+        let events = account.register_call(&session, direction == CallDirection::Inbound);
         let audit = tokio::spawn(audit_loop(account.clone(), session.clone())).abort_handle();
         CarrierCall {
             account,
@@ -79,7 +83,7 @@ impl CarrierCall {
         &self.account.name
     }
 
-    pub fn direction(&self) -> Direction {
+    pub fn direction(&self) -> CallDirection {
         self.direction
     }
 

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 pub use account::{AccountStatus, ClientSettings};
-pub use call::{CarrierCall, Direction};
+pub use call::{CallDirection, CarrierCall};
 pub use events::{CallEvent, EndCause, IncomingCall};
 pub use lifecycle::{Backoff, Phase};
 pub use rest::{RemoteCallState, RestError};
@@ -81,7 +81,7 @@ impl Reservation {
         Ok(CarrierCall::new(
             self.account,
             session,
-            Direction::Outbound,
+            CallDirection::Outbound,
             self.permit,
         ))
     }

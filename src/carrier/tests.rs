@@ -580,7 +580,7 @@ async fn inbound_call_is_a_typed_event_and_can_be_answered_or_rejected() {
             .unwrap()
             .expect("inbound call");
         assert_eq!(call.session(), session);
-        assert_eq!(call.direction(), Direction::Inbound);
+        assert_eq!(call.direction(), CallDirection::Inbound);
         let inc = call.incoming().expect("incoming details").clone();
         assert_eq!(inc.caller_number.as_deref(), Some("+971509990000"));
         assert_eq!(inc.callee_number.as_deref(), Some("+97142001000"));

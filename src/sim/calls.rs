@@ -10,16 +10,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio::task::AbortHandle;
 
-use super::media::{CallMediaStats, MediaSession, MediaStatsView, PendingOffer};
+use crate::carrier::CallDirection;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// From the client (the gateway) to the carrier: `callStart`.
-    Outbound,
-    /// From the carrier to the client: a `call` notification.
-    Inbound,
-}
+use super::media::{CallMediaStats, MediaSession, MediaStatsView, PendingOffer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -54,7 +47,7 @@ pub struct StateChange {
 pub struct Call {
     pub session: String,
     pub username: String,
-    pub direction: Direction,
+    pub direction: CallDirection,
     pub from: String,
     pub to: String,
     pub caller_name: Option<String>,
@@ -100,7 +93,7 @@ impl Call {
 pub struct NewCall {
     pub session: String,
     pub username: String,
-    pub direction: Direction,
+    pub direction: CallDirection,
     pub from: String,
     pub to: String,
     pub caller_name: Option<String>,
@@ -110,7 +103,7 @@ pub struct NewCall {
 pub struct CallView {
     pub session: String,
     pub username: String,
-    pub direction: Direction,
+    pub direction: CallDirection,
     pub from: String,
     pub to: String,
     pub caller_name: Option<String>,

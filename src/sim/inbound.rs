@@ -7,10 +7,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::calls::{CallState, Direction, NewCall};
+use super::calls::{CallState, NewCall};
 use super::media::{self, MediaError, MediaMode};
 use super::notify::incoming_call_event;
 use super::state::{lock, new_id, Sim};
+use crate::carrier::CallDirection;
 
 /// `POST /originate`.
 #[derive(Debug, Clone, Deserialize)]
@@ -73,7 +74,7 @@ impl Sim {
                 NewCall {
                     session: session.clone(),
                     username: username.clone(),
-                    direction: Direction::Inbound,
+                    direction: CallDirection::Inbound,
                     from: req.from.clone(),
                     to: req.to.clone(),
                     caller_name: req.caller_name.clone(),
@@ -120,7 +121,7 @@ impl Sim {
             let mut calls = lock(&self.calls);
             calls
                 .live_mut(username, session)
-                .filter(|c| c.direction == Direction::Inbound)
+                .filter(|c| c.direction == CallDirection::Inbound)
                 .and_then(|c| c.pending_offer.take())
         };
         let pending = pending.ok_or(InboundError::NotAnswerable)?;

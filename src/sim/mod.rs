@@ -42,7 +42,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use calls::{CallState, CallView, Direction, StateChange};
+pub use calls::{CallState, CallView, StateChange};
 pub use config::{BehaviourConfig, SimConfig, SimConfigError, SimUser};
 pub use faults::{FaultRequest, FaultsView};
 pub use inbound::{OriginateRequest, OriginateResponse};

@@ -18,11 +18,12 @@ use crate::carrier::protocol::{
 
 use super::api::{call_ok, parse_body, ApiError, Envelope};
 use super::call_ops::{EndNotice, Ending};
-use super::calls::{CallState, Direction, NewCall};
+use super::calls::{CallState, NewCall};
 use super::inbound::InboundError;
 use super::outbound::start_script;
 use super::script::{behaviour_for, outbound_steps};
 use super::state::{lock, new_id, Sim};
+use crate::carrier::CallDirection;
 
 const KEY: &str = "callControlRequest";
 const CC: Envelope = Envelope::CallControl;
@@ -58,7 +59,7 @@ pub async fn call_start(
         NewCall {
             session: session.clone(),
             username: username.clone(),
-            direction: Direction::Outbound,
+            direction: CallDirection::Outbound,
             from,
             to: to.clone(),
             caller_name: None,
@@ -102,7 +103,7 @@ pub async fn session_put(
             Ok(call_ok(ok()))
         }
         CallControlRequest::Ringing => {
-            if direction != Direction::Inbound || state != CallState::Trying {
+            if direction != CallDirection::Inbound || state != CallState::Trying {
                 return Err(ApiError::bad_request(
                     CC,
                     "ringing is for an unanswered inbound call",
@@ -208,7 +209,7 @@ pub async fn disposition(
         let call = calls
             .live_mut(&username, &req.session_data)
             .ok_or_else(ApiError::no_session)?;
-        call.direction == Direction::Inbound && call.state != CallState::Answered
+        call.direction == CallDirection::Inbound && call.state != CallState::Answered
     };
     if !answerable {
         return Err(ApiError::bad_request(
