@@ -20,7 +20,7 @@ use super::local::{tone_payload, DigitTracker, LocalMode, LocalStats};
 use super::peer::WebRtcPeer;
 use super::turn_link::{LinkState, TurnLink};
 use super::CallKey;
-use crate::media::relay::{PbxMedia, Relay, RelayCounters};
+use crate::media::relay::{FromPbx, PbxMedia, Relay, RelayCounters};
 use crate::media::sdp_text::remote_candidate_addrs;
 use crate::media::turn::{classify, PacketKind, TurnEvent};
 use crate::media::{AudioFormat, Codec, PeerError, PeerState};
@@ -368,21 +368,8 @@ impl Call {
                         pbx.relay.hold(meta.addr, datagram, c, now);
                         continue;
                     }
-                    if let Some(m) = pbx.relay.from_pbx(meta.addr, datagram, format, c, now) {
-                        self.quality.on_pbx_packet(
-                            m.pbx_ssrc,
-                            m.pbx_sequence,
-                            m.pbx_timestamp,
-                            now,
-                        );
-                        wrote |= self.peer.write_rtp(
-                            m.payload_type,
-                            m.sequence,
-                            m.timestamp,
-                            m.marker,
-                            &datagram[m.payload.0..m.payload.1],
-                            now,
-                        );
+                    if let Some(p) = pbx.relay.from_pbx(meta.addr, datagram, format, c, now) {
+                        wrote |= up(&mut self.peer, &mut self.quality, p, datagram, c, now);
                     }
                 }
             }
@@ -609,17 +596,9 @@ impl Call {
         let mut wrote = false;
         let c = &self.shared.counters;
         while let Some(n) = pbx.relay.take_held(io.scratch, c, now) {
-            if let Some(m) = pbx.relay.from_pbx_checked(&io.scratch[..n], format, c) {
-                self.quality
-                    .on_pbx_packet(m.pbx_ssrc, m.pbx_sequence, m.pbx_timestamp, now);
-                wrote |= self.peer.write_rtp(
-                    m.payload_type,
-                    m.sequence,
-                    m.timestamp,
-                    m.marker,
-                    &io.scratch[m.payload.0..m.payload.1],
-                    now,
-                );
+            let datagram = &io.scratch[..n];
+            if let Some(p) = pbx.relay.from_pbx_checked(datagram, format, c) {
+                wrote |= up(&mut self.peer, &mut self.quality, p, datagram, c, now);
             }
         }
         wrote
@@ -636,6 +615,7 @@ impl Call {
         let format = self.peer.format();
         if let Some(pbx) = self.pbx.as_mut() {
             let c = &self.shared.counters;
+            self.quality.on_carrier_packet(ssrc, seq, ts, c, now);
             if let Some((len, dest)) = pbx
                 .relay
                 .to_pbx(pt, marker, seq, ts, ssrc, &p.payload, format, c, io.scratch)
@@ -803,4 +783,32 @@ impl Call {
         self.shared.set_quality(self.quality.snapshot());
         self.set_state(PeerState::Closed);
     }
+}
+
+/// An RTP packet of the PBX's stream (`datagram`, as the relay read it into `p`): counted in the
+/// receive statistics, and written toward the carrier when the relay mapped it. True when
+/// written.
+fn up(
+    peer: &mut WebRtcPeer,
+    quality: &mut QualityTracker,
+    p: FromPbx,
+    datagram: &[u8],
+    c: &RelayCounters,
+    now: Instant,
+) -> bool {
+    quality.on_pbx_packet(p.ssrc, p.sequence, p.timestamp, c, now);
+    let Some(m) = p.forward else {
+        return false;
+    };
+    let Some(payload) = datagram.get(m.payload.0..m.payload.1) else {
+        return false;
+    };
+    peer.write_rtp(
+        m.payload_type,
+        m.sequence,
+        m.timestamp,
+        m.marker,
+        payload,
+        now,
+    )
 }
