@@ -6,7 +6,8 @@ use crate::sip::digest::{self, Algorithm, Credentials};
 
 /// Arbitrary stored HA1s (one per algorithm) that parsed credentials are verified against.
 pub(super) const FIXED_HA1_MD5: &str = "0d1cf2e3c1d2bb1f0c1a5b4fd2a7c7e1";
-pub(super) const FIXED_HA1_SHA256: &str = "5f1e0a46ee8b7a3f0c1b2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6";
+pub(super) const FIXED_HA1_SHA256: &str =
+    "5f1e0a46ee8b7a3f0c1b2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6";
 
 /// One header value, read both as credentials (`Authorization`) and as a challenge from the PBX
 /// (`WWW-Authenticate`, answered by the client side).
