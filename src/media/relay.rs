@@ -3,7 +3,9 @@
 //! side (`rtp::Continuity`), symmetric-RTP latching onto the address the PBX's RTP really comes
 //! from, the early-audio hold (what the PBX sends before the WebRTC leg can carry it is kept,
 //! bounded, and sent once it can be), and the call's packet counters. The media thread feeds it
-//! datagrams and reads what to send; nothing here allocates per packet.
+//! datagrams and reads what to send; nothing here allocates per packet. The streams' sequence
+//! and loss facts are not kept here: the call's receive statistics own them
+//! (`quality::ReceiveStats`, fed with the header fields the relay hands back).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,8 +36,9 @@ pub struct RelayCounters {
     pub to_pbx_bytes: AtomicU64,
     /// From another source once latched, not RTP, or a payload type with no mapping.
     pub dropped: AtomicU64,
-    /// Sequence gaps in what arrived from the PBX and from the carrier (expected minus
-    /// received, per source).
+    /// Packets lost from the PBX's and from the carrier's stream: RFC 3550's cumulative lost
+    /// (expected minus received, over every SSRC and restart) as the call's receive statistics
+    /// count it, published as its highest value so far (a late packet never takes a count back).
     pub lost_from_pbx: AtomicU64,
     pub lost_from_carrier: AtomicU64,
     /// What the PBX's RTCP receiver reports say it lost of what we sent (the latest cumulative
@@ -54,34 +57,14 @@ impl RelayCounters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Raises `counter` to `value` when that is higher: a count derived from a figure that may
+    /// go back (RFC 3550's cumulative lost) still only grows, as a metric counter must.
+    pub fn raise(counter: &AtomicU64, value: u64) {
+        counter.fetch_max(value, Ordering::Relaxed);
+    }
+
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
-    }
-}
-
-/// Counts sequence gaps of one incoming stream; restarts on a new SSRC.
-#[derive(Debug, Default)]
-pub struct GapCounter {
-    last: Option<(u32, u16)>,
-}
-
-impl GapCounter {
-    /// Packets missing before this one (0 for in-order, reordered or duplicate packets).
-    pub fn missing(&mut self, ssrc: u32, seq: u16) -> u64 {
-        let gap = match self.last {
-            Some((s, last)) if s == ssrc => {
-                let d = seq.wrapping_sub(last);
-                // forward jumps only; a large one is a restart, not loss
-                if (1..3000).contains(&d) {
-                    u64::from(d - 1)
-                } else {
-                    return 0;
-                }
-            }
-            _ => 0,
-        };
-        self.last = Some((ssrc, seq));
-        gap
     }
 }
 
@@ -138,6 +121,19 @@ impl EarlyBuffer {
     }
 }
 
+/// An RTP packet of the PBX's stream as the relay read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FromPbx {
+    /// The PBX stream's own header fields, for the receive statistics (every RTP packet of the
+    /// latched source counts there, relayed or not).
+    pub ssrc: u32,
+    pub sequence: u16,
+    pub timestamp: u32,
+    /// What to write toward the carrier; None: dropped and counted (no mapping for its payload
+    /// type, or no format negotiated yet).
+    pub forward: Option<ToCarrier>,
+}
+
 /// A packet for the carrier: its header fields toward the carrier and where its payload sits
 /// in the datagram that was fed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,10 +143,6 @@ pub struct ToCarrier {
     pub sequence: u16,
     pub timestamp: u32,
     pub payload: (usize, usize),
-    /// The PBX stream's own fields, for receive statistics.
-    pub pbx_ssrc: u32,
-    pub pbx_sequence: u16,
-    pub pbx_timestamp: u32,
 }
 
 /// The relay of one call.
@@ -159,8 +151,6 @@ pub struct Relay {
     latched: Option<SocketAddr>,
     up: Continuity,
     down: Continuity,
-    up_gaps: GapCounter,
-    down_gaps: GapCounter,
     /// Our SSRC toward the PBX.
     down_ssrc: u32,
     early: EarlyBuffer,
@@ -174,8 +164,6 @@ impl Relay {
             latched: None,
             up: Continuity::default(),
             down: Continuity::default(),
-            up_gaps: GapCounter::default(),
-            down_gaps: GapCounter::default(),
             down_ssrc,
             early: EarlyBuffer::new(now),
             started: now,
@@ -254,7 +242,8 @@ impl Relay {
         c.last_from_pbx_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// A datagram from the PBX: what to write toward the carrier, or None (dropped and counted).
+    /// A datagram from the PBX: the RTP packet it holds, or None (not RTP, or from another
+    /// source than the latched one: dropped and counted).
     pub fn from_pbx(
         &mut self,
         src: SocketAddr,
@@ -262,7 +251,7 @@ impl Relay {
         format: Option<AudioFormat>,
         c: &RelayCounters,
         now: Instant,
-    ) -> Option<ToCarrier> {
+    ) -> Option<FromPbx> {
         if !self.accept_source(src) {
             RelayCounters::add(&c.dropped, 1);
             return None;
@@ -277,15 +266,26 @@ impl Relay {
         datagram: &[u8],
         format: Option<AudioFormat>,
         c: &RelayCounters,
-    ) -> Option<ToCarrier> {
+    ) -> Option<FromPbx> {
         let Some(h) = RtpHeader::parse(datagram) else {
             RelayCounters::add(&c.dropped, 1);
             return None;
         };
-        let missing = self.up_gaps.missing(h.ssrc, h.sequence);
-        if missing > 0 {
-            RelayCounters::add(&c.lost_from_pbx, missing);
-        }
+        Some(FromPbx {
+            ssrc: h.ssrc,
+            sequence: h.sequence,
+            timestamp: h.timestamp,
+            forward: self.for_carrier(&h, format, c),
+        })
+    }
+
+    /// The packet as it goes to the carrier, renumbered, or None (dropped and counted).
+    fn for_carrier(
+        &mut self,
+        h: &RtpHeader,
+        format: Option<AudioFormat>,
+        c: &RelayCounters,
+    ) -> Option<ToCarrier> {
         let format = format?;
         let pt = if h.payload_type == self.pbx.audio_pt {
             format.codec.payload_type()
@@ -304,9 +304,6 @@ impl Relay {
             sequence,
             timestamp,
             payload: (h.payload_start, h.payload_end),
-            pbx_ssrc: h.ssrc,
-            pbx_sequence: h.sequence,
-            pbx_timestamp: h.timestamp,
         })
     }
 
@@ -325,10 +322,6 @@ impl Relay {
         c: &RelayCounters,
         out: &mut [u8],
     ) -> Option<(usize, SocketAddr)> {
-        let missing = self.down_gaps.missing(ssrc, sequence);
-        if missing > 0 {
-            RelayCounters::add(&c.lost_from_carrier, missing);
-        }
         let dest = self.pbx_destination()?;
         if !self.pbx.receives {
             return None;
@@ -395,18 +388,6 @@ mod tests {
     });
 
     #[test]
-    fn gaps_count_missing_packets_only() {
-        let mut g = GapCounter::default();
-        assert_eq!(g.missing(1, 65534), 0);
-        assert_eq!(g.missing(1, 65535), 0);
-        assert_eq!(g.missing(1, 2), 2); // 0 and 1 missing, across the wrap
-        assert_eq!(g.missing(1, 1), 0); // late
-        assert_eq!(g.missing(1, 3), 0);
-        assert_eq!(g.missing(2, 900), 0); // new source
-        assert_eq!(g.missing(2, 40_000), 0); // a restart, not loss
-    }
-
-    #[test]
     fn early_audio_is_held_in_order_and_bounded_by_age() {
         let t0 = Instant::now();
         let c = RelayCounters::default();
@@ -425,7 +406,11 @@ mod tests {
         let mut buf = [0u8; 1500];
         let mut got = Vec::new();
         while let Some(n) = r.take_held(&mut buf, &c, now) {
-            let m = r.from_pbx_checked(&buf[..n], FORMAT, &c).unwrap();
+            let m = r
+                .from_pbx_checked(&buf[..n], FORMAT, &c)
+                .unwrap()
+                .forward
+                .unwrap();
             got.push(buf[m.payload.0]);
         }
         assert_eq!(got, (5..20).collect::<Vec<u8>>());
@@ -439,9 +424,12 @@ mod tests {
         let mut r = Relay::new(pbx(), 7, t0);
         let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:4002".parse().unwrap();
-        assert!(r.from_pbx(a, &rtp(1, 160, 0), FORMAT, &c, t0).is_some());
+        let forwarded = |p: Option<FromPbx>| p.and_then(|p| p.forward).is_some();
+        assert!(forwarded(r.from_pbx(a, &rtp(1, 160, 0), FORMAT, &c, t0)));
         assert!(r.from_pbx(b, &rtp(2, 320, 0), FORMAT, &c, t0).is_none());
-        assert!(r.from_pbx(a, &rtp(3, 480, 96), FORMAT, &c, t0).is_none());
+        // from the latched source but with no mapping: dropped, its header still handed back
+        let p = r.from_pbx(a, &rtp(3, 480, 96), FORMAT, &c, t0);
+        assert_eq!(p.map(|p| (p.sequence, p.forward)), Some((3, None)));
         assert_eq!(RelayCounters::get(&c.dropped), 2);
         let mut out = [0u8; 1500];
         let (n, dest) = r

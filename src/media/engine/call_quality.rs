@@ -1,5 +1,6 @@
 //! A call's quality bookkeeping inside its media thread: receive statistics of what the PBX
-//! sends, what we send it, the PBX's RTCP reports and our reports to it (RFC 3550 SR/RR with
+//! and the carrier send (the one owner of both streams' sequence and loss facts; the call's
+//! loss counters for metrics and the record are published from them), what we send the PBX, the PBX's RTCP reports and our reports to it (RFC 3550 SR/RR with
 //! SDES, on the RTCP port, at RFC 3550's randomised interval), str0m's statistics of the WebRTC
 //! leg, and the per-direction figures (packets, loss, jitter, round trip, MOS) published once a
 //! second for status, metrics and the call record.
@@ -41,6 +42,8 @@ pub struct QualityTracker {
     clock: NtpClock,
     cname: String,
     from_pbx: ReceiveStats,
+    /// What the carrier sends, for its loss only: str0m's statistics carry the rest of it.
+    from_carrier: ReceiveStats,
     to_pbx: SendStats,
     pbx_report: Option<PbxReport>,
     ingress: Option<MediaIngressStats>,
@@ -68,6 +71,7 @@ impl QualityTracker {
             clock: NtpClock::new(now, SystemTime::now()),
             cname: format!("trunkgate-{:08x}", rand::random::<u32>()),
             from_pbx: ReceiveStats::new(),
+            from_carrier: ReceiveStats::new(),
             to_pbx: SendStats::new(),
             pbx_report: None,
             ingress: None,
@@ -88,8 +92,23 @@ impl QualityTracker {
         self.next_snapshot.min(self.next_rtcp)
     }
 
-    pub fn on_pbx_packet(&mut self, ssrc: u32, seq: u16, ts: u32, now: Instant) {
+    /// An RTP packet of the PBX's stream arrived (relayed or not).
+    pub fn on_pbx_packet(&mut self, ssrc: u32, seq: u16, ts: u32, c: &RelayCounters, now: Instant) {
         self.from_pbx.on_packet(ssrc, seq, ts, now);
+        RelayCounters::raise(&c.lost_from_pbx, self.from_pbx.lost());
+    }
+
+    /// An RTP packet of the carrier's stream arrived on a PBX call (relayed or not).
+    pub fn on_carrier_packet(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        c: &RelayCounters,
+        now: Instant,
+    ) {
+        self.from_carrier.on_packet(ssrc, seq, ts, now);
+        RelayCounters::raise(&c.lost_from_carrier, self.from_carrier.lost());
     }
 
     /// A packet went to the PBX with RTP timestamp `ts` (as written toward it).
@@ -193,10 +212,10 @@ impl QualityTracker {
             rtt,
         );
 
-        // Carrier → PBX: sequence gaps in what the carrier sent us, plus what the PBX says it
-        // lost of what we sent it.
+        // Carrier → PBX: what the carrier's stream lost on its way to us, plus what the PBX says
+        // it lost of what we sent it.
         let from_carrier = ingress.map_or(RelayCounters::get(&c.to_pbx_packets), |i| i.packets);
-        let gaps = RelayCounters::get(&c.lost_from_carrier);
+        let gaps = self.from_carrier.lost();
         let pbx_lost = self
             .pbx_report
             .map_or(0, |r| u64::from(r.block.cumulative_lost));
@@ -215,5 +234,56 @@ impl QualityTracker {
 
     pub fn snapshot(&self) -> CallQuality {
         self.snapshot.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_counters_follow_the_receive_statistics_and_never_go_back() {
+        // (ssrc, sequence, the published count after it)
+        let steps: [(u32, u16, u64); 9] = [
+            (1, 65534, 0),
+            (1, 65535, 0),
+            (1, 2, 2), // 0 and 1 missing, across the wrap
+            (1, 1, 2), // late: RFC 3550 counts one lost now, the counter keeps its 2
+            (1, 3, 2),
+            (2, 900, 2),    // new source
+            (2, 40_000, 2), // a jump: a restart, not loss...
+            (2, 40_001, 2), // ...once the next packet confirms it
+            (2, 40_005, 4), // three missing in the restarted stream: 0 and these over the call
+        ];
+        type Feed = fn(&mut QualityTracker, u32, u16, u32, &RelayCounters, Instant);
+        type Published = fn(&RelayCounters) -> u64;
+        let streams: [(&str, Feed, Published); 2] = [
+            ("from the PBX", QualityTracker::on_pbx_packet, |c| {
+                RelayCounters::get(&c.lost_from_pbx)
+            }),
+            ("from the carrier", QualityTracker::on_carrier_packet, |c| {
+                RelayCounters::get(&c.lost_from_carrier)
+            }),
+        ];
+        for (stream, feed, published) in streams {
+            let t0 = Instant::now();
+            let mut q = QualityTracker::new(t0);
+            let c = RelayCounters::default();
+            let mut now = t0;
+            for (ssrc, seq, lost) in steps {
+                now += Duration::from_millis(20);
+                feed(&mut q, ssrc, seq, u32::from(seq) * 160, &c, now);
+                assert_eq!(published(&c), lost, "{stream}: after {ssrc}/{seq}");
+            }
+            // The figures read the statistics themselves: the same 4 once nothing is late.
+            let mut out = [0u8; 1500];
+            q.pbx_report(&mut out, 7, &c, now + SNAPSHOT_EVERY);
+            let figures = q.snapshot();
+            let lost = match stream {
+                "from the PBX" => figures.pbx_to_carrier.lost,
+                _ => figures.carrier_to_pbx.lost,
+            };
+            assert_eq!(lost, 4, "{stream}: {figures:?}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use super::{EngineConfig, FarEnd, LocalMode, MediaCall, MediaEngine};
 use crate::media::relay::{PbxMedia, RelayCounters};
 use crate::media::rtp::{write_header, RtpHeader};
 use crate::media::rtp_leg::RtpLeg;
-use crate::media::{Codec, Direction, PeerError, PeerSettings};
+use crate::media::{AudioFormat, Codec, Direction, PeerError, PeerSettings};
 
 /// Whole-test bound.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -36,28 +36,17 @@ fn settings() -> PeerSettings {
     PeerSettings::nearby(Ipv4Addr::LOCALHOST.into())
 }
 
-/// The gateway's engine: calls share their thread's WebRTC port.
-fn gateway(threads: usize) -> MediaEngine {
+/// An engine on 127.0.0.1; `port_per_call`: a WebRTC port per call, as the simulator's far ends
+/// have, instead of the thread's shared one.
+fn engine(threads: usize, port_per_call: bool) -> MediaEngine {
     MediaEngine::start(&EngineConfig {
         threads,
         bind: "127.0.0.1:0".parse().expect("address"),
-        port_per_call: false,
+        port_per_call,
         turn_tls: None,
-        batch_window: std::time::Duration::ZERO,
+        batch_window: Duration::ZERO,
     })
-    .expect("gateway engine")
-}
-
-/// The far ends' engine, as the simulator runs it: a WebRTC port per call.
-fn far_ends() -> MediaEngine {
-    MediaEngine::start(&EngineConfig {
-        threads: 1,
-        bind: "127.0.0.1:0".parse().expect("address"),
-        port_per_call: true,
-        turn_tls: None,
-        batch_window: std::time::Duration::ZERO,
-    })
-    .expect("far-end engine")
+    .expect("engine")
 }
 
 async fn bounded<F: Future>(f: F) -> F::Output {
@@ -101,6 +90,101 @@ async fn attach_pbx(call: &MediaCall, audio_pt: u8) -> UdpSocket {
     me
 }
 
+/// The engines of one test: the gateway's, whose calls share their thread's WebRTC port, and
+/// the echoing far ends'. Each step of a call between them is one call here, so that a test
+/// states only what it does differently.
+#[derive(Clone)]
+struct Bench {
+    gw: MediaEngine,
+    far: MediaEngine,
+}
+
+impl Bench {
+    /// One gateway thread; far ends with a port per call, as the simulator runs them.
+    fn new() -> Bench {
+        Bench::with(1, true)
+    }
+
+    fn with(gw_threads: usize, far_port_per_call: bool) -> Bench {
+        Bench {
+            gw: engine(gw_threads, false),
+            far: engine(1, far_port_per_call),
+        }
+    }
+
+    /// The gateway's complete offer for a PBX call with `codecs`.
+    async fn offer(&self, codecs: &[Codec]) -> (MediaCall, String) {
+        self.gw
+            .offer(&settings(), codecs, FarEnd::Pbx)
+            .await
+            .expect("offer")
+    }
+
+    /// An echoing far end's answer to `offer`, choosing `codec` (None: the offer's first).
+    async fn answer(
+        &self,
+        offer: &str,
+        codec: Option<Codec>,
+    ) -> Result<(MediaCall, String, AudioFormat), PeerError> {
+        self.far
+            .answer(&settings(), offer, codec, FarEnd::Local(LocalMode::Echo))
+            .await
+    }
+
+    /// A call offered with `codecs` and answered choosing `codec`, the answer not applied yet.
+    async fn offered(&self, codecs: &[Codec], codec: Option<Codec>) -> Offered {
+        let (gw, offer) = self.offer(codecs).await;
+        let (far, answer, format) = self.answer(&offer, codec).await.expect("answer");
+        Offered {
+            gw,
+            far,
+            offer,
+            answer,
+            format,
+        }
+    }
+
+    /// One call from the gateway to an echoing far end, connected both sides.
+    async fn pair(&self, codecs: &[Codec]) -> Pair {
+        self.offered(codecs, None).await.connect(None).await
+    }
+}
+
+/// A call the gateway offered and a far end answered (`format`: the far end's view); the
+/// gateway has not applied the answer yet.
+struct Offered {
+    gw: MediaCall,
+    far: MediaCall,
+    offer: String,
+    answer: String,
+    format: AudioFormat,
+}
+
+impl Offered {
+    /// Applies the answer, attaches a PBX with the negotiated codec (unless the test attached
+    /// one already: `pbx`) and waits for both legs.
+    async fn connect(self, pbx: Option<UdpSocket>) -> Pair {
+        let format = self
+            .gw
+            .accept_answer(&self.answer)
+            .await
+            .expect("answer applies");
+        let pbx = match pbx {
+            Some(p) => p,
+            None => attach_pbx(&self.gw, format.codec.payload_type()).await,
+        };
+        connected(&self.gw, "gateway").await;
+        connected(&self.far, "far end").await;
+        Pair {
+            gw: self.gw,
+            far: self.far,
+            pbx,
+            offer: self.offer,
+            answer: self.answer,
+        }
+    }
+}
+
 /// One call from the gateway to an echoing far end, connected both sides.
 struct Pair {
     gw: MediaCall,
@@ -110,28 +194,10 @@ struct Pair {
     answer: String,
 }
 
-async fn pair(gw: &MediaEngine, far: &MediaEngine, codecs: &[Codec]) -> Pair {
-    let (gw_call, offer) = gw
-        .offer(&settings(), codecs, FarEnd::Pbx)
-        .await
-        .expect("offer");
-    let (far_call, answer, _) = far
-        .answer(&settings(), &offer, None, FarEnd::Local(LocalMode::Echo))
-        .await
-        .expect("answer");
-    let format = gw_call
-        .accept_answer(&answer)
-        .await
-        .expect("answer applies");
-    let pbx = attach_pbx(&gw_call, format.codec.payload_type()).await;
-    connected(&gw_call, "gateway").await;
-    connected(&far_call, "far end").await;
-    Pair {
-        gw: gw_call,
-        far: far_call,
-        pbx,
-        offer,
-        answer,
+impl Pair {
+    fn close(&self) {
+        self.gw.close();
+        self.far.close();
     }
 }
 
@@ -241,14 +307,11 @@ fn host_candidate(sdp: &str) -> SocketAddr {
 #[tokio::test]
 async fn offer_is_complete_and_loopback_only() {
     bounded(async {
-        let gw = gateway(1);
-        let (call, sdp) = gw
-            .offer(&settings(), &[Codec::Pcmu, Codec::Pcma], FarEnd::Pbx)
-            .await
-            .expect("offer");
+        let b = Bench::new();
+        let (call, sdp) = b.offer(&[Codec::Pcmu, Codec::Pcma]).await;
         assert_eq!(
             host_candidate(&sdp),
-            gw.shared_ports()[0],
+            b.gw.shared_ports()[0],
             "the host candidate is the thread's shared port on 127.0.0.1"
         );
         assert!(!sdp.contains(".local"), "no mDNS candidates");
@@ -293,8 +356,7 @@ async fn offer_is_complete_and_loopback_only() {
 #[tokio::test]
 async fn audio_and_telephone_events_echo_byte_exact_with_the_pbx_event_pt() {
     bounded(async {
-        let (gw, far) = (gateway(1), far_ends());
-        let mut p = pair(&gw, &far, &[Codec::Pcmu, Codec::Pcma]).await;
+        let mut p = Bench::new().pair(&[Codec::Pcmu, Codec::Pcma]).await;
         let format = p.gw.format().expect("negotiated");
         assert_eq!(format.codec, Codec::Pcmu);
         assert_eq!(format.telephone_event_pt, Some(101));
@@ -350,8 +412,7 @@ async fn audio_and_telephone_events_echo_byte_exact_with_the_pbx_event_pt() {
         assert_eq!(RelayCounters::get(&c.to_pbx_packets), sent.len() as u64);
         assert_eq!(RelayCounters::get(&c.dropped), 0);
         assert_eq!(RelayCounters::get(&p.far.local_stats().rtp_in), 55);
-        p.gw.close();
-        p.far.close();
+        p.close();
     })
     .await;
 }
@@ -359,8 +420,8 @@ async fn audio_and_telephone_events_echo_byte_exact_with_the_pbx_event_pt() {
 #[tokio::test]
 async fn codec_order_pcma_first_negotiates_pcma_and_a_missing_codec_is_refused() {
     bounded(async {
-        let (gw, far) = (gateway(1), far_ends());
-        let p = pair(&gw, &far, &[Codec::Pcma, Codec::Pcmu]).await;
+        let b = Bench::new();
+        let p = b.pair(&[Codec::Pcma, Codec::Pcmu]).await;
         assert!(mline(&p.offer).ends_with(" 8 0 101"), "{}", mline(&p.offer));
         assert_eq!(p.gw.format().map(|f| f.codec), Some(Codec::Pcma));
         assert_eq!(p.far.format().map(|f| f.codec), Some(Codec::Pcma));
@@ -379,40 +440,20 @@ async fn codec_order_pcma_first_negotiates_pcma_and_a_missing_codec_is_refused()
         assert!(receive(&p.pbx, 1, QUIET).await.is_empty());
 
         // The answerer's choice among what is offered wins over the offer's order...
-        let (call, offer) = gw
-            .offer(&settings(), &[Codec::Pcmu, Codec::Pcma], FarEnd::Pbx)
-            .await
-            .expect("offer");
-        let (far_call, answer, f) = far
-            .answer(
-                &settings(),
-                &offer,
-                Some(Codec::Pcma),
-                FarEnd::Local(LocalMode::Echo),
-            )
-            .await
-            .expect("answer");
-        assert_eq!(f.codec, Codec::Pcma);
-        let f = call.accept_answer(&answer).await.expect("answer applies");
-        assert_eq!(f.codec, Codec::Pcma, "{answer}");
-        // ...but a codec the offer lacks is refused, and no call is left behind.
-        let (pcmu_only, offer) = gw
-            .offer(&settings(), &[Codec::Pcmu], FarEnd::Pbx)
-            .await
-            .expect("offer");
-        assert!(!offer.contains("PCMA"), "{offer}");
-        let calls = far.counters().calls.load(Ordering::Relaxed);
-        let r = far
-            .answer(
-                &settings(),
-                &offer,
-                Some(Codec::Pcma),
-                FarEnd::Local(LocalMode::Echo),
-            )
+        let o = b
+            .offered(&[Codec::Pcmu, Codec::Pcma], Some(Codec::Pcma))
             .await;
+        assert_eq!(o.format.codec, Codec::Pcma);
+        let f = o.gw.accept_answer(&o.answer).await.expect("answer applies");
+        assert_eq!(f.codec, Codec::Pcma, "{}", o.answer);
+        // ...but a codec the offer lacks is refused, and no call is left behind.
+        let (pcmu_only, offer) = b.offer(&[Codec::Pcmu]).await;
+        assert!(!offer.contains("PCMA"), "{offer}");
+        let calls = b.far.counters().calls.load(Ordering::Relaxed);
+        let r = b.answer(&offer, Some(Codec::Pcma)).await;
         assert!(matches!(r, Err(PeerError::NoCommonCodec)), "{r:?}");
-        assert_eq!(far.counters().calls.load(Ordering::Relaxed), calls);
-        for c in [&p.gw, &p.far, &call, &far_call, &pcmu_only] {
+        assert_eq!(b.far.counters().calls.load(Ordering::Relaxed), calls);
+        for c in [&p.gw, &p.far, &o.gw, &o.far, &pcmu_only] {
             c.close();
         }
     })
@@ -422,11 +463,8 @@ async fn codec_order_pcma_first_negotiates_pcma_and_a_missing_codec_is_refused()
 #[tokio::test]
 async fn answerer_follows_the_offered_telephone_event_pt() {
     bounded(async {
-        let (gw, far) = (gateway(1), far_ends());
-        let (call, offer) = gw
-            .offer(&settings(), &[Codec::Pcmu, Codec::Pcma], FarEnd::Pbx)
-            .await
-            .expect("offer");
+        let b = Bench::new();
+        let (call, offer) = b.offer(&[Codec::Pcmu, Codec::Pcma]).await;
         // A browser-like offer: telephone-event on 110.
         let offer_110 = offer
             .replace(" 0 8 101\r\n", " 0 8 110\r\n")
@@ -434,15 +472,7 @@ async fn answerer_follows_the_offered_telephone_event_pt() {
             .replace("a=fmtp:101 ", "a=fmtp:110 ");
         assert!(offer_110.contains("a=rtpmap:110 telephone-event/8000"));
         assert!(!offer_110.contains(":101 "), "{offer_110}");
-        let (far_call, answer, f) = far
-            .answer(
-                &settings(),
-                &offer_110,
-                None,
-                FarEnd::Local(LocalMode::Echo),
-            )
-            .await
-            .expect("answer");
+        let (far_call, answer, f) = b.answer(&offer_110, None).await.expect("answer");
         assert_eq!(f.codec, Codec::Pcmu);
         assert_eq!(f.telephone_event_pt, Some(110), "the offer's PT:\n{answer}");
         assert_eq!(far_call.format(), Some(f));
@@ -483,8 +513,7 @@ async fn nothing_comes_back(p: &Pair, first: u16, reach: bool) {
 #[tokio::test]
 async fn hold_and_resume_by_reoffer_both_ways() {
     bounded(async {
-        let (gw, far) = (gateway(1), far_ends());
-        let p = pair(&gw, &far, &[Codec::Pcmu, Codec::Pcma]).await;
+        let p = Bench::new().pair(&[Codec::Pcmu, Codec::Pcma]).await;
         echoes(&p.pbx, 0, 1, 0, 5).await;
 
         // The gateway holds: sendonly; the far end answers recvonly and stops sending.
@@ -549,8 +578,7 @@ async fn hold_and_resume_by_reoffer_both_ways() {
             *p.gw.peer_state().borrow(),
             crate::media::PeerState::Connected
         );
-        p.gw.close();
-        p.far.close();
+        p.close();
     })
     .await;
 }
@@ -558,36 +586,25 @@ async fn hold_and_resume_by_reoffer_both_ways() {
 #[tokio::test]
 async fn an_answer_with_setup_actpass_is_refused() {
     bounded(async {
-        let (gw, far) = (gateway(1), far_ends());
-        let (call, offer) = gw
-            .offer(&settings(), &[Codec::Pcmu], FarEnd::Pbx)
-            .await
-            .expect("offer");
-        let (far_call, answer, _) = far
-            .answer(&settings(), &offer, None, FarEnd::Local(LocalMode::Echo))
-            .await
-            .expect("answer");
-        let setup = answer
+        let o = Bench::new().offered(&[Codec::Pcmu], None).await;
+        let setup = o
+            .answer
             .lines()
             .find(|l| l.starts_with("a=setup:"))
             .expect("a=setup in the answer")
             .trim_end();
         assert_ne!(setup, "a=setup:actpass", "the answerer picked a role");
         for bad in ["a=setup:actpass", "a=setup:ACTPASS"] {
-            let r = call.accept_answer(&answer.replace(setup, bad)).await;
+            let r = o.gw.accept_answer(&o.answer.replace(setup, bad)).await;
             assert!(matches!(r, Err(PeerError::BadSdp(_))), "{bad}: {r:?}");
         }
-        assert_eq!(call.format(), None, "nothing negotiated");
+        assert_eq!(o.gw.format(), None, "nothing negotiated");
         // A refused answer costs the call nothing: the offer still waits for a usable one.
-        let f = call.accept_answer(&answer).await.expect("the real answer");
-        let pbx = attach_pbx(&call, f.codec.payload_type()).await;
-        connected(&call, "gateway").await;
-        connected(&far_call, "far end").await;
-        echoes(&pbx, 0, 1, 0, 5).await;
-        let r = call.accept_answer(&answer).await;
+        let p = o.connect(None).await;
+        echoes(&p.pbx, 0, 1, 0, 5).await;
+        let r = p.gw.accept_answer(&p.answer).await;
         assert!(matches!(r, Err(PeerError::NoPendingOffer)), "{r:?}");
-        call.close();
-        far_call.close();
+        p.close();
     })
     .await;
 }
@@ -595,18 +612,12 @@ async fn an_answer_with_setup_actpass_is_refused() {
 #[tokio::test]
 async fn early_audio_from_the_pbx_is_held_and_sent_once_connected() {
     bounded(async {
-        let (gw, far) = (gateway(1), far_ends());
-        let (call, offer) = gw
-            .offer(&settings(), &[Codec::Pcmu, Codec::Pcma], FarEnd::Pbx)
-            .await
-            .expect("offer");
-        let (far_call, answer, _) = far
-            .answer(&settings(), &offer, None, FarEnd::Local(LocalMode::Echo))
-            .await
-            .expect("answer");
+        let o = Bench::new()
+            .offered(&[Codec::Pcmu, Codec::Pcma], None)
+            .await;
         // The PBX talks before the carrier's answer is applied (the first words of a callee
         // who answers as the phone is picked up).
-        let pbx = attach_pbx(&call, 0).await;
+        let pbx = attach_pbx(&o.gw, 0).await;
         let mut sent = Vec::new();
         for i in 0..10u16 {
             let p = payload(3, i);
@@ -616,17 +627,15 @@ async fn early_audio_from_the_pbx_is_held_and_sent_once_connected() {
             sent.push(p);
         }
         until("the engine holding the early packets", || {
-            RelayCounters::get(&call.counters().early_held) == 10
+            RelayCounters::get(&o.gw.counters().early_held) == 10
         })
         .await;
         assert_ne!(
-            *call.peer_state().borrow(),
+            *o.gw.peer_state().borrow(),
             crate::media::PeerState::Connected
         );
-        call.accept_answer(&answer).await.expect("answer applies");
-        connected(&call, "gateway").await;
-        connected(&far_call, "far end").await;
-        let got = receive(&pbx, 10, WAIT).await;
+        let p = o.connect(Some(pbx)).await;
+        let got = receive(&p.pbx, 10, WAIT).await;
         let payloads: Vec<&Vec<u8>> = got.iter().map(|g| &g.payload).collect();
         assert_eq!(
             payloads,
@@ -634,10 +643,9 @@ async fn early_audio_from_the_pbx_is_held_and_sent_once_connected() {
             "held audio, in order"
         );
         assert!(got[0].marker && got[1..].iter().all(|g| !g.marker));
-        assert_eq!(RelayCounters::get(&call.counters().early_dropped), 0);
-        assert_eq!(RelayCounters::get(&call.counters().from_pbx_packets), 10);
-        call.close();
-        far_call.close();
+        assert_eq!(RelayCounters::get(&p.gw.counters().early_dropped), 0);
+        assert_eq!(RelayCounters::get(&p.gw.counters().from_pbx_packets), 10);
+        p.close();
     })
     .await;
 }
@@ -725,14 +733,15 @@ fn drops(e: &MediaEngine) -> Drops {
 #[tokio::test]
 async fn strangers_datagrams_are_counted_and_disturb_no_call() {
     bounded(async {
-        let (gw, far) = (gateway(1), far_ends());
-        let p = pair(&gw, &far, &[Codec::Pcmu, Codec::Pcma]).await;
+        let b = Bench::new();
+        let gw = &b.gw;
+        let p = b.pair(&[Codec::Pcmu, Codec::Pcma]).await;
         echoes(&p.pbx, 0, 1, 0, 5).await;
         let port = gw.shared_ports()[0];
         let stranger = UdpSocket::bind("127.0.0.1:0").await.expect("stranger");
         // The call's real credentials' names, but not its password.
         let real = format!("{}:{}", ice_ufrag(&p.offer), ice_ufrag(&p.answer));
-        let before = drops(&gw);
+        let before = drops(gw);
         let delivered = gw.counters().demux.delivered.load(Ordering::Relaxed);
 
         // 50 rounds: 40 strangers' datagrams, then one audio packet of the call.
@@ -761,7 +770,7 @@ async fn strangers_datagrams_are_counted_and_disturb_no_call() {
             // miscount is the engine's.
             let counted = 40 * u64::from(round + 1);
             until("the round counted", || {
-                total(drops(&gw)) - total(before) >= counted
+                total(drops(gw)) - total(before) >= counted
             })
             .await;
         }
@@ -771,7 +780,7 @@ async fn strangers_datagrams_are_counted_and_disturb_no_call() {
             unknown_source: before.unknown_source + 800,
             refused: before.refused + 400,
         };
-        until("every stranger's datagram counted", || drops(&gw) == want).await;
+        until("every stranger's datagram counted", || drops(gw) == want).await;
         let got = receive(&p.pbx, sent.len(), WAIT).await;
         let payloads: Vec<&Vec<u8>> = got.iter().map(|g| &g.payload).collect();
         assert_eq!(
@@ -783,14 +792,13 @@ async fn strangers_datagrams_are_counted_and_disturb_no_call() {
         let mut buf = [0u8; 1500];
         let r = timeout(QUIET, stranger.recv_from(&mut buf)).await;
         assert!(r.is_err(), "the engine answered a stranger: {r:?}");
-        assert_eq!(drops(&gw), want);
+        assert_eq!(drops(gw), want);
         assert!(
             gw.counters().demux.delivered.load(Ordering::Relaxed) >= delivered + 50,
             "the call's own datagrams were delivered"
         );
         assert_eq!(RelayCounters::get(&p.gw.counters().dropped), 0);
-        p.gw.close();
-        p.far.close();
+        p.close();
     })
     .await;
 }
@@ -799,20 +807,19 @@ async fn strangers_datagrams_are_counted_and_disturb_no_call() {
 async fn twenty_concurrent_calls_echo_without_cross_talk() {
     bounded(async {
         // Two media threads: calls are sharded over two shared ports.
-        let (gw, far) = (gateway(2), far_ends());
-        assert_eq!(gw.shared_ports().len(), 2);
+        let b = Bench::with(2, true);
+        assert_eq!(b.gw.shared_ports().len(), 2);
         let t0 = Instant::now();
         let mut tasks = Vec::new();
         for tag in 0..20u8 {
-            let (gw, far) = (gw.clone(), far.clone());
+            let b = b.clone();
             tasks.push(tokio::spawn(async move {
-                let p = pair(&gw, &far, &[Codec::Pcmu, Codec::Pcma]).await;
+                let p = b.pair(&[Codec::Pcmu, Codec::Pcma]).await;
                 let sent = send_audio(&p.pbx, 0, tag, 0, 25).await;
                 // Collect for a moment beyond the 25 echoes: a stray packet would show too.
                 let mut got = receive(&p.pbx, sent.len(), WAIT).await;
                 got.extend(receive(&p.pbx, 1, Duration::from_millis(100)).await);
-                p.gw.close();
-                p.far.close();
+                p.close();
                 (tag, sent, got, host_candidate(&p.offer))
             }));
         }
@@ -838,10 +845,11 @@ async fn twenty_concurrent_calls_echo_without_cross_talk() {
 #[tokio::test]
 async fn closing_a_call_removes_its_routing_and_its_count() {
     bounded(async {
-        let (gw, far) = (gateway(1), far_ends());
+        let b = Bench::new();
+        let (gw, far) = (&b.gw, &b.far);
         let calls = gw.counters().calls.load(Ordering::Relaxed);
         let far_calls = far.counters().calls.load(Ordering::Relaxed);
-        let p = pair(&gw, &far, &[Codec::Pcmu]).await;
+        let p = b.pair(&[Codec::Pcmu]).await;
         assert_eq!(gw.counters().calls.load(Ordering::Relaxed), calls + 1);
         echoes(&p.pbx, 0, 1, 0, 5).await;
 
@@ -875,23 +883,23 @@ async fn closing_a_call_removes_its_routing_and_its_count() {
         };
 
         // While the call lives, its remote's datagrams reach it (its SRTP refuses them).
-        let (before, seen) = (drops(&gw), reached(&gw));
+        let (before, seen) = (drops(gw), reached(gw));
         send5(0);
-        until("the live call reached", || reached(&gw) == seen + 5).await;
-        assert_eq!(drops(&gw).unknown_source, before.unknown_source);
+        until("the live call reached", || reached(gw) == seen + 5).await;
+        assert_eq!(drops(gw).unknown_source, before.unknown_source);
 
         p.gw.close();
         until("the call count back", || {
             gw.counters().calls.load(Ordering::Relaxed) == calls
         })
         .await;
-        let (before, seen) = (drops(&gw), reached(&gw));
+        let (before, seen) = (drops(gw), reached(gw));
         send5(5);
         until("the former remote's datagrams counted", || {
-            drops(&gw).unknown_source == before.unknown_source + 5
+            drops(gw).unknown_source == before.unknown_source + 5
         })
         .await;
-        assert_eq!(reached(&gw), seen, "a closed call was reached");
+        assert_eq!(reached(gw), seen, "a closed call was reached");
         // Closing again (and the drop) neither fails nor counts twice; the call is gone.
         p.gw.close();
         let r = p.gw.create_reoffer(Direction::SendRecv).await;
@@ -909,21 +917,13 @@ async fn a_closed_calls_remote_address_is_free_for_the_next_call() {
         // A far end on one shared port, as a media server may be: every call to it has the
         // same remote address, which a shared port can route to one live call only. A closed
         // call must give it up, or the next call's media from there goes to the dead one.
-        let gw = gateway(1);
-        let far = MediaEngine::start(&EngineConfig {
-            threads: 1,
-            bind: "127.0.0.1:0".parse().expect("address"),
-            port_per_call: false,
-            turn_tls: None,
-            batch_window: std::time::Duration::ZERO,
-        })
-        .expect("far-end engine");
+        let b = Bench::with(1, false);
+        let (gw, far) = (&b.gw, &b.far);
         for round in 0..3u16 {
-            let p = pair(&gw, &far, &[Codec::Pcmu]).await;
+            let p = b.pair(&[Codec::Pcmu]).await;
             assert_eq!(host_candidate(&p.answer), far.shared_ports()[0]);
             echoes(&p.pbx, 0, 1, round * 10, 10).await;
-            p.gw.close();
-            p.far.close();
+            p.close();
         }
         until("every call gone", || {
             gw.counters().calls.load(Ordering::Relaxed) == 0

@@ -1,8 +1,9 @@
-//! Receive statistics of the stream the PBX sends us, as RFC 3550 defines them: sequence
-//! tracking across wraps, reordering and restarts (A.1), expected and lost counts with the
-//! per-report fraction (A.3), interarrival jitter (A.8), and the LSR/DLSR echo of the PBX's
-//! sender reports. It yields the report block our RTCP carries and the totals the operator's
-//! figures use.
+//! Receive statistics of a stream we receive, as RFC 3550 defines them: sequence tracking
+//! across wraps, reordering and restarts (A.1), expected and lost counts with the per-report
+//! fraction (A.3), interarrival jitter (A.8), and the LSR/DLSR echo of the sender's reports.
+//! For the PBX's stream it yields the report block our RTCP carries; for it and the carrier's,
+//! the totals the operator's figures and the loss counters use (the only place either stream's
+//! sequence numbers are tracked).
 
 use std::time::Instant;
 
@@ -20,7 +21,8 @@ const MAX_MISORDER: u16 = 100;
 /// Per-stream statistics of what arrives from one sender.
 ///
 /// Unlike A.1 there is no probation: the engine has already latched onto the PBX's address
-/// and relays a new SSRC at once, so the statistics follow it at once too. A new SSRC (or a
+/// (and str0m has authenticated the carrier's SRTP) and relays a new SSRC at once, so the
+/// statistics follow it at once too. A new SSRC (or a
 /// restart under the same one) begins a new sequence base, jitter and report interval; the
 /// totals (`packets`, `expected`, `lost`) run on across them.
 #[derive(Debug, Clone, Default)]

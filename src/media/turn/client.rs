@@ -1,9 +1,9 @@
 //! One TURN allocation (RFC 8656) for one call on one server, over UDP, TCP or TLS: the
 //! engine's view of it. The protocol (authentication, stale nonces, refreshes, permission and
-//! channel upkeep, Send/Data indications, ChannelData) is `turn-client-proto`'s; this owns the
-//! link to the server (datagrams, or a framed byte stream, TLS-wrapped for `turns:`), the
-//! call's peers and the media held for them, the deadlines the crate has none for, and turning
-//! what goes wrong into one `TurnEvent::Failed`.
+//! channel upkeep, Send/Data indications, ChannelData) is `turn-client-proto`'s, and the link
+//! to the server (datagrams, or a framed byte stream, TLS-wrapped for `turns:`) is `link`'s;
+//! this owns the allocation's state, the call's peers and the media held for them, the
+//! deadlines the crate has none for, and turning what goes wrong into one `TurnEvent::Failed`.
 //!
 //! Channels are bound on UDP only: `turn-client-proto` 0.7.3 does not pad ChannelData over a
 //! stream (RFC 8656 12.5), which coturn needs, so on TCP/TLS media goes in Send indications.
@@ -14,21 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use turn_client_proto::api::{
-    BindChannelError, CreatePermissionError, DelayedMessageOrChannelSend, SendError, Transmit,
-    TransmitBuild, TurnClientApi, TurnConfig, TurnEvent as ProtoEvent, TurnPollRet, TurnRecvRet,
+    BindChannelError, CreatePermissionError, DelayedMessageOrChannelSend, SendError, TransmitBuild,
+    TurnClientApi, TurnConfig, TurnEvent as ProtoEvent, TurnPollRet,
 };
 use turn_client_proto::client::TurnClient as Proto;
-use turn_client_proto::prelude::DelayedTransmitBuild;
-use turn_client_proto::tcp::TurnClientTcp;
 use turn_client_proto::types::{TransportType, TurnCredentials as ProtoCredentials};
-use turn_client_proto::udp::TurnClientUdp;
 
 use super::clock::Clock;
 use super::errors::ErrorWatch;
-use super::framing::StreamFramer;
+use super::link::Link;
 use super::outq::OutQueue;
 use super::peers::{Peers, Permission, TooMany, PERMISSION_RETRY};
-use super::tls::{ReadOutcome, TlsLink};
 use super::{
     TurnCredentials, TurnError, TurnEvent, TurnTransport, ALLOCATE_TIMEOUT, CLOSE_TIMEOUT,
     MAX_PAYLOAD,
@@ -36,18 +32,9 @@ use super::{
 
 /// Bounds one `drive` pass; the crate settles in two or three rounds.
 const MAX_ROUNDS: usize = 32;
-/// Peer data the TCP client may still hold after one frame; it holds at most one.
-const MAX_POLL_RECV: usize = 8;
 /// Earliest re-poll when the crate says "now" but has nothing to do, so a crate quirk cannot
 /// turn the engine's loop into a busy loop.
 const MIN_WAKE: Duration = Duration::from_millis(5);
-
-#[derive(Debug)]
-enum Link {
-    Udp,
-    Tcp(StreamFramer),
-    Tls(Box<TlsLink>, StreamFramer),
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -78,8 +65,6 @@ pub struct TurnClient {
     deadline: Option<Instant>,
     proto_wake: Option<Instant>,
     errors: ErrorWatch,
-    /// One Send indication's plaintext on its way into TLS, reused.
-    scratch: Vec<u8>,
     /// Requests were queued in the crate outside `drive`: drive before returning.
     kick: bool,
 }
@@ -108,26 +93,7 @@ impl TurnClient {
             &credentials.username,
             &credentials.password,
         ));
-        let (proto, link, out) = match transport {
-            TurnTransport::Udp => (
-                Proto::from(TurnClientUdp::allocate(local, server, config)),
-                Link::Udp,
-                OutQueue::datagrams(),
-            ),
-            TurnTransport::Tcp => (
-                Proto::from(TurnClientTcp::allocate(local, server, config)),
-                Link::Tcp(StreamFramer::default()),
-                OutQueue::stream(),
-            ),
-            TurnTransport::Tls => {
-                let tls = TlsLink::new(tls.ok_or(TurnError::TlsConfigMissing)?, server_name)?;
-                (
-                    Proto::from(TurnClientTcp::allocate(local, server, config)),
-                    Link::Tls(Box::new(tls), StreamFramer::default()),
-                    OutQueue::stream(),
-                )
-            }
-        };
+        let (proto, link, out) = Link::open(transport, (server, local), server_name, config, tls)?;
         let mut client = TurnClient {
             proto,
             link,
@@ -143,7 +109,6 @@ impl TurnClient {
             deadline: now.checked_add(ALLOCATE_TIMEOUT),
             proto_wake: None,
             errors: ErrorWatch::default(),
-            scratch: Vec::new(),
             kick: false,
         };
         client.drive(now);
@@ -186,47 +151,14 @@ impl TurnClient {
             return;
         }
         let t = self.clock.proto_of(now);
-        let (server, local) = (self.server, self.local);
-        let broken = match &mut self.link {
-            Link::Udp => {
-                self.errors.incoming(bytes);
-                recv_frame(
-                    &mut self.proto,
-                    bytes,
-                    TransportType::Udp,
-                    (server, local),
-                    t,
-                    &mut deliver,
-                );
-                None
-            }
-            Link::Tcp(framer) => {
-                framer.push(bytes);
-                recv_frames(
-                    &mut self.proto,
-                    framer,
-                    &mut self.errors,
-                    (server, local),
-                    t,
-                    &mut deliver,
-                )
-            }
-            Link::Tls(tls, framer) => match tls.read(bytes, framer) {
-                Err(reason) => Some(reason),
-                Ok(outcome) => recv_frames(
-                    &mut self.proto,
-                    framer,
-                    &mut self.errors,
-                    (server, local),
-                    t,
-                    &mut deliver,
-                )
-                .or_else(|| {
-                    (outcome == ReadOutcome::PeerClosed)
-                        .then(|| "the TURN server closed the TLS session".to_owned())
-                }),
-            },
-        };
+        let broken = self.link.read(
+            bytes,
+            &mut self.proto,
+            &mut self.errors,
+            (self.server, self.local),
+            t,
+            &mut deliver,
+        );
         match broken {
             Some(reason) if self.state == State::Closing => {
                 tracing::debug!(%reason, "TURN link ended while deallocating");
@@ -449,22 +381,7 @@ impl TurnClient {
     }
 
     fn write_media(&mut self, build: TransmitBuild<DelayedMessageOrChannelSend<&[u8]>>) {
-        let len = build.data.len();
-        let broken = match &mut self.link {
-            Link::Udp | Link::Tcp(_) => {
-                build.write_into(self.out.slot(len));
-                None
-            }
-            Link::Tls(tls, _) => {
-                self.scratch.clear();
-                self.scratch.resize(len, 0);
-                build.write_into(&mut self.scratch);
-                let written = tls.write(&self.scratch);
-                tls.flush(&mut self.out);
-                written.err()
-            }
-        };
-        if let Some(reason) = broken {
+        if let Err(reason) = self.link.write_media(&mut self.out, build) {
             self.fail(reason);
         }
     }
@@ -474,14 +391,7 @@ impl TurnClient {
         if self.state == State::Allocating {
             self.errors.outgoing(bytes);
         }
-        let broken = match &mut self.link {
-            Link::Udp | Link::Tcp(_) => {
-                self.out.push(bytes);
-                None
-            }
-            Link::Tls(tls, _) => tls.write(bytes).err(),
-        };
-        if let Some(reason) = broken {
+        if let Err(reason) = self.link.write_control(&mut self.out, bytes) {
             self.fail(reason);
         }
     }
@@ -542,9 +452,7 @@ impl TurnClient {
             }
         }
         self.peers.expire(now);
-        if let Link::Tls(tls, _) = &mut self.link {
-            tls.flush(&mut self.out);
-        }
+        self.link.flush(&mut self.out);
     }
 
     fn on_event(&mut self, event: ProtoEvent, now: Instant) {
@@ -629,9 +537,7 @@ impl TurnClient {
         self.relayed = None;
         self.deadline = None;
         self.peers.clear();
-        if let Link::Tls(tls, _) = &mut self.link {
-            tls.close(&mut self.out);
-        }
+        self.link.close(&mut self.out);
     }
 
     fn fail(&mut self, reason: String) {
@@ -642,53 +548,5 @@ impl TurnClient {
         self.finish_closed();
         self.state = State::Failed;
         self.events.push_back(TurnEvent::Failed(reason));
-    }
-}
-
-/// Hands one datagram or stream frame to the crate and relayed media to `deliver`.
-fn recv_frame(
-    proto: &mut Proto,
-    frame: &[u8],
-    transport: TransportType,
-    (server, local): (SocketAddr, SocketAddr),
-    t: stun_proto::Instant,
-    deliver: &mut impl FnMut(SocketAddr, &[u8]),
-) {
-    if let TurnRecvRet::PeerData(data) =
-        proto.recv(Transmit::new(frame, transport, server, local), t)
-    {
-        deliver(data.peer, data.data());
-    }
-    if transport == TransportType::Tcp {
-        for _ in 0..MAX_POLL_RECV {
-            let Some(data) = proto.poll_recv(t) else {
-                break;
-            };
-            deliver(data.peer, data.data());
-        }
-    }
-}
-
-/// Every whole frame buffered; `Some(reason)` when the stream cannot be STUN/ChannelData.
-fn recv_frames(
-    proto: &mut Proto,
-    framer: &mut StreamFramer,
-    errors: &mut ErrorWatch,
-    addrs: (SocketAddr, SocketAddr),
-    t: stun_proto::Instant,
-    deliver: &mut impl FnMut(SocketAddr, &[u8]),
-) -> Option<String> {
-    loop {
-        match framer.next_frame() {
-            Ok(Some(range)) => {
-                let frame = framer.frame(range);
-                errors.incoming(frame);
-                recv_frame(proto, frame, TransportType::Tcp, addrs, t, deliver);
-            }
-            Ok(None) => return None,
-            Err(_) => {
-                return Some("the TURN server's stream is not STUN/ChannelData framed".to_owned())
-            }
-        }
     }
 }

@@ -28,6 +28,7 @@ mod clock;
 mod demux;
 mod errors;
 mod framing;
+mod link;
 mod outq;
 mod peers;
 mod tls;

@@ -1,23 +1,6 @@
-//! Entry points of the cargo-fuzz targets in `fuzz/` (one per target, same names), kept in the
-//! library so the normal test suite can replay the committed corpora through exactly the code
-//! the fuzzer runs (`fuzz/corpus/<target>/`, see the tests at the end).
-//!
-//! Each function takes arbitrary bytes, drives one part of the daemon with them, and panics when
-//! an invariant breaks; a panic is what libFuzzer reports as a crash. They do no I/O, read no
-//! clock beyond one fixed `Instant` used as the origin of virtual time, and draw no randomness of
-//! their own (the code under test still draws its tags, branches and nonces).
-//!
-//! - [`sip_datagram`]: a few datagrams from a few PBX addresses into a [`Endpoint`], with the
-//!   call side played by the harness; everything the endpoint sends must parse with our own
-//!   parser, timers must settle, and no dialog or timer may outlive the calls.
-//! - [`pbx_sdp`]: the PBX SDP parser and the codec negotiation; the SDP we build from what it
-//!   read must parse again and mean the same.
-//! - [`carrier_json`]: every carrier wire type (REST bodies, WebSocket frames) and the pure
-//!   interpretation of notifications; whatever parses must survive serialising and parsing back.
-//! - [`webrtc_demux`]: datagrams from strangers and peers into a shared WebRTC port's
-//!   demultiplexer and the str0m peers behind it.
-//! - [`digest_header`]: the digest credential parser, `nc`, verification against a fixed HA1,
-//!   and the client side that answers a PBX's challenge.
+//! Fuzz target `sip_datagram`: a few datagrams from a few PBX addresses into an endpoint, with
+//! the call side played by the harness; everything the endpoint sends must parse with our own
+//! parser, timers must settle, and no dialog or timer may outlive the calls.
 //!
 //! Input format of `sip_datagram`: chunks separated by [`CHUNK_SEPARATOR`]; the first byte of a
 //! chunk is a control byte (source address, time step, what the "call" does), the rest is the
@@ -32,22 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
-use crate::carrier::events::{classify, CallEvent, Classified, Dedup};
-use crate::carrier::lifecycle::{Backoff, Lifecycle, Outcome, Step};
-use crate::carrier::protocol::{
-    self, CallControlRequest, CallControlRequestBody, CallControlResponseBody,
-    CallDispositionRequestBody, ClientPing, ConnAckFrame, ConnCheckFrame, NotificationFrame,
-    NotificationMessage, ServerFrame, SubscribeRequestBody, SubscribeResponse,
-    SubscribeResponseBody, SubscriptionParams,
-};
 use crate::config::Config;
-use crate::media::pbx_sdp::{self, LocalSdp, MediaLine, Negotiated};
-use crate::media::{Codec, Direction, TELEPHONE_EVENT_PT};
 use crate::sip::client_auth;
-use crate::sip::digest::{self, Algorithm, Credentials};
 use crate::sip::endpoint::Endpoint;
 use crate::sip::grammar::NameAddr;
 use crate::sip::message::Headers;
@@ -57,405 +26,7 @@ use crate::sip::stats::SipStats;
 use crate::sip::transaction::Transmit;
 use crate::sip::tu::{CallRef, DialogCommand, DialogEvent, InviteToPbx, OwnRequest, Reply};
 
-/// The origin of virtual time: one `Instant`, read once; only offsets from it matter.
-fn origin() -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
-}
-
-// ---- digest_header --------------------------------------------------------------------------
-
-/// Arbitrary stored HA1s (one per algorithm) that parsed credentials are verified against.
-const FIXED_HA1_MD5: &str = "0d1cf2e3c1d2bb1f0c1a5b4fd2a7c7e1";
-const FIXED_HA1_SHA256: &str = "5f1e0a46ee8b7a3f0c1b2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6";
-
-/// One header value, read both as credentials (`Authorization`) and as a challenge from the PBX
-/// (`WWW-Authenticate`, answered by the client side).
-pub fn digest_header(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    if let Ok(creds) = digest::parse_credentials(&text) {
-        check_credentials(&creds);
-        // Our own challenge built from the realm and nonce just read, answered by our client
-        // side and checked by our server side: the three must agree.
-        // Ours are always answerable: a configured realm has no quotes or backslashes, a nonce
-        // is base64url.
-        let plain = |s: &str| !s.contains(|c: char| c.is_control() || c == '"' || c == '\\');
-        let ours = plain(&creds.realm) && plain(&creds.nonce);
-        for alg in [Algorithm::Md5, Algorithm::Sha256] {
-            for qop in [false, true] {
-                let challenge = digest::challenge(alg, &creds.realm, &creds.nonce, qop, false);
-                answer_challenge(&challenge, ours);
-            }
-        }
-    }
-    answer_challenge(&text, false);
-}
-
-/// Invariants of parsed credentials.
-fn check_credentials(c: &Credentials) {
-    let fields = [&c.username, &c.realm, &c.nonce, &c.uri, &c.response]
-        .into_iter()
-        .chain(c.qop.iter())
-        .chain(c.nc.iter())
-        .chain(c.cnonce.iter())
-        .chain(c.opaque.iter());
-    for f in fields {
-        assert!(
-            !f.contains(['\r', '\n']),
-            "a credential field carries a line break: {f:?} in {c:?}"
-        );
-    }
-    for required in [&c.username, &c.realm, &c.nonce, &c.uri, &c.response] {
-        assert!(!required.is_empty(), "an empty required field in {c:?}");
-    }
-    if let Some(n) = c.nc_value() {
-        let nc = c.nc.as_deref().unwrap_or_default();
-        assert!(
-            (1..=8).contains(&nc.len()) && u32::from_str_radix(nc, 16) == Ok(n),
-            "nc {nc:?} read as {n}"
-        );
-    }
-    for ha1 in [FIXED_HA1_MD5, FIXED_HA1_SHA256] {
-        for method in ["REGISTER", "INVITE"] {
-            let ok = digest::verify(c, method, ha1);
-            let Ok(expected) = digest::expected_response(c.algorithm, ha1, method, c) else {
-                assert!(!ok, "verified without a computable response: {c:?}");
-                continue;
-            };
-            if ok {
-                assert!(c.response.eq_ignore_ascii_case(&expected));
-            }
-            // The right response (in either case) verifies exactly when nc and cnonce are usable.
-            let usable = c.qop.is_none() || (c.nc_value().is_some() && c.cnonce.is_some());
-            let mut good = c.clone();
-            good.response = expected.to_ascii_uppercase();
-            assert_eq!(digest::verify(&good, method, ha1), usable, "{good:?}");
-        }
-    }
-}
-
-/// Answers `challenge` as the client side does for a challenged INVITE; what it writes must
-/// parse and verify with our own server side. `must_answer`: the challenge is one of ours, so
-/// the client side must be able to answer it.
-fn answer_challenge(challenge: &str, must_answer: bool) {
-    // The client side only sees header values from our parser: never a CR or LF.
-    if challenge.contains(['\r', '\n']) {
-        return;
-    }
-    let uri = "sip:100@pbx.example.com";
-    let Some(value) = client_auth::authorization(challenge, "gw", "secret", "INVITE", uri) else {
-        assert!(
-            !must_answer,
-            "our own challenge is not answerable: {challenge:?}"
-        );
-        return;
-    };
-    assert!(
-        !value.contains(['\r', '\n']),
-        "our Authorization carries a line break: {value:?}"
-    );
-    // The client side refuses what it could not write back as a plain quoted-string (empty,
-    // over-long, control characters, quotes, backslashes), so whatever it answers must parse
-    // and verify with our own server side.
-    let creds = match digest::parse_credentials(&value) {
-        Ok(c) => c,
-        Err(e) => panic!("our Authorization {value:?} (for {challenge:?}) does not parse: {e}"),
-    };
-    check_credentials(&creds);
-    assert_eq!(creds.username, "gw");
-    assert_eq!(creds.uri, uri);
-    let ha1 = digest::ha1(creds.algorithm, "gw", &creds.realm, "secret");
-    assert!(
-        digest::verify(&creds, "INVITE", &ha1),
-        "our Authorization {value:?} (for {challenge:?}) does not verify"
-    );
-}
-
-// ---- pbx_sdp --------------------------------------------------------------------------------
-
-/// A PBX's SDP: parse, negotiate, and build our answer and our offer from it; both must parse
-/// again and say what we meant.
-pub fn pbx_sdp(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    let Ok(offer) = pbx_sdp::parse(&text) else {
-        return;
-    };
-    assert!(!offer.formats.is_empty());
-    assert!(offer.formats.iter().all(|f| f.pt < 128));
-    let negotiated = pbx_sdp::negotiate(&offer);
-    let codecs = pbx_sdp::codecs_in_order(&offer);
-    assert!(codecs.len() <= 2);
-    assert_eq!(negotiated.map(|n| n.codec), codecs.first().copied());
-    let event_pt = pbx_sdp::telephone_event_pt(&offer);
-    if let Some(n) = negotiated {
-        assert_eq!(n.event_pt, event_pt);
-    }
-    for codec in [Codec::Pcmu, Codec::Pcma] {
-        let media = crate::call::pbx_leg::pbx_media(&offer, codec);
-        assert_eq!(media.is_some(), codecs.contains(&codec));
-        if let Some(m) = media {
-            assert!(m
-                .addr
-                .is_none_or(|a| a.port() != 0 && !a.ip().is_unspecified()));
-        }
-    }
-    let direction = pbx_sdp::answer_direction(offer.effective_direction());
-    // Our SDP carries the PBX's address family (and address): both families get rendered.
-    let mut local = LocalSdp::with_session_id(offer.addr, u64::from(offer.port) << 20);
-
-    if let Some(n) = negotiated {
-        for carrier_events in [true, false] {
-            let line = MediaLine {
-                codec: n.codec,
-                audio_pt: n.audio_pt,
-                event_pt: n.event_pt.filter(|_| carrier_events),
-                direction,
-                alternative: None,
-            };
-            let sdp = render_checked(&mut local, offer.port, &line);
-            let back = reparse(&sdp);
-            assert_eq!(back.addr, offer.addr, "{sdp}");
-            assert_eq!(back.port, offer.port, "{sdp}");
-            assert_eq!(back.direction, direction, "{sdp}");
-            assert_eq!(
-                pbx_sdp::negotiate(&back),
-                Some(Negotiated {
-                    codec: n.codec,
-                    audio_pt: n.audio_pt,
-                    event_pt: line.event_pt,
-                }),
-                "{sdp}"
-            );
-        }
-    }
-    if let Some(&first) = codecs.first() {
-        // Our offer (an offerless INVITE, a re-offer): static types, the PBX's codec order.
-        for direction in [
-            Direction::SendRecv,
-            Direction::SendOnly,
-            Direction::RecvOnly,
-            Direction::Inactive,
-        ] {
-            let line = MediaLine {
-                codec: first,
-                audio_pt: first.payload_type(),
-                event_pt: event_pt.map(|_| TELEPHONE_EVENT_PT),
-                direction,
-                alternative: codecs.get(1).copied(),
-            };
-            let sdp = render_checked(&mut local, offer.port, &line);
-            let back = reparse(&sdp);
-            assert_eq!(back.direction, direction, "{sdp}");
-            assert_eq!(pbx_sdp::codecs_in_order(&back), codecs, "{sdp}");
-            assert_eq!(pbx_sdp::telephone_event_pt(&back), line.event_pt, "{sdp}");
-        }
-    }
-}
-
-/// Renders twice (unchanged, then changed) and checks the `o=` version rule; returns the SDP.
-fn render_checked(local: &mut LocalSdp, port: u16, line: &MediaLine) -> String {
-    let before = local.version();
-    let first = local.render(port, line, false);
-    assert_eq!(
-        local.version(),
-        before,
-        "an unchanged SDP bumped the version"
-    );
-    let sdp = local.render(port, line, true);
-    assert_eq!(local.version(), before.wrapping_add(1));
-    assert_eq!(first.replace(&format!(" {before} IN"), ""), {
-        let v = local.version();
-        sdp.replace(&format!(" {v} IN"), "")
-    });
-    assert!(
-        sdp.contains(&format!("m=audio {port} RTP/AVP ")),
-        "port lost: {sdp}"
-    );
-    sdp
-}
-
-fn reparse(sdp: &str) -> pbx_sdp::AudioOffer {
-    pbx_sdp::parse(sdp).unwrap_or_else(|e| panic!("our own SDP does not parse ({e}):\n{sdp}"))
-}
-
-// ---- carrier_json ---------------------------------------------------------------------------
-
-/// A body or frame from (or to) the carrier, read as every wire type and as a frame; what
-/// parses must serialise and parse back, and notifications must classify sensibly.
-pub fn carrier_json(data: &[u8]) {
-    // serde_json::Value holds floats, which do not round-trip bit-exactly: parse back only.
-    let value = round_trip::<serde_json::Value>(data, false);
-    round_trip::<SubscribeRequestBody>(data, true);
-    let subscribe = round_trip::<SubscribeResponseBody>(data, true);
-    round_trip::<SubscriptionParams>(data, true);
-    round_trip::<CallControlRequestBody>(data, true);
-    round_trip::<CallControlRequest>(data, true);
-    round_trip::<Option<CallControlResponseBody>>(data, true);
-    round_trip::<CallDispositionRequestBody>(data, true);
-    round_trip::<ClientPing>(data, true);
-    round_trip::<ConnCheckFrame>(data, true);
-    round_trip::<ConnAckFrame>(data, false);
-    let frame = round_trip::<NotificationFrame>(data, true);
-    round_trip::<NotificationMessage>(data, true);
-
-    if let Some(v) = &value {
-        for envelope in [
-            "subscribeResponse",
-            "callControlResponse",
-            "callDispositionResponse",
-        ] {
-            let _ = crate::carrier::rest::envelope_fields(v, envelope);
-        }
-    }
-    if let Some(body) = subscribe {
-        subscription_outcome(&body.subscribe_response);
-    }
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let _ = protocol::parse_client_frame(text);
-    if let Ok(ServerFrame::Notification(msg)) = protocol::parse_server_frame(text) {
-        notification(&msg);
-    }
-    if let Some(f) = frame {
-        notification(&f.notification_message);
-    }
-}
-
-/// Parses `data` as `T`; when it parses, serialising it and parsing that back must work (and,
-/// with `exact`, give the same value).
-fn round_trip<T>(data: &[u8], exact: bool) -> Option<T>
-where
-    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
-{
-    let v: T = serde_json::from_slice(data).ok()?;
-    let bytes = serde_json::to_vec(&v)
-        .unwrap_or_else(|e| panic!("{} does not serialise: {e}: {v:?}", type_name::<T>()));
-    let back: T = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-        panic!(
-            "{} does not parse back: {e}: {}",
-            type_name::<T>(),
-            String::from_utf8_lossy(&bytes)
-        )
-    });
-    if exact {
-        assert_eq!(back, v, "{} changed on the way back", type_name::<T>());
-    }
-    Some(v)
-}
-
-fn type_name<T>() -> &'static str {
-    std::any::type_name::<T>()
-}
-
-fn backoff() -> Backoff {
-    Backoff {
-        initial: Duration::from_secs(1),
-        max: Duration::from_secs(300),
-        multiplier: 2.0,
-    }
-}
-
-/// A subscribe answer through the account's lifecycle, as the account reads it.
-fn subscription_outcome(r: &SubscribeResponse) {
-    let now = origin();
-    let params = r.subscription_params.clone().unwrap_or_default();
-    let outcome = if protocol::code::is_success(r.status_code) {
-        Outcome::Granted {
-            expires: Duration::from_secs(u64::from(params.expires.unwrap_or(3600))),
-        }
-    } else if r.status_code == protocol::code::UNAVAILABLE {
-        Outcome::Overloaded {
-            retry_after: r.retry_after.map(Duration::from_millis),
-        }
-    } else if r.status_code == protocol::code::NO_SUBSCRIPTION {
-        Outcome::Gone { retry_after: None }
-    } else {
-        Outcome::Failed
-    };
-    let mut lc = Lifecycle::new(now, backoff(), 11);
-    assert_eq!(lc.poll(now), Step::Subscribe);
-    lc.on_outcome(now, outcome);
-    lifecycle_steps(&mut lc, now);
-    if let Some(turn) = &params.turn_credentials {
-        let urls = [
-            "stun:stun.example.com".to_string(),
-            "turns:turn.example.com:443".to_string(),
-        ];
-        let servers = crate::carrier::ice_servers(&urls, Some(turn));
-        assert_eq!(servers.len(), 2);
-        assert!(servers[0].username.is_none() && servers[0].credential.is_none());
-        assert_eq!(servers[1].username.as_deref(), Some(turn.username.as_str()));
-    }
-}
-
-/// Polls a lifecycle a few times; waits never go back in time.
-fn lifecycle_steps(lc: &mut Lifecycle, mut now: Instant) {
-    for _ in 0..3 {
-        match lc.poll(now) {
-            // Not in flight here, so a wait is always a wait into the future.
-            Step::Wait(at) => {
-                assert!(at > now, "a wait that is already over: {lc:?}");
-                now = at;
-            }
-            Step::Subscribe | Step::Refresh => lc.on_outcome(now, Outcome::Failed),
-            Step::Stopped => return,
-        }
-    }
-}
-
-/// A notification as the account handles it: dedup by event id, classify, lifecycle on `gone`.
-fn notification(msg: &NotificationMessage) {
-    if let Some(id) = &msg.event_id {
-        let mut dedup = Dedup::new(2);
-        assert!(dedup.first_time(id));
-        assert!(!dedup.first_time(id));
-    }
-    for answered in [false, true] {
-        match classify(msg, |_| answered) {
-            Classified::Gone { retry_after } => {
-                assert_eq!(msg.event_type, "gone");
-                let now = origin();
-                let mut lc = Lifecycle::new(now, backoff(), 5);
-                lc.on_gone(now, retry_after);
-                match lc.poll(now) {
-                    Step::Subscribe => {
-                        assert!(retry_after.unwrap_or_default().is_zero());
-                        lc.on_outcome(now, Outcome::Failed);
-                    }
-                    Step::Wait(at) => assert_eq!(Some(at - now), retry_after),
-                    other => panic!("after gone: {other:?}"),
-                }
-                lifecycle_steps(&mut lc, now);
-            }
-            Classified::Overridden => assert_eq!(msg.event_type, "websocketOverridden"),
-            Classified::IncomingCall(call) => {
-                assert_eq!(msg.event_type, "call");
-                assert!(!call.session.is_empty());
-                assert!(call.offer.is_none_or(|s| !s.trim().is_empty()));
-            }
-            Classified::ForCall { session, event } => {
-                assert!(!session.is_empty());
-                // The first answer is `Answered`, every later one `UpdateAnswered`.
-                match &event {
-                    CallEvent::Answered { .. } => assert!(!answered),
-                    CallEvent::UpdateAnswered { .. } => assert!(answered),
-                    _ => {}
-                }
-                match event {
-                    CallEvent::Progress { sdp }
-                    | CallEvent::Answered { sdp }
-                    | CallEvent::UpdateAnswered { sdp }
-                    | CallEvent::RemoteUpdate { sdp } => assert!(!sdp.trim().is_empty()),
-                    _ => {}
-                }
-            }
-            Classified::Ignored(_) => {}
-        }
-    }
-}
-
-// ---- sip_datagram ---------------------------------------------------------------------------
+use super::origin;
 
 /// Separates the datagrams (chunks) of one `sip_datagram` input.
 pub const CHUNK_SEPARATOR: &[u8] = b"\n~~\n";
@@ -516,7 +87,7 @@ password = "br4nch"
 allowed_sources = ["127.0.0.3/32"]
 "#;
 
-fn config() -> &'static Config {
+pub(super) fn config() -> &'static Config {
     static CONFIG_CELL: OnceLock<Config> = OnceLock::new();
     CONFIG_CELL.get_or_init(|| {
         Config::from_toml(CONFIG).unwrap_or_else(|e| panic!("fuzzing config refused: {e:?}"))
@@ -530,7 +101,7 @@ const HOLD_SDP: &str = "v=0\r\no=pbx 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127
 t=0 0\r\nm=audio 20000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendonly\r\n";
 
 /// What we last sent to one address, for the sipp keywords.
-struct Sent {
+pub(super) struct Sent {
     headers: Headers,
     /// It was a request (our tag is in From) rather than a response (our tag is in To).
     request: bool,
@@ -541,18 +112,18 @@ struct Sent {
 }
 
 /// The endpoint, virtual time, and the harness playing the calls.
-struct Harness {
-    ep: Endpoint,
-    now: Instant,
-    sent: HashMap<SocketAddr, Sent>,
+pub(super) struct Harness {
+    pub(super) ep: Endpoint,
+    pub(super) now: Instant,
+    pub(super) sent: HashMap<SocketAddr, Sent>,
     /// Calls in order of creation; the harness acts on the newest live one.
-    calls: Vec<CallRef>,
+    pub(super) calls: Vec<CallRef>,
     /// Calls told to end (Done sent).
-    done: Vec<CallRef>,
+    pub(super) done: Vec<CallRef>,
     /// The datagram being handled is a request our parser rejects (400/505).
-    answering_rejected: bool,
+    pub(super) answering_rejected: bool,
     /// What went out while handling the current datagram: response codes, `None` for requests.
-    round: Vec<Option<u16>>,
+    pub(super) round: Vec<Option<u16>>,
 }
 
 /// Feeds up to [`MAX_CHUNKS`] datagrams (see the module doc for the format) into an endpoint.
@@ -625,7 +196,7 @@ pub fn sip_datagram(data: &[u8]) {
     );
 }
 
-fn split(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(super) fn split(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(data);
     std::iter::from_fn(move || {
         let r = rest?;
@@ -670,7 +241,7 @@ impl Harness {
     }
 
     /// Everything the endpoint wants sent, and every event for the calls.
-    fn drain(&mut self) {
+    pub(super) fn drain(&mut self) {
         loop {
             if let Some(t) = self.ep.poll_transmit() {
                 self.check_transmit(&t);
@@ -831,7 +402,7 @@ impl Harness {
     }
 
     /// Expands the sipp keywords in `payload` from what was last sent to `src`.
-    fn expand(&self, payload: &[u8], src: SocketAddr) -> Vec<u8> {
+    pub(super) fn expand(&self, payload: &[u8], src: SocketAddr) -> Vec<u8> {
         if !payload.contains(&b'[') {
             return payload.to_vec();
         }
@@ -968,7 +539,7 @@ fn check_framing(bytes: &[u8]) {
 }
 
 /// sipp's `[len]`: the length of the body after the header block.
-fn fill_len(message: Vec<u8>) -> Vec<u8> {
+pub(super) fn fill_len(message: Vec<u8>) -> Vec<u8> {
     const LEN: &[u8] = b"[len]";
     let Some(at) = message.windows(LEN.len()).position(|w| w == LEN) else {
         return message;
@@ -987,14 +558,4 @@ fn fill_len(message: Vec<u8>) -> Vec<u8> {
     out.extend_from_slice(len.as_bytes());
     out.extend_from_slice(&message[at + LEN.len()..]);
     out
-}
-
-#[cfg(test)]
-#[path = "fuzzing_tests.rs"]
-mod tests;
-
-/// Fuzz target `webrtc_demux`: chunks separated by 0xff, the first byte of each choosing the
-/// source address.
-pub fn webrtc_demux(data: &[u8]) {
-    crate::media::engine::demux::fuzz_datagrams(data);
 }

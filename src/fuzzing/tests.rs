@@ -53,13 +53,13 @@ fn digest_header_corpus_replays() {
 
 #[test]
 fn chunks_split_on_the_separator() {
-    let chunks: Vec<&[u8]> = super::split(b"\x00a\n~~\n\x01b\n~~\n").collect();
+    let chunks: Vec<&[u8]> = super::sip_datagram::split(b"\x00a\n~~\n\x01b\n~~\n").collect();
     assert_eq!(chunks, [&b"\x00a"[..], b"\x01b", b""]);
 }
 
 #[test]
 fn len_is_the_body_length() {
-    let m = super::fill_len(b"X\r\nContent-Length: [len]\r\n\r\nv=0\r\n".to_vec());
+    let m = super::sip_datagram::fill_len(b"X\r\nContent-Length: [len]\r\n\r\nv=0\r\n".to_vec());
     assert_eq!(m, b"X\r\nContent-Length: 5\r\n\r\nv=0\r\n");
 }
 
@@ -96,13 +96,13 @@ fn authentication_keyword_answers_the_challenge() {
     // The same, checked from inside: the binding exists after the second REGISTER.
     let now = super::origin();
     let ep = crate::sip::endpoint::Endpoint::new(
-        super::config(),
+        super::sip_datagram::config(),
         crate::sip::registrar::Registrations::default(),
         std::sync::Arc::new(crate::sip::stats::SipStats::default()),
         now,
     )
     .unwrap();
-    let mut h = super::Harness {
+    let mut h = super::sip_datagram::Harness {
         ep,
         now,
         sent: Default::default(),
@@ -122,8 +122,8 @@ fn authentication_keyword_answers_the_challenge() {
 
 #[test]
 fn fixed_ha1s_have_their_algorithms_lengths() {
-    assert_eq!(super::FIXED_HA1_MD5.len(), 32);
-    assert_eq!(super::FIXED_HA1_SHA256.len(), 64);
+    assert_eq!(super::digest_header::FIXED_HA1_MD5.len(), 32);
+    assert_eq!(super::digest_header::FIXED_HA1_SHA256.len(), 64);
 }
 
 #[test]
