@@ -268,3 +268,7 @@ fn same_resource(digest_uri: &str, request_uri: &Uri, request_uri_text: &str) ->
 fn challenge(failure: AuthFailure, stale: bool) -> AuthOutcome {
     AuthOutcome::Challenge { failure, stale }
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod auth_tests;
