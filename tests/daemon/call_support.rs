@@ -2,8 +2,6 @@
 //! the PBX calling through it or registered to it, the carrier's side driven and polled through
 //! the simulator's control API.
 
-#![allow(dead_code)]
-
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
@@ -34,14 +32,10 @@ pub const SIM_BEHAVIOUR: &str = "busy = [\"+971500000486\"]\nno_answer = [\"+971
 
 pub const G711A_PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
 
-/// A block of 100 ports below the kernel's ephemeral range (32768-60999), different for every
-/// test in this process, for the daemon's `[media] rtp_ports`: parallel tests never share one.
-pub fn rtp_port_block() -> (u16, u16) {
-    rtp_port_blocks(1)
-}
-
-/// `blocks` consecutive blocks of [`rtp_port_block`] as one range (a test with many calls: each
-/// takes an RTP/RTCP pair).
+/// `blocks` consecutive blocks of 100 ports below the kernel's ephemeral range (32768-60999),
+/// different for every test in this process, for the daemon's `[media] rtp_ports`: parallel
+/// tests never share one (a test with many calls takes more blocks: each call takes an RTP/RTCP
+/// pair).
 pub fn rtp_port_blocks(blocks: u16) -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let n = NEXT.fetch_add(blocks, Ordering::SeqCst);

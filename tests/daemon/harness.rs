@@ -1,8 +1,6 @@
 //! Starting the daemon on free loopback ports with a generated configuration, running the
 //! binary's other commands, and the small waits and paths every test shares.
 
-#![allow(dead_code)]
-
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -238,10 +236,6 @@ impl Daemon {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// Sends a signal (`libc::SIGTERM`, `libc::SIGHUP`, ...) to the daemon.

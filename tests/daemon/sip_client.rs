@@ -3,8 +3,6 @@
 //! answers, reads the daemon's digest challenges and answers them with the crate's own digest
 //! client, `trunkgate::sip::client_auth`.
 
-#![allow(dead_code)]
-
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -25,7 +23,6 @@ pub fn rand_u64() -> u64 {
 pub struct Request {
     pub text: String,
     pub branch: String,
-    pub method: &'static str,
     pub uri: String,
     call: Call,
 }
@@ -226,7 +223,6 @@ impl SipClient {
         Request {
             text,
             branch,
-            method,
             uri,
             call,
         }

@@ -3,8 +3,6 @@
 //! it is killed; what it left (exit status, screen, error file, `<log>` lines) kept for the
 //! failure message.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -172,10 +170,6 @@ pub struct Sipp {
 impl Sipp {
     pub fn sip_port(&self) -> u16 {
         self.scenario.sip_port
-    }
-
-    pub fn media_port(&self) -> u16 {
-        self.scenario.media_port
     }
 
     /// Whether sipp is still running.
