@@ -292,46 +292,5 @@ fn challenge(failure: AuthFailure, stale: bool) -> AuthOutcome {
 }
 
 #[cfg(test)]
-mod stored_ha1_tests {
-    use super::{stored_ha1, Algorithm};
-    use crate::config::{Secret, TrunkConfig};
-
-    fn trunk(toml: &str) -> TrunkConfig {
-        let text = format!(
-            "[sip]\nrealm = \"x\"\n[[trunks]]\nname = \"t\"\nauth_username = \"u\"\n{toml}"
-        );
-        crate::config::Config::from_toml(&text)
-            .expect("config")
-            .trunks
-            .remove(0)
-    }
-
-    #[test]
-    fn a_stored_ha1_is_used_lowercased_and_only_for_its_algorithm() {
-        let t = trunk("ha1 = \"0123456789ABCDEF0123456789abcdef\"");
-        assert_eq!(
-            stored_ha1(&t, Algorithm::Md5, "x").as_deref(),
-            Some("0123456789abcdef0123456789abcdef")
-        );
-        assert!(stored_ha1(&t, Algorithm::Sha256, "x").is_none());
-    }
-
-    #[test]
-    fn a_password_gives_the_ha1_of_every_algorithm() {
-        let mut t = trunk("password = \"s3cret\"");
-        for alg in [Algorithm::Md5, Algorithm::Sha256] {
-            let want = crate::sip::digest::ha1(alg, "u", "r.test", "s3cret");
-            assert_eq!(stored_ha1(&t, alg, "r.test"), Some(want));
-        }
-        t.password = Some(Secret::new("other".to_string()));
-        assert_ne!(
-            stored_ha1(&t, Algorithm::Md5, "r.test"),
-            Some(crate::sip::digest::ha1(
-                Algorithm::Md5,
-                "u",
-                "r.test",
-                "s3cret"
-            ))
-        );
-    }
-}
+#[path = "auth_tests.rs"]
+mod auth_tests;

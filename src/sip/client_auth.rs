@@ -14,19 +14,13 @@ pub fn authorization(
     method: &str,
     uri: &str,
 ) -> Option<String> {
-    let rest = challenge.trim().strip_prefix("Digest")?.trim_start();
-    // Challenge parameters are comma-separated; parse them as one ';' list of name=value pairs.
     let mut realm = None;
     let mut nonce = None;
     let mut opaque = None;
     let mut algorithm = Algorithm::Md5;
     let mut qop_auth = false;
-    for item in split_commas(rest) {
-        let params = parse_params(&format!(";{}", item.trim())).ok()?;
-        let (name, value) = params.0.into_iter().next()?;
-        let value = value.unwrap_or_default();
-        let value = value.trim_matches('"').to_string();
-        match name.to_ascii_lowercase().as_str() {
+    for (name, value) in challenge_params(challenge)? {
+        match name.as_str() {
             "realm" => realm = Some(value),
             "nonce" => nonce = Some(value),
             "opaque" => opaque = Some(value),
@@ -79,6 +73,25 @@ pub fn authorization(
         v.push_str(&format!(", opaque=\"{o}\""));
     }
     Some(v)
+}
+
+/// The parameters of a `Digest` challenge in order, names lowercased and values unquoted;
+/// `None` for another scheme or a parameter that does not parse.
+pub fn challenge_params(challenge: &str) -> Option<Vec<(String, String)>> {
+    let rest = challenge.trim().strip_prefix("Digest")?.trim_start();
+    // Challenge parameters are comma-separated; parse each as a one-item ';' list.
+    split_commas(rest)
+        .into_iter()
+        .map(|item| {
+            let params = parse_params(&format!(";{}", item.trim())).ok()?;
+            let (name, value) = params.0.into_iter().next()?;
+            let value = value.unwrap_or_default();
+            Some((
+                name.to_ascii_lowercase(),
+                value.trim_matches('"').to_string(),
+            ))
+        })
+        .collect()
 }
 
 /// Non-empty, no longer than a digest parameter may be, and nothing that needs escaping inside

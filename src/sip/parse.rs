@@ -563,3 +563,7 @@ mod tests {
         assert!(parse(body.as_bytes(), 65535).is_ok());
     }
 }
+
+#[cfg(test)]
+#[path = "parse_tests.rs"]
+mod parse_tests;

@@ -3,25 +3,13 @@
 //! prints the config's values, with secrets only where the PBX needs them.
 
 use std::path::Path;
-use std::process::Command;
+use std::time::Duration;
 
 use md5::{Digest, Md5};
 use sha2::Sha256;
 
 use crate::harness::*;
-
-/// Runs the binary: (exit code, stdout, stderr).
-fn trunkgate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_trunkgate"))
-        .args(args)
-        .output()
-        .expect("run trunkgate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::sipp::{auth_csv, Scenario};
 
 /// The value after `# label:` in the credentials output (first word).
 fn comment_value(out: &str, label: &str) -> String {
@@ -133,17 +121,11 @@ fn credentials_block_makes_a_working_trunk() {
         d.config_path().to_str().expect("utf-8"),
     ]);
     assert_eq!(code, 0, "{err}");
-    let csv = write_csv(
-        d.dir.path(),
-        "issued.csv",
-        &format!("SEQUENTIAL\n{user};[authentication username={user} password={password}]\n"),
-    );
-    let out = sipp(
-        "reg_auth.xml",
-        d.sip,
-        &["-inf", csv.to_str().expect("utf-8"), "-m", "1"],
-    );
-    assert_sipp_ok(&out, &d, "REGISTER with the issued password");
+    let csv = auth_csv(d.dir.path(), &user, &user, &password);
+    let run = Scenario::uac("reg_auth.xml", d.sip)
+        .args(&["-inf", &csv])
+        .run(Duration::from_secs(65));
+    d.assert_sipp_ok(&run, "REGISTER with the issued password");
     assert!(!d.log().contains(&password), "password logged");
 }
 

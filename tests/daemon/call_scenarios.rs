@@ -8,32 +8,44 @@ use std::time::Duration;
 use crate::call_support::*;
 use crate::harness::*;
 use crate::rtp_capture::{pcap_rtp, Capture, Filter, Rtp};
-use crate::tagged_audio::{echo_scenario, tagged_stream, write_pcap, PerCallEcho};
+use crate::sipp::{free_media_port, Scenario, Sipp, SippRun};
+use crate::tagged_audio::{streams_scenario, tagged_stream, PerCallEcho};
 
-/// The stand-in trunk on its own SIP and media ports; the scenario under test runs against it.
-fn stand_in(scenario: &str, media_port: u16) -> (Sipp, std::net::SocketAddr) {
-    let port = free_udp_port();
-    let uas = Sipp::spawn(
-        scenario,
-        None,
-        port,
-        media_port,
-        &["-m", "1", "-rtp_echo"],
-        Duration::from_secs(40),
-    );
+/// The stand-in trunk on its own SIP and media ports, echoing `calls` calls' RTP.
+fn stand_in(scenario: &str, media_port: u16, calls: &str) -> Sipp {
+    let uas = Scenario::uas(scenario, free_udp_port())
+        .media_port(media_port)
+        .args(&["-m", calls, "-rtp_echo"])
+        .spawn(Duration::from_secs(40));
     // sipp binds before it reads the scenario's first recv; give it a moment.
     std::thread::sleep(Duration::from_millis(300));
-    (uas, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    uas
+}
+
+/// `scenario` as the PBX calling `dialled` at the stand-in `trunk`.
+fn pbx(scenario: impl AsRef<std::path::Path>, trunk: &Sipp, dialled: &str) -> Scenario {
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], trunk.sip_port()));
+    Scenario::uac(scenario, target).dial(dialled, TRUNK_USER, TRUNK_PASS)
+}
+
+/// `scenario` as the PBX calling `dialled` at the stand-in trunk `trunk_scenario` (one call):
+/// both must succeed; the PBX's run.
+fn against_stand_in(trunk_scenario: &str, scenario: &str, dialled: &str) -> SippRun {
+    let uas = stand_in(trunk_scenario, free_media_port(), "1");
+    let run = pbx(scenario, &uas, dialled).run(Duration::from_secs(30));
+    assert_ok(&run, &format!("{scenario} against the stand-in"));
+    assert_ok(&uas.wait(), "stand-in trunk");
+    run
 }
 
 fn assert_ok(run: &SippRun, what: &str) {
-    assert!(run.success, "sipp {what} failed:\n{}", run.describe());
+    run.assert_ok(what, "");
 }
 
 #[test]
 fn echo_scenario_plays_the_pcap_and_the_capture_sees_every_echo() {
     let trunk_media = free_media_port();
-    let (uas, target) = stand_in("fake_trunk_answer.xml", trunk_media);
+    let uas = stand_in("fake_trunk_answer.xml", trunk_media, "1");
     let pbx_media = free_media_port();
     let cap = Capture::start(
         Filter {
@@ -42,13 +54,9 @@ fn echo_scenario_plays_the_pcap_and_the_capture_sees_every_echo() {
         },
         Duration::from_secs(30),
     );
-    let run = Sipp::run(
-        "call_echo.xml",
-        target,
-        pbx_media,
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(30),
-    );
+    let run = pbx("call_echo.xml", &uas, ANSWER_DIALLED)
+        .media_port(pbx_media)
+        .run(Duration::from_secs(30));
     let captured = cap.finish();
     assert_ok(&run, "call_echo.xml against the stand-in");
     assert_ok(&uas.wait(), "stand-in trunk");
@@ -66,46 +74,23 @@ fn echo_scenario_plays_the_pcap_and_the_capture_sees_every_echo() {
 
 #[test]
 fn wait_bye_scenario_answers_the_far_ends_bye() {
-    let (uas, target) = stand_in("fake_trunk_answer.xml", free_media_port());
-    let run = Sipp::run(
-        "call_wait_bye.xml",
-        target,
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(30),
-    );
-    assert_ok(&run, "call_wait_bye.xml against the stand-in");
-    assert_ok(&uas.wait(), "stand-in trunk");
+    against_stand_in("fake_trunk_answer.xml", "call_wait_bye.xml", ANSWER_DIALLED);
 }
 
 #[test]
 fn cancel_scenario_gets_487() {
-    let (uas, target) = stand_in("fake_trunk_reject.xml", free_media_port());
-    let run = Sipp::run(
+    against_stand_in(
+        "fake_trunk_reject.xml",
         "call_cancel.xml",
-        target,
-        free_media_port(),
-        &uac_args(NO_ANSWER_DIALLED),
-        Duration::from_secs(20),
+        NO_ANSWER_DIALLED,
     );
-    assert_ok(&run, "call_cancel.xml against the stand-in");
-    assert_ok(&uas.wait(), "stand-in trunk");
 }
 
 #[test]
 fn final_scenario_logs_the_final_code() {
-    let (uas, target) = stand_in("fake_trunk_reject.xml", free_media_port());
     // No CANCEL comes, so the stand-in answers 486 after 1.5 s.
-    let run = Sipp::run(
-        "call_final.xml",
-        target,
-        free_media_port(),
-        &uac_args(BUSY_DIALLED),
-        Duration::from_secs(20),
-    );
-    assert_ok(&run, "call_final.xml against the stand-in");
-    assert_ok(&uas.wait(), "stand-in trunk");
-    assert_eq!(logged_final(&run), Some(486), "{}", run.describe());
+    let run = against_stand_in("fake_trunk_reject.xml", "call_final.xml", BUSY_DIALLED);
+    assert_eq!(run.logged_final(), Some(486), "{}", run.describe());
 }
 
 #[test]
@@ -114,17 +99,13 @@ fn final_scenario_authenticates_to_the_daemon_of_today() {
     // 484 and 403. This is what the bridge keeps doing without a carrier.
     let d = Daemon::start_default();
     for (dialled, want) in [("0501234567", 503), ("12", 484), ("00447400123456", 403)] {
-        let run = Sipp::run(
-            "call_final.xml",
-            d.sip,
-            free_media_port(),
-            &["-s", dialled, "-au", "user0", "-ap", "secret"],
-            Duration::from_secs(20),
-        );
-        if !run.success || logged_final(&run) != Some(want) {
+        let run = Scenario::uac("call_final.xml", d.sip)
+            .dial(dialled, "user0", "secret")
+            .run(Duration::from_secs(20));
+        if !run.success || run.logged_final() != Some(want) {
             panic!(
                 "{dialled}: expected final {want}, sipp saw {:?}\n{}\ndaemon log (tail):\n{}",
-                logged_final(&run),
+                run.logged_final(),
                 run.describe(),
                 tail(&d.log(), 40)
             );
@@ -135,7 +116,7 @@ fn final_scenario_authenticates_to_the_daemon_of_today() {
 #[test]
 fn dtmf_scenario_sends_the_four_events() {
     let trunk_media = free_media_port();
-    let (uas, target) = stand_in("fake_trunk_answer.xml", trunk_media);
+    let uas = stand_in("fake_trunk_answer.xml", trunk_media, "1");
     let cap = Capture::start(
         Filter {
             dst_port: trunk_media,
@@ -143,13 +124,7 @@ fn dtmf_scenario_sends_the_four_events() {
         },
         Duration::from_secs(30),
     );
-    let run = Sipp::run(
-        "call_dtmf.xml",
-        target,
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(30),
-    );
+    let run = pbx("call_dtmf.xml", &uas, ANSWER_DIALLED).run(Duration::from_secs(30));
     let captured = cap.finish();
     assert_ok(&run, "call_dtmf.xml against the stand-in");
     assert_ok(&uas.wait(), "stand-in trunk");
@@ -173,40 +148,15 @@ fn dtmf_scenario_sends_the_four_events() {
 #[test]
 fn tagged_scenario_gives_each_call_its_own_stream_and_port() {
     const CALLS: u16 = 3;
-    let port = free_udp_port();
-    let uas = Sipp::spawn(
-        "fake_trunk_answer.xml",
-        None,
-        port,
-        free_media_port(),
-        &["-m", "3", "-rtp_echo"],
-        Duration::from_secs(40),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let uas = stand_in("fake_trunk_answer.xml", free_media_port(), "3");
     let dir = tempfile::tempdir().unwrap();
     let streams: Vec<Vec<Rtp>> = (1..=CALLS).map(|n| tagged_stream(n, 25)).collect();
-    let pcaps: Vec<std::path::PathBuf> = streams
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let p = dir.path().join(format!("call{}.pcap", i + 1));
-            write_pcap(&p, s);
-            p
-        })
-        .collect();
-    let scenario = echo_scenario(dir.path(), &pcaps, Duration::from_millis(1200));
+    let scenario = streams_scenario(dir.path(), "call", &streams, Duration::from_millis(1200));
     let echo = PerCallEcho::bind(CALLS, Duration::from_secs(30));
-    let run = Sipp::run(
-        &scenario.to_string_lossy(),
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        echo.media_port,
-        &[
-            &uac_args(ANSWER_DIALLED)[..],
-            &["-m", "3", "-l", "3", "-r", "3"],
-        ]
-        .concat(),
-        Duration::from_secs(30),
-    );
+    let run = pbx(&scenario, &uas, ANSWER_DIALLED)
+        .calls(3)
+        .media_port(echo.media_port)
+        .run(Duration::from_secs(30));
     let received = echo.finish();
     assert_ok(&run, "the tagged scenario against the stand-in");
     assert_ok(&uas.wait(), "stand-in trunk");

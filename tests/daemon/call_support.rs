@@ -1,19 +1,17 @@
-//! What the call tests share: sipp as a child process on chosen SIP and media ports (killed on
-//! drop, bounded), the daemon configured for bridging against a simulator, and polling the
-//! simulator's calls.
+//! What the call tests share: the daemon configured for bridging against a simulator, sipp as
+//! the PBX calling through it or registered to it, the carrier's side driven and polled through
+//! the simulator's control API.
 
-#![allow(dead_code)]
-
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::harness::*;
+use crate::http::http_json;
 use crate::rtp_capture::{pcap_rtp, Capture, Datagram, Filter, Rtp};
+use crate::sim_process::SimProcess;
+use crate::sipp::{auth_csv, free_media_port, Scenario, Sipp, SippRun};
 
 pub const CARRIER_USER: &str = "gw@sim.test";
 pub const CARRIER_PASS: &str = "carrier-secret-c417";
@@ -34,35 +32,16 @@ pub const SIM_BEHAVIOUR: &str = "busy = [\"+971500000486\"]\nno_answer = [\"+971
 
 pub const G711A_PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
 
-/// A block of 100 ports below the kernel's ephemeral range (32768-60999), different for every
-/// test in this process, for the daemon's `[media] rtp_ports`: parallel tests never share one.
-pub fn rtp_port_block() -> (u16, u16) {
-    rtp_port_blocks(1)
-}
-
-/// `blocks` consecutive blocks of [`rtp_port_block`] as one range (a test with many calls: each
-/// takes an RTP/RTCP pair).
+/// `blocks` consecutive blocks of 100 ports below the kernel's ephemeral range (32768-60999),
+/// different for every test in this process, for the daemon's `[media] rtp_ports`: parallel
+/// tests never share one (a test with many calls takes more blocks: each call takes an RTP/RTCP
+/// pair).
 pub fn rtp_port_blocks(blocks: u16) -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let n = NEXT.fetch_add(blocks, Ordering::SeqCst);
     assert!(n + blocks <= 120, "out of RTP port blocks");
     let low = 20000 + n * 100;
     (low, low + blocks * 100 - 1)
-}
-
-/// A free even UDP port whose +1 and +2 are free too (sipp binds its media port and the +2
-/// "video" port).
-pub fn free_media_port() -> u16 {
-    for _ in 0..50 {
-        let p = free_udp_port() & !1;
-        let ok = [p, p + 1, p + 2]
-            .iter()
-            .all(|&q| std::net::UdpSocket::bind(("127.0.0.1", q)).is_ok());
-        if ok {
-            return p;
-        }
-    }
-    panic!("no free media port triple on loopback");
 }
 
 /// The simulator with the scripted numbers above, and the daemon bridging to it: trunk `t0`
@@ -158,21 +137,100 @@ impl Bridge {
         )
     }
 
-    /// sipp as the PBX holding one answered call (`call_wait_bye.xml`: it waits for a BYE);
-    /// returns once the carrier shows the call ANSWERED.
-    pub fn held_call(&self) -> Sipp {
-        let sipp = Sipp::spawn(
-            "call_wait_bye.xml",
-            Some(self.daemon.sip),
-            free_udp_port(),
-            free_media_port(),
-            &uac_args(ANSWER_DIALLED),
-            Duration::from_secs(60),
-        );
+    /// sipp as the PBX calling `dialled` with `scenario`, through the daemon, with the trunk's
+    /// credentials.
+    pub fn call(&self, scenario: &str, dialled: &str) -> Scenario {
+        Scenario::uac(scenario, self.daemon.sip).dial(dialled, TRUNK_USER, TRUNK_PASS)
+    }
+
+    /// Runs `call` on a media port whose every datagram from the daemon's RTP range is
+    /// captured: the run and the capture.
+    pub fn captured(&self, call: Scenario, max: Duration) -> (SippRun, Vec<Datagram>) {
+        let pbx_media = free_media_port();
+        let cap = self.capture_toward_pbx(pbx_media);
+        let run = call.media_port(pbx_media).run(max);
+        (run, cap.finish())
+    }
+
+    /// Runs `scenario` (`call_final.xml`, `call_limit.xml`: they log the final response) as the
+    /// PBX calling `dialled`; fails, saying `what` was tried, unless the run ends well and with
+    /// `want` as the final response.
+    pub fn expect_final(&self, scenario: &str, dialled: &str, want: u16, what: &str) -> SippRun {
+        let run = self.call(scenario, dialled).run(Duration::from_secs(40));
+        let got = run.logged_final();
+        if !run.success || got != Some(want) {
+            self.fail(&format!(
+                "{what}: expected final response {want}, the PBX saw {got:?}\n{}",
+                run.describe()
+            ));
+        }
+        run
+    }
+
+    /// sipp as the PBX in one call with `scenario`; returns once the carrier shows the call
+    /// ANSWERED.
+    pub fn answered_call(&self, scenario: &str) -> Sipp {
+        let sipp = self
+            .call(scenario, ANSWER_DIALLED)
+            .spawn(Duration::from_secs(60));
         self.wait_calls("an ANSWERED call", Duration::from_secs(20), |c| {
             c.len() == 1 && c[0]["state"] == "ANSWERED"
         });
         sipp
+    }
+
+    /// sipp as the PBX holding one answered call (`call_wait_bye.xml`: it waits for a BYE).
+    pub fn held_call(&self) -> Sipp {
+        self.answered_call("call_wait_bye.xml")
+    }
+
+    /// An inbound call to the registered PBX: the trunk registers from a fresh port with
+    /// reg_auth.xml, as a PBX does, `scenario` then waits on that port as the PBX's UAS (media
+    /// on `pbx_media`), and the carrier calls the trunk.
+    pub fn inbound_call(&self, scenario: &str, pbx_media: u16, max: Duration) -> Sipp {
+        let pbx_port = free_udp_port();
+        let csv = auth_csv(self.daemon.dir.path(), TRUNK_USER, TRUNK_USER, TRUNK_PASS);
+        let reg = Scenario::uac("reg_auth.xml", self.daemon.sip)
+            .sip_port(pbx_port)
+            .args(&["-inf", &csv])
+            .run(Duration::from_secs(20));
+        self.assert_sipp_ok(&reg, "reg_auth.xml (the trunk registers)");
+        let mut uas = Scenario::uas(scenario, pbx_port)
+            .media_port(pbx_media)
+            .spawn(max);
+        // sipp binds before it reads the scenario's first recv; give it a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        self.check(uas.running(), || {
+            format!("the sipp UAS {scenario} did not start")
+        });
+        let (code, v) = http_json(
+            self.sim.control,
+            "POST",
+            "/originate",
+            Some(r#"{"to":"+97142001000","from":"+971509990000","mode":"tone"}"#),
+        );
+        self.check(code == 200 && v["delivered"] == true, || {
+            format!("originate: {code} {v}")
+        });
+        uas
+    }
+
+    /// The carrier session of the simulator's call `n` (in the order it saw them).
+    pub fn session(&self, n: usize) -> String {
+        let calls = self.calls();
+        calls
+            .get(n)
+            .and_then(|c| c["session"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| self.fail(&format!("the simulator has no call {n}")))
+    }
+
+    /// `POST /calls/{session}/{action}` at the simulator (`hangup`, `cancel`, `reoffer`),
+    /// which must answer 200.
+    pub fn carrier_does(&self, session: &str, action: &str, body: Option<&str>) {
+        let path = format!("/calls/{session}/{action}");
+        let (code, v) = http_json(self.sim.control, "POST", &path, body);
+        self.check(code == 200, || format!("sim {action}: {code} {v}"));
     }
 
     pub fn calls(&self) -> Vec<Value> {
@@ -185,21 +243,19 @@ impl Bridge {
     /// Polls the simulator (bounded) until `f` holds for its call list; panics with the list
     /// and both logs otherwise.
     pub fn wait_calls(&self, what: &str, timeout: Duration, f: impl Fn(&[Value]) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let calls = self.calls();
-            if f(&calls) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "simulator never showed {what} within {timeout:?}\nsim calls: {}\n{}",
-                    pretty(&calls),
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if wait_until(timeout, || f(&self.calls()).then_some(())).is_none() {
+            self.fail(&format!("simulator never showed {what} within {timeout:?}"));
         }
+    }
+
+    /// After a moment for anything in flight to arrive, the carrier has seen `n` calls
+    /// (`what` the test expected).
+    pub fn check_carrier_calls(&self, n: usize, what: &str) {
+        std::thread::sleep(Duration::from_millis(300));
+        let calls = self.calls().len();
+        self.check(calls == n, || {
+            format!("expected {what}, the carrier saw {calls} call(s)")
+        });
     }
 
     /// The single call the simulator saw, after it ended (bounded wait).
@@ -208,6 +264,41 @@ impl Bridge {
             c.len() == 1 && c[0]["state"] == "ENDED"
         });
         self.calls().remove(0)
+    }
+
+    /// [`Bridge::only_call_ended`], which must have been ended by `by`: `client` (the gateway
+    /// deleted the carrier session) or `control` (the carrier, through the simulator's API).
+    pub fn only_call_ended_by(&self, by: &str) -> Value {
+        let call = self.only_call_ended();
+        self.check(call["ended_by"] == by, || {
+            format!(
+                "expected the carrier call ended_by {by}, it was ended_by {}, history {:?}",
+                call["ended_by"],
+                states(&call)
+            )
+        });
+        call
+    }
+
+    /// [`Bridge::only_call_ended_by`] the gateway, after it was answered.
+    pub fn answered_call_ended_by_gateway(&self) -> Value {
+        let call = self.only_call_ended();
+        self.check_answered_then_ended_by_gateway(&call);
+        call
+    }
+
+    /// A carrier call was answered, then ended by the gateway (after the PBX's BYE, say).
+    pub fn check_answered_then_ended_by_gateway(&self, call: &Value) {
+        let s = states(call);
+        self.check(s.iter().any(|s| s == "ANSWERED"), || {
+            format!("expected the call ANSWERED at the carrier, history {s:?}")
+        });
+        self.check(call["ended_by"] == "client", || {
+            format!(
+                "expected the gateway to end the carrier session (ended_by client), saw {}",
+                call["ended_by"]
+            )
+        });
     }
 
     /// The tails of the daemon and simulator logs, for failure messages.
@@ -231,6 +322,36 @@ impl Bridge {
     pub fn check(&self, ok: bool, what: impl FnOnce() -> String) {
         if !ok {
             self.fail(&what());
+        }
+    }
+
+    /// `call(scenario, dialled)` run to its end, which must succeed (`what` it does).
+    pub fn call_ok(&self, scenario: &str, dialled: &str, what: &str) -> SippRun {
+        let run = self.call(scenario, dialled).run(Duration::from_secs(60));
+        self.assert_sipp_ok(&run, &format!("{scenario} ({what})"));
+        run
+    }
+
+    /// [`Bridge::captured`] `call`, which must succeed (`what` it does): the capture.
+    pub fn captured_ok(&self, call: Scenario, max: Duration, what: &str) -> Vec<Datagram> {
+        let (run, captured) = self.captured(call, max);
+        self.assert_sipp_ok(&run, what);
+        captured
+    }
+
+    /// `scenario` calling the number the carrier answers, with the capture toward the PBX; it
+    /// must succeed (`what` it does) and the carrier call be answered, then ended by the
+    /// gateway: that call and the capture.
+    pub fn answered_captured_call(&self, scenario: &str, what: &str) -> (Value, Vec<Datagram>) {
+        let call = self.call(scenario, ANSWER_DIALLED);
+        let captured = self.captured_ok(call, Duration::from_secs(60), what);
+        (self.answered_call_ended_by_gateway(), captured)
+    }
+
+    /// The carrier got the pcap sipp plays on `call`.
+    pub fn check_pcap_at_carrier(&self, call: &Value) {
+        if let Some(e) = pcap_shortfall_at_carrier(call) {
+            self.fail(&e);
         }
     }
 
@@ -263,204 +384,20 @@ pub fn media_u64(call: &Value, key: &str) -> u64 {
     call["media"][key].as_u64().unwrap_or(0)
 }
 
-/// sipp on fixed SIP and media ports (127.0.0.1), running as a child process.
-pub struct Sipp {
-    child: Option<Child>,
-    pub scenario: String,
-    pub sip_port: u16,
-    pub media_port: u16,
-    dir: tempfile::TempDir,
-    deadline: Instant,
-}
-
-/// What a finished sipp run left.
-#[derive(Debug)]
-pub struct SippRun {
-    pub success: bool,
-    pub status: String,
-    pub stdout: String,
-    pub stderr: String,
-    pub errors: String,
-    /// The `<log>` lines (the scenario's `-log_file`).
-    pub log: String,
-}
-
-impl SippRun {
-    pub fn describe(&self) -> String {
-        format!(
-            "status {}\nsipp screen (tail):\n{}\nstderr:\n{}\nerror file (tail):\n{}\nscenario log:\n{}",
-            self.status,
-            // the last scenario screen (message counts per step), not the statistics after it
-            tail(
-                self.stdout
-                    .rsplit_once("Test Terminated")
-                    .map_or(self.stdout.as_str(), |(screen, _)| screen),
-                40
-            ),
-            tail(&self.stderr, 10),
-            tail(&self.errors, 40),
-            self.log
-        )
-    }
-}
-
-impl Sipp {
-    /// Starts `tests/sipp/<scenario>` toward `target` (None: a UAS, no target) with
-    /// `-i 127.0.0.1 -p sip_port -mi 127.0.0.1 -mp media_port`, sipp's own `-timeout` and
-    /// `max` as a hard bound after which the process is killed; one call (`-m 1`) unless
-    /// `extra` gives `-m`.
-    pub fn spawn(
-        scenario: &str,
-        target: Option<SocketAddr>,
-        sip_port: u16,
-        media_port: u16,
-        extra: &[&str],
-        max: Duration,
-    ) -> Sipp {
-        require_sipp();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cmd = Command::new("sipp");
-        cmd.arg("-sf").arg(sipp_dir().join(scenario));
-        if let Some(t) = target {
-            cmd.arg(t.to_string());
-        }
-        let sip = sip_port.to_string();
-        let media = media_port.to_string();
-        let timeout = format!("{}s", max.as_secs().saturating_sub(5).max(5));
-        cmd.args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &sip,
-            "-mi",
-            "127.0.0.1",
-            "-mp",
-            &media,
-        ])
-        .args(["-nostdin", "-timeout", &timeout, "-timeout_error"])
-        .args(["-trace_err", "-error_file"])
-        .arg(dir.path().join("errors.log"))
-        .args(["-trace_logs", "-log_file"])
-        .arg(dir.path().join("scenario.log"))
-        .args(extra)
-        .args(auth_uri(target, extra))
-        .args(if extra.contains(&"-m") {
-            &[][..]
-        } else {
-            &["-m", "1"][..]
-        })
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.path().join("stdout")).expect("stdout file"))
-        .stderr(std::fs::File::create(dir.path().join("stderr")).expect("stderr file"));
-        let child = cmd.spawn().expect("run sipp");
-        Sipp {
-            child: Some(child),
-            scenario: scenario.to_string(),
-            sip_port,
-            media_port,
-            dir,
-            deadline: Instant::now() + max,
-        }
-    }
-
-    /// A UAC run to completion (`-m 1` unless `extra` says otherwise).
-    pub fn run(
-        scenario: &str,
-        target: SocketAddr,
-        media_port: u16,
-        extra: &[&str],
-        max: Duration,
-    ) -> SippRun {
-        Sipp::spawn(
-            scenario,
-            Some(target),
-            free_udp_port(),
-            media_port,
-            extra,
-            max,
-        )
-        .wait()
-    }
-
-    /// Whether sipp is still running.
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    /// Waits until sipp exits, killing it at the deadline given to `spawn`.
-    pub fn wait(mut self) -> SippRun {
-        let mut child = self.child.take().expect("sipp child");
-        let status = loop {
-            if let Ok(Some(s)) = child.try_wait() {
-                break format!("{s}");
-            }
-            if Instant::now() >= self.deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break "killed at the test's deadline".to_string();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        SippRun {
-            success: status == "exit status: 0",
-            status,
-            stdout: read("stdout"),
-            stderr: read("stderr"),
-            errors: read("errors.log"),
-            log: read("scenario.log"),
-        }
-    }
-
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The PBX's trunk credentials for sipp (`-au`/`-ap`, used by `[authentication]`) and the
-/// dialled number (`-s`, the Request-URI user).
-pub fn uac_args(dialled: &str) -> Vec<&str> {
-    vec!["-s", dialled, "-au", TRUNK_USER, "-ap", TRUNK_PASS]
-}
-
-/// `-auth_uri` for a UAC that authenticates (`-au`) calls to `-s NUMBER`: sipp 3.6 otherwise
-/// signs `sip:{remote_ip}:{remote_port}`, and the daemon binds a digest to the Request-URI
-/// (`sip:NUMBER@{daemon}` in our scenarios) and refuses any other with 400 (RFC 3261 22.4).
-fn auth_uri(target: Option<SocketAddr>, extra: &[&str]) -> Vec<String> {
-    let dialled = extra
-        .iter()
-        .position(|a| *a == "-s")
-        .and_then(|i| extra.get(i + 1));
-    match (target, dialled) {
-        (Some(t), Some(d)) if extra.contains(&"-au") && !extra.contains(&"-auth_uri") => {
-            vec!["-auth_uri".into(), format!("{d}@{t}")]
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// The final response `call_final.xml` logged ("final NNN"), if any.
-pub fn logged_final(run: &SippRun) -> Option<u16> {
-    run.log
-        .split("final ")
-        .nth(1)
-        .and_then(|s| s.get(..3))
-        .and_then(|c| c.parse().ok())
-}
-
 /// The audio packets sipp plays from g711a.pcap.
 pub fn g711a_packets() -> Vec<Rtp> {
     pcap_rtp(std::path::Path::new(G711A_PCAP))
+}
+
+/// Whether the carrier counted at least 90 % of the pcap sipp plays coming in on `call`; what
+/// it counted otherwise.
+pub fn pcap_shortfall_at_carrier(call: &Value) -> Option<String> {
+    let sent = g711a_packets().len();
+    let need = (sent * 9 / 10) as u64;
+    let rtp_in = media_u64(call, "rtp_packets_in");
+    (rtp_in < need).then(|| {
+        format!("expected at least {need} of the {sent} pcap packets at the carrier, it counted {rtp_in}")
+    })
 }
 
 /// Checks the echo: at least 90 % of the audio payloads sipp sent (all but the first five,

@@ -9,20 +9,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::call_support::*;
-use crate::harness::*;
+use crate::sipp::free_media_port;
 
 /// The nonce the inbound challenge scenarios put in their Proxy-Authenticate.
 const PBX_NONCE: &str = "4f9c2d1e7a0b3c5d6e8f9a1b2c3d4e5f";
 const OUTBOUND_USER: &str = "gw-out";
 const OUTBOUND_PASS: &str = "pbx-side-secret-71";
-
-/// The rest of the first `<log>` line of a sipp run that starts with `prefix`.
-fn logged(run: &SippRun, prefix: &str) -> Option<String> {
-    run.log
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix(prefix))
-        .map(|s| s.trim().to_string())
-}
 
 /// Splits "Session-Expires=X Require=Y" (the timer scenarios' log lines) into (X, Y).
 fn timer_headers(line: &str) -> (String, String) {
@@ -61,21 +53,14 @@ fn require_has_timer(require: &str) -> bool {
 #[test]
 fn session_timer_asterisk_style_is_honoured_and_a_refresh_keeps_the_call() {
     let b = Bridge::start();
-    let mut sipp = Sipp::spawn(
-        "call_timer_refresh.xml",
-        Some(b.daemon.sip),
-        free_udp_port(),
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(40),
-    );
+    let mut sipp = b
+        .call("call_timer_refresh.xml", ANSWER_DIALLED)
+        .spawn(Duration::from_secs(40));
     // While the call is up after the refresh (sipp logs it, then waits 2 s before its BYE),
     // the carrier call is still ANSWERED and saw no update: the refresh changed nothing.
-    let log_path = sipp.dir().join("scenario.log");
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline && sipp.running() {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if log.contains("refresh Session-Expires=") {
+        if sipp.log_so_far().contains("refresh Session-Expires=") {
             let calls = b.calls();
             b.check(
                 calls.len() == 1 && calls[0]["state"] == "ANSWERED" && calls[0]["updates"] == 0,
@@ -94,7 +79,7 @@ fn session_timer_asterisk_style_is_honoured_and_a_refresh_keeps_the_call() {
         &run,
         "call_timer_refresh.xml (Session-Expires 1800;refresher=uac, refresh re-INVITE, BYE)",
     );
-    let (se, req) = timer_headers(&logged(&run, "answer ").unwrap_or_default());
+    let (se, req) = timer_headers(&run.logged("answer ").unwrap_or_default());
     b.check(
         se == "1800;refresher=uac" && require_has_timer(&req),
         || {
@@ -105,7 +90,7 @@ fn session_timer_asterisk_style_is_honoured_and_a_refresh_keeps_the_call() {
             )
         },
     );
-    let (se, req) = timer_headers(&logged(&run, "refresh ").unwrap_or_default());
+    let (se, req) = timer_headers(&run.logged("refresh ").unwrap_or_default());
     b.check(
         se == "1800;refresher=uac" && require_has_timer(&req),
         || {
@@ -116,18 +101,11 @@ fn session_timer_asterisk_style_is_honoured_and_a_refresh_keeps_the_call() {
         )
         },
     );
-    let call = b.only_call_ended();
+    let call = b.only_call_ended_by("client");
     let s = states(&call);
-    b.check(
-        s.iter().filter(|s| *s == "ANSWERED").count() == 1 && call["ended_by"] == "client",
-        || {
-            format!(
-                "expected one ANSWERED call ended by the gateway after the PBX's BYE, history \
-                 {s:?}, ended_by {}",
-                call["ended_by"]
-            )
-        },
-    );
+    b.check(s.iter().filter(|s| *s == "ANSWERED").count() == 1, || {
+        format!("expected the call ANSWERED once, history {s:?}")
+    });
     b.check(call["updates"] == 0, || {
         format!(
             "a refresh with the same SDP must not reach the carrier as a call update, it saw {}",
@@ -139,18 +117,12 @@ fn session_timer_asterisk_style_is_honoured_and_a_refresh_keeps_the_call() {
 #[test]
 fn session_timer_3cx_style_supported_without_session_expires_gets_a_uac_refresher() {
     let b = Bridge::start();
-    let run = Sipp::run(
+    let run = b.call_ok(
         "call_timer_3cx.xml",
-        b.daemon.sip,
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(50),
+        ANSWER_DIALLED,
+        "Supported: timer, no Session-Expires, audio, BYE",
     );
-    b.assert_sipp_ok(
-        &run,
-        "call_timer_3cx.xml (Supported: timer, no Session-Expires, audio, BYE)",
-    );
-    let (se, req) = timer_headers(&logged(&run, "answer ").unwrap_or_default());
+    let (se, req) = timer_headers(&run.logged("answer ").unwrap_or_default());
     let interval: Option<u32> = se.split(';').next().and_then(|d| d.trim().parse().ok());
     let refresher_uac = se
         .split(';')
@@ -166,36 +138,17 @@ fn session_timer_3cx_style_supported_without_session_expires_gets_a_uac_refreshe
             )
         },
     );
-    let call = b.only_call_ended();
-    let s = states(&call);
-    b.check(
-        s.iter().any(|s| s == "ANSWERED") && call["ended_by"] == "client",
-        || {
-            format!(
-                "expected the call ANSWERED and ended by the gateway after the PBX's BYE, history \
-                 {s:?}, ended_by {}",
-                call["ended_by"]
-            )
-        },
-    );
-    let need = (g711a_packets().len() * 9 / 10) as u64;
-    let rtp_in = media_u64(&call, "rtp_packets_in");
-    b.check(rtp_in >= need, || {
-        format!("expected at least {need} pcap packets at the carrier, it counted {rtp_in}")
-    });
+    let call = b.answered_call_ended_by_gateway();
+    b.check_pcap_at_carrier(&call);
 }
 
 #[test]
 fn session_expires_below_min_se_is_422_and_never_reaches_the_carrier() {
     let b = Bridge::start();
-    let run = Sipp::run(
-        "call_timer_too_small.xml",
-        b.daemon.sip,
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(30),
-    );
-    let min_se = logged(&run, "final 422 Min-SE=");
+    let run = b
+        .call("call_timer_too_small.xml", ANSWER_DIALLED)
+        .run(Duration::from_secs(30));
+    let min_se = run.logged("final 422 Min-SE=");
     if !run.success || min_se.as_deref() != Some("90") {
         b.fail(&format!(
             "Session-Expires: 60 with Supported: timer: expected 422 with Min-SE: 90, the PBX saw \
@@ -203,10 +156,7 @@ fn session_expires_below_min_se_is_422_and_never_reaches_the_carrier() {
             run.describe()
         ));
     }
-    std::thread::sleep(Duration::from_millis(300));
-    b.check(b.calls().is_empty(), || {
-        "expected no carrier call for a session interval below Min-SE".into()
-    });
+    b.check_carrier_calls(0, "no carrier call for a session interval below Min-SE");
 }
 
 // ------------------------------------------------------------------ a PBX that never ACKs
@@ -217,17 +167,10 @@ fn pbx_that_never_acks_gets_200_retransmissions_then_bye_and_the_carrier_call_en
     let trace = tempfile::tempdir().expect("tempdir");
     let messages = trace.path().join("messages.log");
     let messages_arg = messages.to_string_lossy().into_owned();
-    let run = Sipp::run(
-        "call_no_ack.xml",
-        b.daemon.sip,
-        free_media_port(),
-        &[
-            &uac_args(ANSWER_DIALLED)[..],
-            &["-trace_msg", "-message_file", &messages_arg],
-        ]
-        .concat(),
-        Duration::from_secs(40),
-    );
+    let run = b
+        .call("call_no_ack.xml", ANSWER_DIALLED)
+        .args(&["-trace_msg", "-message_file", &messages_arg])
+        .run(Duration::from_secs(40));
     b.assert_sipp_ok(&run, "call_no_ack.xml (200 never ACKed, waits for a BYE)");
     // Every 200 to the authenticated INVITE sipp received, the first and the retransmissions.
     let trace_text = std::fs::read_to_string(&messages).unwrap_or_default();
@@ -247,18 +190,8 @@ fn pbx_that_never_acks_gets_200_retransmissions_then_bye_and_the_carrier_call_en
             run.describe()
         )
     });
-    let call = b.only_call_ended();
-    let s = states(&call);
-    b.check(
-        s.iter().any(|s| s == "ANSWERED") && call["ended_by"] == "client",
-        || {
-            format!(
-                "expected the carrier call ANSWERED, then ended by the gateway (ended_by client) \
-                 when the ACK never came, history {s:?}, ended_by {}",
-                call["ended_by"]
-            )
-        },
-    );
+    // the gateway ends it when the ACK never comes
+    let call = b.answered_call_ended_by_gateway();
     let held = entered_at(&call, "ENDED")
         .zip(entered_at(&call, "ANSWERED"))
         .map(|(e, a)| e.saturating_sub(a));
@@ -278,14 +211,10 @@ fn pbx_that_never_acks_gets_200_retransmissions_then_bye_and_the_carrier_call_en
 fn second_call_over_the_limit(trunk_extra: &str, calls_extra: &str, want: u16) {
     let b = Bridge::start_with(trunk_extra, calls_extra);
     let held = b.held_call();
-    let run = Sipp::run(
-        "call_limit.xml",
-        b.daemon.sip,
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(30),
-    );
-    let line = logged(&run, "final ").unwrap_or_default();
+    let run = b
+        .call("call_limit.xml", ANSWER_DIALLED)
+        .run(Duration::from_secs(30));
+    let line = run.logged("final ").unwrap_or_default();
     let code: Option<u16> = line.get(..3).and_then(|c| c.parse().ok());
     let retry_after = line.split("Retry-After=").nth(1).unwrap_or("").trim();
     let retry_ok = want != 503 || retry_after.parse::<u32>().is_ok();
@@ -301,19 +230,9 @@ fn second_call_over_the_limit(trunk_extra: &str, calls_extra: &str, want: u16) {
             run.describe()
         ));
     }
-    std::thread::sleep(Duration::from_millis(300));
-    b.check(b.calls().len() == 1, || {
-        "expected the carrier to see only the first call".into()
-    });
+    b.check_carrier_calls(1, "only the first call at the carrier");
     // End the held call from the carrier; its PBX side gets the BYE.
-    let session = b.calls()[0]["session"].as_str().unwrap_or("").to_string();
-    let (c, v) = http_json(
-        b.sim.control,
-        "POST",
-        &format!("/calls/{session}/hangup"),
-        None,
-    );
-    b.check(c == 200, || format!("sim hangup: {c} {v}"));
+    b.carrier_does(&b.session(0), "hangup", None);
     b.assert_sipp_ok(&held.wait(), "call_wait_bye.xml (the held first call)");
 }
 
@@ -334,57 +253,6 @@ fn per_trunk_call_limit_refuses_the_second_call() {
 
 // --------------------------------------------------------------------------- inbound
 
-/// Registers the trunk from a fresh port with reg_auth.xml, as a PBX does, and returns that
-/// port (the UAS then listens on it).
-fn register_pbx(b: &Bridge) -> u16 {
-    let pbx_port = free_udp_port();
-    let csv = write_csv(
-        b.daemon.dir.path(),
-        "inbound-creds.csv",
-        &format!(
-            "SEQUENTIAL\n{TRUNK_USER};[authentication username={TRUNK_USER} password={TRUNK_PASS}]\n"
-        ),
-    );
-    let csv = csv.to_string_lossy().into_owned();
-    let reg = Sipp::spawn(
-        "reg_auth.xml",
-        Some(b.daemon.sip),
-        pbx_port,
-        free_media_port(),
-        &["-inf", &csv, "-m", "1"],
-        Duration::from_secs(20),
-    )
-    .wait();
-    b.assert_sipp_ok(&reg, "reg_auth.xml (the trunk registers)");
-    pbx_port
-}
-
-/// Starts `scenario` as the PBX's UAS on `pbx_port`, then has the carrier call the trunk.
-fn inbound_uas(b: &Bridge, scenario: &str, pbx_port: u16, max: Duration) -> Sipp {
-    let mut uas = Sipp::spawn(
-        scenario,
-        None,
-        pbx_port,
-        free_media_port(),
-        &["-m", "1"],
-        max,
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    b.check(uas.running(), || {
-        format!("the sipp UAS {scenario} did not start")
-    });
-    let (code, v) = http_json(
-        b.sim.control,
-        "POST",
-        "/originate",
-        Some(r#"{"to":"+97142001000","from":"+971509990000","mode":"tone"}"#),
-    );
-    b.check(code == 200 && v["delivered"] == true, || {
-        format!("originate: {code} {v}")
-    });
-    uas
-}
-
 #[test]
 fn inbound_invite_challenged_by_the_pbx_is_retried_with_the_trunk_outbound_credentials() {
     use trunkgate::sip::digest::{self, Algorithm};
@@ -394,11 +262,9 @@ fn inbound_invite_challenged_by_the_pbx_is_retried_with_the_trunk_outbound_crede
         ),
         "",
     );
-    let pbx_port = register_pbx(&b);
-    let uas = inbound_uas(
-        &b,
+    let uas = b.inbound_call(
         "call_inbound_challenge.xml",
-        pbx_port,
+        free_media_port(),
         Duration::from_secs(40),
     );
     let run = uas.wait();
@@ -406,8 +272,8 @@ fn inbound_invite_challenged_by_the_pbx_is_retried_with_the_trunk_outbound_crede
         &run,
         "call_inbound_challenge.xml (407, then an INVITE with Proxy-Authorization, 180, 200, BYE)",
     );
-    let auth = logged(&run, "Proxy-Authorization:").unwrap_or_default();
-    let ruri = logged(&run, "Request-URI:").unwrap_or_default();
+    let auth = run.logged("Proxy-Authorization:").unwrap_or_default();
+    let ruri = run.logged("Request-URI:").unwrap_or_default();
     let creds = digest::parse_credentials(&auth).unwrap_or_else(|e| {
         b.fail(&format!(
             "the retried INVITE's Proxy-Authorization {auth:?} does not parse: {e}"
@@ -442,27 +308,22 @@ fn inbound_invite_challenged_by_the_pbx_is_retried_with_the_trunk_outbound_crede
 #[test]
 fn inbound_invite_challenged_without_outbound_credentials_is_rejected_at_the_carrier() {
     let b = Bridge::start();
-    let pbx_port = register_pbx(&b);
-    let uas = inbound_uas(
-        &b,
+    let uas = b.inbound_call(
         "call_inbound_challenge_only.xml",
-        pbx_port,
+        free_media_port(),
         Duration::from_secs(30),
     );
     let run = uas.wait();
     b.assert_sipp_ok(&run, "call_inbound_challenge_only.xml (INVITE, 407, ACK)");
-    let call = b.only_call_ended();
+    // the gateway rejects it: the PBX challenges and the trunk has no outbound credentials
+    let call = b.only_call_ended_by("client");
     let s = states(&call);
     b.check(
-        call["direction"] == "inbound"
-            && !s.iter().any(|s| s == "ANSWERED")
-            && call["ended_by"] == "client",
+        call["direction"] == "inbound" && !s.iter().any(|s| s == "ANSWERED"),
         || {
             format!(
-                "expected the gateway to reject the inbound carrier call (ended_by client, never \
-                 ANSWERED) when the PBX challenges and the trunk has no outbound credentials, \
-                 history {s:?}, ended_by {}, end_code {}",
-                call["ended_by"], call["end_code"]
+                "expected the inbound carrier call never ANSWERED, history {s:?}, end_code {}",
+                call["end_code"]
             )
         },
     );
@@ -471,39 +332,23 @@ fn inbound_invite_challenged_without_outbound_credentials_is_rejected_at_the_car
 #[test]
 fn inbound_call_cancelled_by_the_carrier_while_the_pbx_rings_is_cancelled_at_the_pbx() {
     let b = Bridge::start();
-    let pbx_port = register_pbx(&b);
-    let uas = inbound_uas(
-        &b,
+    let uas = b.inbound_call(
         "call_inbound_ringing.xml",
-        pbx_port,
+        free_media_port(),
         Duration::from_secs(40),
     );
     b.wait_calls("the inbound call RINGING", Duration::from_secs(15), |c| {
         c.len() == 1 && c[0]["state"] == "RINGING"
     });
-    let session = b.calls()[0]["session"].as_str().unwrap_or("").to_string();
-    let (code, v) = http_json(
-        b.sim.control,
-        "POST",
-        &format!("/calls/{session}/cancel"),
-        None,
-    );
-    b.check(code == 200, || format!("sim cancel: {code} {v}"));
+    b.carrier_does(&b.session(0), "cancel", None);
     let run = uas.wait();
     b.assert_sipp_ok(
         &run,
         "call_inbound_ringing.xml (180, then CANCEL from the gateway, 200, 487, ACK)",
     );
-    let call = b.only_call_ended();
+    let call = b.only_call_ended_by("control");
     let s = states(&call);
-    b.check(
-        !s.iter().any(|s| s == "ANSWERED") && call["ended_by"] == "control",
-        || {
-            format!(
-                "expected the carrier call cancelled (ended_by control, never ANSWERED), history \
-                 {s:?}, ended_by {}",
-                call["ended_by"]
-            )
-        },
-    );
+    b.check(!s.iter().any(|s| s == "ANSWERED"), || {
+        format!("expected the cancelled carrier call never ANSWERED, history {s:?}")
+    });
 }

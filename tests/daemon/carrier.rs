@@ -2,6 +2,9 @@
 //! over real TLS and WebSocket on loopback; and the demo's in-process simulator.
 
 use crate::harness::*;
+use crate::http::http_json;
+use crate::sim_process::SimProcess;
+use crate::sip_client::{status_code, SipClient};
 
 const CARRIER_USER: &str = "gw@sim.test";
 const CARRIER_PASS: &str = "carrier-secret-5d1f";
@@ -25,7 +28,7 @@ fn daemon_subscribes_at_start_and_unsubscribes_on_sigterm() {
     assert!(status.success(), "exit status {status:?}");
     let subs = sim.subscriptions();
     assert_eq!(subs[0]["deleted"], true, "{subs:?}");
-    assert_logged_without_secret(&daemon, "carrier subscription created", CARRIER_PASS);
+    daemon.assert_logged_without_secret("carrier subscription created", CARRIER_PASS);
 }
 
 #[test]
@@ -49,8 +52,8 @@ fn wrong_carrier_password_is_logged_once_and_the_daemon_keeps_serving() {
     assert_eq!(log.matches("HTTP 401").count(), 1, "{}", tail(&log, 30));
     assert!(!log.contains("not-the-password"));
     assert!(sim.subscriptions().is_empty());
-    let client = SipClient::new();
-    let r = client.request(&options(daemon.sip, &client), daemon.sip);
+    let client = SipClient::new(daemon.sip);
+    let r = client.request(&client.options(&[]));
     assert_eq!(status_code(&r), 200, "SIP still served");
 }
 

@@ -1,20 +1,22 @@
 //! The command line: check-config on the shipped examples and on broken files.
 
-use std::process::Command;
+use std::path::Path;
 
-use crate::harness::repo_root;
+use crate::harness::{repo_root, trunkgate};
 
-fn check_config(path: &std::path::Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_trunkgate"))
-        .args(["check-config", "--config"])
-        .arg(path)
-        .output()
-        .expect("run trunkgate");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn check_config(path: &Path) -> (bool, String, String) {
+    let path = path.to_str().expect("a UTF-8 path");
+    let (code, stdout, stderr) = trunkgate(&["check-config", "--config", path]);
+    (code == 0, stdout, stderr)
+}
+
+/// `trunkgate COMMAND --config` on a file holding `text`.
+fn on_config(command: &str, text: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).expect("write");
+    let (code, stdout, stderr) = trunkgate(&[command, "--config", path.to_str().expect("UTF-8")]);
+    (code == 0, stdout, stderr)
 }
 
 #[test]
@@ -28,14 +30,10 @@ fn shipped_configs_are_valid() {
 
 #[test]
 fn broken_config_lists_every_error_with_key_and_line() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
+    let (ok, _, stderr) = on_config(
+        "check-config",
         "[sip]\nrealm = \"\"\nmin_expires = 0\n\n[[trunks]]\nname = \"a\"\nauth_username = \"b\"\nha1 = \"xyz\"\n",
-    )
-    .expect("write");
-    let (ok, _, stderr) = check_config(&path);
+    );
     assert!(!ok);
     assert!(stderr.contains("3 errors"), "{stderr}");
     assert!(stderr.contains("line 2, column 1: sip.realm"), "{stderr}");
@@ -51,17 +49,14 @@ fn broken_config_lists_every_error_with_key_and_line() {
 
 #[test]
 fn unknown_key_and_missing_file_are_clear_errors() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("typo.toml");
-    std::fs::write(
-        &path,
+    let (ok, _, stderr) = on_config(
+        "check-config",
         "[sip]\nrealm = \"r\"\nlisen = \"0.0.0.0:5060\"\n[[trunks]]\nname = \"a\"\nauth_username = \"b\"\npassword = \"p\"\n",
-    )
-    .expect("write");
-    let (ok, _, stderr) = check_config(&path);
+    );
     assert!(!ok);
     assert!(stderr.contains("line 3"), "{stderr}");
     assert!(stderr.contains("unknown field `lisen`"), "{stderr}");
+    let dir = tempfile::tempdir().expect("tempdir");
     let (ok, _, stderr) = check_config(&dir.path().join("absent.toml"));
     assert!(!ok);
     assert!(stderr.contains("cannot read"), "{stderr}");
@@ -69,23 +64,14 @@ fn unknown_key_and_missing_file_are_clear_errors() {
 
 #[test]
 fn run_with_an_unbindable_address_exits_with_a_clear_error() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("c.toml");
     // the port is held by this test, so the daemon's bind fails
     let holder = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let taken = holder.local_addr().expect("addr");
-    std::fs::write(
-        &path,
-        format!("[sip]\nrealm = \"r\"\nlisten = \"{taken}\"\n[[trunks]]\nname = \"a\"\nauth_username = \"b\"\npassword = \"p\"\n"),
-    )
-    .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_trunkgate"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .expect("run trunkgate");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, _, stderr) = on_config(
+        "run",
+        &format!("[sip]\nrealm = \"r\"\nlisten = \"{taken}\"\n[[trunks]]\nname = \"a\"\nauth_username = \"b\"\npassword = \"p\"\n"),
+    );
+    assert!(!ok);
     assert!(
         stderr.contains(&format!("cannot bind SIP socket udp {taken} (sip.listen)")),
         "{stderr}"

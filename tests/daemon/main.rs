@@ -2,6 +2,10 @@
 //! UDP clients). Every socket is bound to 127.0.0.1 and every wait is bounded.
 
 mod harness;
+mod http;
+mod sim_process;
+mod sip_client;
+mod sipp;
 
 mod admin;
 mod call_scenarios;

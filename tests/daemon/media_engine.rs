@@ -5,7 +5,6 @@
 //! sipp is the PBX, `trunkgate sim` the carrier echoing what it receives.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,7 +13,8 @@ use crate::call_support::*;
 use crate::coturn::Coturn;
 use crate::harness::*;
 use crate::rtp_capture::{Datagram, Rtp};
-use crate::tagged_audio::{echo_scenario, tag_of, tagged_stream, write_pcap, PerCallEcho, PTIME};
+use crate::sipp::Sipp;
+use crate::tagged_audio::{streams_scenario, tag_of, tagged_stream, PerCallEcho, PTIME};
 
 // ------------------------------------------------------------------ a. relay-only via coturn
 
@@ -53,29 +53,16 @@ fn relay_only_call_through_coturn(transport: Transport) {
             tail(&coturn.log(), 40)
         ))
     };
-    let pbx_media = free_media_port();
-    let cap = b.capture_toward_pbx(pbx_media);
-    let run = Sipp::run(
-        "call_echo.xml",
-        b.daemon.sip,
-        pbx_media,
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(60),
-    );
-    let captured = cap.finish();
+    let call = b.call("call_echo.xml", ANSWER_DIALLED);
+    let (run, captured) = b.captured(call, Duration::from_secs(60));
     if !run.success {
         fail(format!("sipp call_echo.xml failed:\n{}", run.describe()));
     }
     let call = b.only_call_ended();
-    let sent = g711a_packets();
-    let need = (sent.len() * 9 / 10) as u64;
-    let rtp_in = media_u64(&call, "rtp_packets_in");
-    if rtp_in < need {
-        fail(format!(
-            "expected at least {need} of the {} pcap packets at the carrier through the relay, it counted {rtp_in}",
-            sent.len()
-        ));
+    if let Some(e) = pcap_shortfall_at_carrier(&call) {
+        fail(format!("through the relay: {e}"));
     }
+    let sent = g711a_packets();
     if let Some(e) = echo_shortfall(&sent, &captured, 1) {
         fail(e);
     }
@@ -135,20 +122,14 @@ fn the_first_fifty_packets_after_the_answer_all_come_back_byte_exact() {
     let b = Bridge::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let stream = tagged_stream(1, 150);
-    let pcap = dir.path().join("start.pcap");
-    write_pcap(&pcap, &stream);
-    let scenario = echo_scenario(dir.path(), &[pcap], hold_after(&stream));
-    let pbx_media = free_media_port();
-    let cap = b.capture_toward_pbx(pbx_media);
-    let run = Sipp::run(
-        &scenario.to_string_lossy(),
-        b.daemon.sip,
-        pbx_media,
-        &uac_args(ANSWER_DIALLED),
+    let hold = hold_after(&stream);
+    let scenario = streams_scenario(dir.path(), "start", std::slice::from_ref(&stream), hold);
+    let call = b.call(&scenario.to_string_lossy(), ANSWER_DIALLED);
+    let captured = b.captured_ok(
+        call,
         Duration::from_secs(40),
+        "call_echo.xml playing a tagged stream",
     );
-    let captured = cap.finish();
-    b.assert_sipp_ok(&run, "call_echo.xml playing a tagged stream");
     let echoed = rtp_payloads(&captured);
     let count = |p: &[u8]| echoed.iter().filter(|e| e.as_slice() == p).count();
     let first: Vec<usize> = stream[..FIRST].iter().map(|p| count(&p.payload)).collect();
@@ -304,17 +285,10 @@ fn call_with_quality(
     stream: &[Rtp],
     nth: usize,
 ) -> (Value, Value) {
-    let pcap = dir.join(format!("{name}.pcap"));
-    write_pcap(&pcap, stream);
-    let scenario = echo_scenario(dir, &[pcap], hold_after(stream));
-    let mut sipp = Sipp::spawn(
-        &scenario.to_string_lossy(),
-        Some(b.daemon.sip),
-        free_udp_port(),
-        free_media_port(),
-        &uac_args(ANSWER_DIALLED),
-        Duration::from_secs(40),
-    );
+    let scenario = streams_scenario(dir, name, &[stream.to_vec()], hold_after(stream));
+    let mut sipp = b
+        .call(&scenario.to_string_lossy(), ANSWER_DIALLED)
+        .spawn(Duration::from_secs(40));
     // 100 packets: 2 s of audio, past the first statistics interval
     let live = quality_while_up(b, &mut sipp, 100);
     let run = sipp.wait();
@@ -385,30 +359,13 @@ fn fifty_simultaneous_calls_each_get_back_their_own_audio_only() {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let streams: Vec<Vec<Rtp>> = (1..=CALLS).map(|n| tagged_stream(n, PACKETS)).collect();
-    let pcaps: Vec<PathBuf> = streams
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let p = dir.path().join(format!("call{}.pcap", i + 1));
-            write_pcap(&p, s);
-            p
-        })
-        .collect();
-    let scenario = echo_scenario(dir.path(), &pcaps, hold_after(&streams[0]));
+    let scenario = streams_scenario(dir.path(), "call", &streams, hold_after(&streams[0]));
     let echo = PerCallEcho::bind(CALLS, Duration::from_secs(90));
-    let calls = CALLS.to_string();
-    let mut sipp = Sipp::spawn(
-        &scenario.to_string_lossy(),
-        Some(b.daemon.sip),
-        free_udp_port(),
-        echo.media_port,
-        &[
-            &uac_args(ANSWER_DIALLED)[..],
-            &["-m", &calls, "-l", &calls, "-r", &calls],
-        ]
-        .concat(),
-        Duration::from_secs(60),
-    );
+    let mut sipp = b
+        .call(&scenario.to_string_lossy(), ANSWER_DIALLED)
+        .calls(CALLS.into())
+        .media_port(echo.media_port)
+        .spawn(Duration::from_secs(60));
     // the carrier's view of how many were up at once
     let mut peak = 0;
     while sipp.running() {

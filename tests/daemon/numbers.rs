@@ -1,9 +1,8 @@
 //! The destination policy applied to authenticated INVITEs by the running daemon, and the
 //! `number` admin command.
 
-use std::process::Command;
-
 use crate::harness::*;
+use crate::sip_client::{header_values, status_code, SipClient};
 
 fn refusal(resp: &str) -> (u16, String) {
     (status_code(resp), header_values(resp, "Warning").join(" "))
@@ -12,40 +11,17 @@ fn refusal(resp: &str) -> (u16, String) {
 #[test]
 fn invalid_and_disallowed_numbers_are_refused_before_the_carrier() {
     let d = Daemon::start_default();
-    let c = SipClient::new();
-    let (code, warning) = refusal(&authenticated_invite(
-        &c, d.sip, "12345", "user0", "secret", "",
-    ));
+    let c = SipClient::new(d.sip);
+    let (code, warning) = refusal(&c.authenticated_invite("12345", "user0", "secret"));
     assert_eq!(code, 484, "{warning}");
     assert!(warning.contains("not a valid AE number"), "{warning}");
-    let (code, warning) = refusal(&authenticated_invite(
-        &c,
-        d.sip,
-        "00447400123456",
-        "user0",
-        "secret",
-        "",
-    ));
+    let (code, warning) = refusal(&c.authenticated_invite("00447400123456", "user0", "secret"));
     assert_eq!(code, 403, "{warning}");
     assert!(warning.contains("GB"), "{warning}");
-    let (code, _) = refusal(&authenticated_invite(
-        &c,
-        d.sip,
-        "900012345",
-        "user0",
-        "secret",
-        "",
-    ));
+    let (code, _) = refusal(&c.authenticated_invite("900012345", "user0", "secret"));
     assert_eq!(code, 403, "premium rate must be refused by default");
     // an allowed UAE mobile passes the policy (and then meets the missing carrier leg: 503)
-    let (code, _) = refusal(&authenticated_invite(
-        &c,
-        d.sip,
-        "0501234567",
-        "user0",
-        "secret",
-        "",
-    ));
+    let (code, _) = refusal(&c.authenticated_invite("0501234567", "user0", "secret"));
     assert_eq!(code, 503);
     let log = d.log();
     assert!(
@@ -69,23 +45,16 @@ fn per_trunk_override_allows_international_for_one_trunk_only() {
         trunk("intl", "user1", "secret")
     );
     let d = Daemon::start("", &trunks);
-    let c = SipClient::new();
-    let r = authenticated_invite(&c, d.sip, "+447400123456", "user0", "secret", "");
+    let c = SipClient::new(d.sip);
+    let r = c.authenticated_invite("+447400123456", "user0", "secret");
     assert_eq!(status_code(&r), 403, "{r}");
-    let r = authenticated_invite(&c, d.sip, "+447400123456", "user1", "secret", "");
+    let r = c.authenticated_invite("+447400123456", "user1", "secret");
     assert_eq!(status_code(&r), 503, "intl trunk passes the policy: {r}");
 }
 
 fn number_cmd(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_trunkgate"))
-        .arg("number")
-        .args(args)
-        .output()
-        .expect("run trunkgate number");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let (code, stdout, _) = trunkgate(&[&["number"], args].concat());
+    (code, stdout)
 }
 
 #[test]

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::call_support::*;
 use crate::harness::*;
+use crate::http::{http_get, metric, parse_prometheus};
+use crate::sim_process::SimProcess;
+use crate::sip_client::{header_values, status_code, SipClient};
 
 #[test]
 fn metrics_status_and_healthz_follow_the_traffic() {
@@ -16,12 +19,12 @@ fn metrics_status_and_healthz_follow_the_traffic() {
     let (code, text) = http_get(status, "/metrics");
     assert_eq!(code, 200, "{text}");
     let before = parse_prometheus(&text);
-    let client = SipClient::new();
+    let client = SipClient::new(d.sip);
     for _ in 0..3 {
-        let r = client.request(&options(d.sip, &client), d.sip);
+        let r = client.request(&client.options(&[]));
         assert_eq!(status_code(&r), 200);
     }
-    let r = authenticated_invite(&client, d.sip, "12", "user0", "secret", "");
+    let r = client.authenticated_invite("12", "user0", "secret");
     assert_eq!(status_code(&r), 484, "{r}");
     let (_, text) = http_get(status, "/metrics");
     let after = parse_prometheus(&text);
@@ -73,20 +76,14 @@ fn metrics_status_and_healthz_follow_the_traffic() {
 #[test]
 fn records_survive_kill_9_and_follow_rotation_on_sighup() {
     let b = Bridge::start();
-    let client = SipClient::new();
-    let r = authenticated_invite(&client, b.daemon.sip, "12", TRUNK_USER, TRUNK_PASS, "");
+    let client = SipClient::new(b.daemon.sip);
+    let r = client.authenticated_invite("12", TRUNK_USER, TRUNK_PASS);
     assert_eq!(status_code(&r), 484, "{r}");
     // an answered call the carrier hangs up
     let sipp = b.held_call();
     std::thread::sleep(Duration::from_millis(1500));
-    let session = b.calls()[0]["session"].as_str().unwrap_or("").to_string();
-    let (code, v) = http_json(
-        b.sim.control,
-        "POST",
-        &format!("/calls/{session}/hangup"),
-        None,
-    );
-    b.check(code == 200, || format!("sim hangup: {code} {v}"));
+    let session = b.session(0);
+    b.carrier_does(&session, "hangup", None);
     let run = sipp.wait();
     b.assert_sipp_ok(&run, "call_wait_bye.xml");
     // the record is written when the call ends: poll (bounded), then kill -9
@@ -137,9 +134,9 @@ fn records_survive_kill_9_and_follow_rotation_on_sighup() {
 #[test]
 fn sighup_reopens_the_record_file_after_rotation() {
     let d = Daemon::start_default();
-    let client = SipClient::new();
+    let client = SipClient::new(d.sip);
     let attempt = || {
-        let r = authenticated_invite(&client, d.sip, "12", "user0", "secret", "");
+        let r = client.authenticated_invite("12", "user0", "secret");
         assert_eq!(status_code(&r), 484, "{r}");
     };
     attempt();
@@ -171,15 +168,8 @@ fn sigterm_drains_a_call_refuses_new_ones_and_exits_0() {
     b.daemon.signal(libc::SIGTERM);
     b.daemon.wait_log("draining calls");
     // a new call while draining: 503 with Retry-After, never reaching the carrier
-    let client = SipClient::new();
-    let r = authenticated_invite(
-        &client,
-        b.daemon.sip,
-        ANSWER_DIALLED,
-        TRUNK_USER,
-        TRUNK_PASS,
-        "",
-    );
+    let client = SipClient::new(b.daemon.sip);
+    let r = client.authenticated_invite(ANSWER_DIALLED, TRUNK_USER, TRUNK_PASS);
     b.check(status_code(&r) == 503, || {
         format!("expected 503 while draining, got:\n{r}")
     });
@@ -243,19 +233,12 @@ fn sighup_applies_a_new_password_while_a_call_is_up() {
     .unwrap();
     b.daemon.signal(libc::SIGHUP);
     b.daemon.wait_log("configuration reloaded");
-    let client = SipClient::new();
-    let r = authenticated_invite(&client, b.daemon.sip, "12", TRUNK_USER, TRUNK_PASS, "");
+    let client = SipClient::new(b.daemon.sip);
+    let r = client.authenticated_invite("12", TRUNK_USER, TRUNK_PASS);
     b.check(status_code(&r) == 407, || {
         format!("the old password must fail after the reload:\n{r}")
     });
-    let r = authenticated_invite(
-        &client,
-        b.daemon.sip,
-        "12",
-        TRUNK_USER,
-        "rotated-secret-77",
-        "",
-    );
+    let r = client.authenticated_invite("12", TRUNK_USER, "rotated-secret-77");
     b.check(status_code(&r) == 484, || {
         format!("the new password must pass (then 484 for \"12\"):\n{r}")
     });
@@ -264,14 +247,7 @@ fn sighup_applies_a_new_password_while_a_call_is_up() {
     b.check(calls.len() == 1 && calls[0]["state"] == "ANSWERED", || {
         format!("the call must survive the reload: {}", pretty(&calls))
     });
-    let session = calls[0]["session"].as_str().unwrap_or("").to_string();
-    let (code, v) = http_json(
-        b.sim.control,
-        "POST",
-        &format!("/calls/{session}/hangup"),
-        None,
-    );
-    b.check(code == 200, || format!("sim hangup: {code} {v}"));
+    b.carrier_does(&b.session(0), "hangup", None);
     let run = sipp.wait();
     b.assert_sipp_ok(&run, "call_wait_bye.xml across a reload");
 }
@@ -290,14 +266,14 @@ fn sighup_with_a_broken_file_keeps_the_running_configuration() {
         "the error names the key:\n{}",
         tail(&log, 10)
     );
-    let client = SipClient::new();
-    let r = authenticated_invite(&client, d.sip, "12", "user0", "secret", "");
+    let client = SipClient::new(d.sip);
+    let r = client.authenticated_invite("12", "user0", "secret");
     assert_eq!(
         status_code(&r),
         484,
         "the running configuration still authenticates:\n{r}"
     );
-    let r = client.request(&options(d.sip, &client), d.sip);
+    let r = client.request(&client.options(&[]));
     assert_eq!(status_code(&r), 200);
 }
 

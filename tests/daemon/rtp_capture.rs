@@ -448,7 +448,7 @@ fn capture_sees_each_loopback_datagram_once_with_its_payload() {
 fn the_sipp_pcaps_hold_the_expected_rtp() {
     let dir = Path::new("/usr/share/sip-tester");
     if !dir.exists() {
-        crate::harness::require_sipp();
+        crate::sipp::require_sipp();
     }
     let audio = pcap_rtp(&dir.join("g711a.pcap"));
     // 236 PCMA packets of 30 ms (240 bytes), one SSRC: about 7 s of audio.

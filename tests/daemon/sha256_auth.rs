@@ -1,16 +1,12 @@
-//! SHA-256 digest (RFC 7616 / RFC 8760) end to end, with a small UDP client of our own (sipp
-//! 3.6 only does MD5): challenge order, qop=auth with nc replay detection, MD5 fallback, a trunk
-//! that stores only a SHA-256 HA1, Proxy-Authorization on INVITE, source restrictions and
-//! tampered nonces.
-
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+//! SHA-256 digest (RFC 7616 / RFC 8760) end to end, with the raw SIP client (sipp 3.6 only does
+//! MD5): challenge order, qop=auth with nc replay detection, MD5 fallback, a trunk that stores
+//! only a SHA-256 HA1, Proxy-Authorization on INVITE, source restrictions and tampered nonces.
 
 use trunkgate::sip::digest::{self, Algorithm};
 
-use crate::harness::{
-    ack, assert_logged_without_secret, challenges, credentials, header_values, rand_u64,
-    status_code, tail, top_branch, trunk, Auth, Challenge, Daemon, SipClient, REALM,
+use crate::harness::{tail, trunk, Daemon, REALM};
+use crate::sip_client::{
+    challenges, first_line, header_values, status_code, Challenge, Request, SipClient,
 };
 
 /// The digest username (differs from the From/To user, as with 3CX).
@@ -18,136 +14,11 @@ const USER: &str = "pbx-auth-id";
 const PASSWORD: &str = "Sha256-secret";
 const FROM_USER: &str = "0501234567";
 const BOTH: &str = "digest_algorithms = [\"SHA-256\", \"MD5\"]";
-const FINAL_WAIT: Duration = Duration::from_secs(3);
 
-fn first_line(s: &str) -> &str {
-    s.split("\r\n").next().unwrap_or("")
-}
-
-/// A sent request: its bytes and its branch.
-struct Sent {
-    text: String,
-    branch: String,
-}
-
-/// A minimal PBX: one Call-ID, increasing CSeq, a new branch per request.
-struct Ua {
-    client: SipClient,
-    daemon: SocketAddr,
-    call_id: String,
-    tag: String,
-    cseq: u32,
-}
-
-impl Ua {
-    fn new(daemon: &Daemon) -> Ua {
-        Ua {
-            client: SipClient::new(),
-            daemon: daemon.sip,
-            call_id: format!("{:x}@sha256-test", rand_u64()),
-            tag: format!("{:x}", rand_u64()),
-            cseq: 0,
-        }
-    }
-
-    fn new_branch() -> String {
-        format!("z9hG4bK-sha-{:x}", rand_u64())
-    }
-
-    fn register_uri(&self) -> String {
-        format!("sip:{}", self.daemon)
-    }
-
-    fn invite_uri(&self) -> String {
-        format!("sip:+971501234567@{}", self.daemon)
-    }
-
-    fn contact(&self) -> String {
-        format!("sip:{FROM_USER}@{};rinstance=sha256", self.client.addr())
-    }
-
-    /// A REGISTER, with `(header, value)` credentials if given.
-    fn register(&mut self, auth: Option<(&str, &Auth)>) -> Sent {
-        self.cseq += 1;
-        let branch = Ua::new_branch();
-        let uri = self.register_uri();
-        let auth_line = auth
-            .map(|(h, a)| format!("{h}: {}\r\n", credentials(a, "REGISTER", &uri)))
-            .unwrap_or_default();
-        let text = format!(
-            "REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch};rport\r\nMax-Forwards: 70\r\n\
-             From: <sip:{FROM_USER}@{d}>;tag={tag}\r\nTo: <sip:{FROM_USER}@{d}>\r\nCall-ID: {cid}\r\n\
-             CSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nExpires: 600\r\n{auth_line}\
-             User-Agent: sha256-test\r\nContent-Length: 0\r\n\r\n",
-            me = self.client.addr(),
-            d = self.daemon,
-            tag = self.tag,
-            cid = self.call_id,
-            cseq = self.cseq,
-            contact = self.contact(),
-        );
-        Sent { text, branch }
-    }
-
-    /// An INVITE with an SDP offer, with `(header, value)` credentials if given. Each INVITE
-    /// starts a new call (new Call-ID and From tag).
-    fn invite(&mut self, auth: Option<(&str, &Auth)>) -> Sent {
-        self.cseq += 1;
-        self.call_id = format!("{:x}@sha256-invite", rand_u64());
-        self.tag = format!("{:x}", rand_u64());
-        let branch = Ua::new_branch();
-        let uri = self.invite_uri();
-        let auth_line = auth
-            .map(|(h, a)| format!("{h}: {}\r\n", credentials(a, "INVITE", &uri)))
-            .unwrap_or_default();
-        let me = self.client.addr();
-        let sdp = format!(
-            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 8\r\n",
-            ip = me.ip()
-        );
-        let text = format!(
-            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch};rport\r\nMax-Forwards: 70\r\n\
-             From: <sip:{FROM_USER}@{d}>;tag={tag}\r\nTo: <sip:+97141234567@{d}>\r\nCall-ID: {cid}\r\n\
-             CSeq: {cseq} INVITE\r\nContact: <sip:{FROM_USER}@{me}>\r\n{auth_line}\
-             Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
-            d = self.daemon,
-            tag = self.tag,
-            cid = self.call_id,
-            cseq = self.cseq,
-            len = sdp.len(),
-        );
-        Sent { text, branch }
-    }
-
-    /// Sends `text` and returns the first final response of the transaction `branch`
-    /// (retransmitted answers to earlier transactions are skipped).
-    fn send(&self, text: &str, branch: &str) -> String {
-        self.client.send(text.as_bytes(), self.daemon);
-        let deadline = Instant::now() + FINAL_WAIT;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let Some(r) = self.client.recv(left) else {
-                break;
-            };
-            if !r.starts_with("SIP/2.0 1") && top_branch(&r).as_deref() == Some(branch) {
-                return r;
-            }
-        }
-        panic!("no final response within {FINAL_WAIT:?} to:\n{text}");
-    }
-
-    fn exchange(&self, req: &Sent) -> String {
-        self.send(&req.text, &req.branch)
-    }
-
-    /// ACK for a non-2xx final answer to an INVITE, so the daemon stops retransmitting it.
-    fn ack(&self, invite: &Sent, resp: &str) {
-        let uri = invite.text.split(' ').nth(1).expect("Request-URI");
-        ack(&self.client, self.daemon, resp, uri);
-    }
-}
-
-fn cnonce() -> String {
-    format!("{:016x}", rand_u64())
+/// The PBX's REGISTER answering `ch` as `user` / `password` with nonce count `nc`.
+fn register(ua: &SipClient, ch: &Challenge, (user, password): (&str, &str), nc: u32) -> Request {
+    let creds = ch.answer_nc(user, password, "REGISTER", &ua.register_uri(), nc);
+    ua.register(FROM_USER, &[("Authorization", &creds)])
 }
 
 /// Asserts a 401 with challenges and returns them.
@@ -167,7 +38,7 @@ fn expect_401(resp: &str, what: &str, d: &Daemon) -> Vec<Challenge> {
     chs
 }
 
-fn expect_200_with_contact(ua: &Ua, resp: &str, what: &str, d: &Daemon) {
+fn expect_200_with_contact(ua: &SipClient, resp: &str, what: &str, d: &Daemon) {
     assert_eq!(
         status_code(resp),
         200,
@@ -175,7 +46,7 @@ fn expect_200_with_contact(ua: &Ua, resp: &str, what: &str, d: &Daemon) {
         first_line(resp),
         tail(&d.log(), 20)
     );
-    let want = format!("<{}>", ua.contact());
+    let want = format!("<{}>", ua.contact(FROM_USER));
     assert!(
         header_values(resp, "Contact")
             .iter()
@@ -184,127 +55,124 @@ fn expect_200_with_contact(ua: &Ua, resp: &str, what: &str, d: &Daemon) {
     );
 }
 
+/// `resp` must be `code` and carry no `header`: a challenge that does not belong there.
+fn expect_without(resp: &str, (code, header): (u16, &str), what: &str) {
+    assert_eq!(
+        status_code(resp),
+        code,
+        "{what}: {:?}\n{resp}",
+        first_line(resp)
+    );
+    assert!(
+        header_values(resp, header).is_empty(),
+        "{what}: {code} carries {header}:\n{resp}"
+    );
+}
+
+/// An INVITE from `ua` to [`DIALLED`] with `headers`; its final response, ACKed.
+fn invite(ua: &SipClient, headers: &[(&str, &str)]) -> String {
+    ua.exchange_invite(&ua.invite(DIALLED, headers))
+        .expect("an answer to the INVITE")
+}
+
+/// Both algorithms offered, the trunk restricted to `source`.
+fn daemon_allowing(source: &str) -> Daemon {
+    let t = format!(
+        "{}allowed_sources = [\"{source}\"]\n",
+        trunk("t0", USER, PASSWORD)
+    );
+    Daemon::start(BOTH, &t)
+}
+
 fn daemon_both() -> Daemon {
     Daemon::start(BOTH, &trunk("t0", USER, PASSWORD))
 }
 
 /// The unauthenticated REGISTER's challenges.
-fn challenged(ua: &mut Ua, d: &Daemon) -> Vec<Challenge> {
-    let r = ua.register(None);
-    let resp = ua.exchange(&r);
+fn challenged(ua: &SipClient, d: &Daemon) -> Vec<Challenge> {
+    let resp = ua.request(&ua.register(FROM_USER, &[]));
     expect_401(&resp, "unauthenticated REGISTER", d)
 }
+
+const TRUNK: (&str, &str) = (USER, PASSWORD);
+/// What the INVITEs dial: an allowed number, which meets the missing carrier (503).
+const DIALLED: &str = "+971501234567";
 
 #[test]
 fn sha256_challenges_come_first_and_qop_register_succeeds() {
     let d = daemon_both();
-    let mut ua = Ua::new(&d);
-    let chs = challenged(&mut ua, &d);
+    let ua = SipClient::new(d.sip);
+    let chs = challenged(&ua, &d);
     assert_eq!(
         chs.len(),
         2,
         "expected a SHA-256 and an MD5 challenge, got {chs:?}"
     );
     assert_eq!(
-        chs[0].algorithm(),
+        chs[0].algorithm,
         Algorithm::Sha256,
         "first challenge must be SHA-256 (RFC 8760): {chs:?}"
     );
     assert_eq!(
-        chs[1].algorithm(),
+        chs[1].algorithm,
         Algorithm::Md5,
         "second challenge must be MD5: {chs:?}"
     );
     assert_eq!(
-        chs[0].nonce(),
-        chs[1].nonce(),
+        chs[0].nonce, chs[1].nonce,
         "both challenges carry the same nonce"
     );
     for c in &chs {
-        assert_eq!(c.realm.as_deref(), Some(REALM), "realm: {c:?}");
+        assert_eq!(c.realm, REALM, "realm: {c:?}");
         assert!(c.offers_auth(), "qop=\"auth\" not offered: {c:?}");
         assert!(c.stale.is_none(), "a first challenge is not stale: {c:?}");
     }
-    let cn = cnonce();
-    let auth = Auth {
-        alg: Algorithm::Sha256,
-        user: USER,
-        password: PASSWORD,
-        nonce: chs[0].nonce(),
-        qop: Some((1, &cn)),
-    };
-    let r = ua.register(Some(("Authorization", &auth)));
+    let r = register(&ua, &chs[0], TRUNK, 1);
     assert!(r.text.contains("algorithm=SHA-256") && r.text.contains("nc=00000001"));
-    let resp = ua.exchange(&r);
+    let resp = ua.request(&r);
     expect_200_with_contact(&ua, &resp, "SHA-256 qop=auth REGISTER", &d);
 }
 
 #[test]
 fn sha256_wrong_password_is_challenged_again() {
     let d = daemon_both();
-    let mut ua = Ua::new(&d);
-    let chs = challenged(&mut ua, &d);
-    let nonce = chs[0].nonce().to_string();
-    let cn = cnonce();
-    let bad = Auth {
-        alg: Algorithm::Sha256,
-        user: USER,
-        password: "not-the-password",
-        nonce: &nonce,
-        qop: Some((1, &cn)),
-    };
-    let r = ua.register(Some(("Authorization", &bad)));
-    let resp = ua.exchange(&r);
+    let ua = SipClient::new(d.sip);
+    let chs = challenged(&ua, &d);
+    let r = register(&ua, &chs[0], (USER, "not-the-password"), 1);
+    let resp = ua.request(&r);
     let again = expect_401(&resp, "SHA-256 REGISTER with the wrong password", &d);
     assert_eq!(
-        again[0].algorithm(),
+        again[0].algorithm,
         Algorithm::Sha256,
         "re-challenge order: {again:?}"
     );
-    assert_logged_without_secret(&d, "wrong password", "not-the-password");
+    d.assert_logged_without_secret("wrong password", "not-the-password");
     // the same nonce with the right password (next nc) still works: only the password was wrong
-    let good = Auth {
-        alg: Algorithm::Sha256,
-        user: USER,
-        password: PASSWORD,
-        nonce: &nonce,
-        qop: Some((2, &cn)),
-    };
-    let r = ua.register(Some(("Authorization", &good)));
-    let resp = ua.exchange(&r);
+    let r = register(&ua, &chs[0], TRUNK, 2);
+    let resp = ua.request(&r);
     expect_200_with_contact(&ua, &resp, "SHA-256 REGISTER with the right password", &d);
 }
 
 #[test]
 fn sha256_nonce_count_replay_is_refused_and_next_count_accepted() {
     let d = daemon_both();
-    let mut ua = Ua::new(&d);
-    let chs = challenged(&mut ua, &d);
-    let nonce = chs[0].nonce().to_string();
-    let cn = cnonce();
-    let auth = |nc| Auth {
-        alg: Algorithm::Sha256,
-        user: USER,
-        password: PASSWORD,
-        nonce: &nonce,
-        qop: Some((nc, &cn)),
-    };
-    let first = ua.register(Some(("Authorization", &auth(1))));
-    let resp = ua.exchange(&first);
+    let ua = SipClient::new(d.sip);
+    let chs = challenged(&ua, &d);
+    let first = register(&ua, &chs[0], TRUNK, 1);
+    let resp = ua.request(&first);
     expect_200_with_contact(&ua, &resp, "SHA-256 REGISTER nc=00000001", &d);
 
     // the very same bytes as a new transaction: same nonce, same nc
-    let replay_branch = Ua::new_branch();
-    let replay = first.text.replacen(&first.branch, &replay_branch, 1);
-    assert_ne!(replay, first.text);
-    let resp = ua.send(&replay, &replay_branch);
+    let replay = first.with_new_branch();
+    assert_ne!(replay.text, first.text);
+    let resp = ua.request(&replay);
     let again = expect_401(
         &resp,
         "replayed SHA-256 REGISTER (same nonce, same nc, new branch)",
         &d,
     );
     assert_eq!(
-        again[0].algorithm(),
+        again[0].algorithm,
         Algorithm::Sha256,
         "re-challenge order: {again:?}"
     );
@@ -315,34 +183,26 @@ fn sha256_nonce_count_replay_is_refused_and_next_count_accepted() {
     );
 
     // the next nonce count on the same nonce is fine
-    let next = ua.register(Some(("Authorization", &auth(2))));
+    let next = register(&ua, &chs[0], TRUNK, 2);
     assert!(next.text.contains("nc=00000002"));
-    let resp = ua.exchange(&next);
+    let resp = ua.request(&next);
     expect_200_with_contact(&ua, &resp, "SHA-256 REGISTER nc=00000002", &d);
 }
 
 #[test]
 fn md5_only_client_uses_the_second_challenge() {
     let d = daemon_both();
-    let mut ua = Ua::new(&d);
-    let chs = challenged(&mut ua, &d);
+    let ua = SipClient::new(d.sip);
+    let chs = challenged(&ua, &d);
     // a client that only knows MD5 takes the first challenge it understands
     let pos = chs
         .iter()
-        .position(|c| c.algorithm() == Algorithm::Md5)
+        .position(|c| c.algorithm == Algorithm::Md5)
         .unwrap_or_else(|| panic!("no MD5 challenge offered: {chs:?}"));
     assert_eq!(pos, 1, "MD5 should be the second challenge: {chs:?}");
-    let cn = cnonce();
-    let auth = Auth {
-        alg: Algorithm::Md5,
-        user: USER,
-        password: PASSWORD,
-        nonce: chs[pos].nonce(),
-        qop: Some((1, &cn)),
-    };
-    let r = ua.register(Some(("Authorization", &auth)));
+    let r = register(&ua, &chs[pos], TRUNK, 1);
     assert!(r.text.contains("algorithm=MD5"));
-    let resp = ua.exchange(&r);
+    let resp = ua.request(&r);
     expect_200_with_contact(
         &ua,
         &resp,
@@ -358,21 +218,12 @@ fn trunk_with_only_a_sha256_ha1_registers_with_sha256_but_not_md5() {
     let trunks =
         format!("[[trunks]]\nname = \"h0\"\nauth_username = \"{USER}\"\nha1_sha256 = \"{ha1}\"\n");
     let d = Daemon::start("digest_algorithms = [\"SHA-256\"]", &trunks);
-    let mut ua = Ua::new(&d);
-    let chs = challenged(&mut ua, &d);
+    let ua = SipClient::new(d.sip);
+    let chs = challenged(&ua, &d);
     assert_eq!(chs.len(), 1, "only SHA-256 is configured: {chs:?}");
-    assert_eq!(chs[0].algorithm(), Algorithm::Sha256, "{chs:?}");
-    let nonce = chs[0].nonce().to_string();
-    let cn = cnonce();
-    let sha = Auth {
-        alg: Algorithm::Sha256,
-        user: USER,
-        password: PASSWORD,
-        nonce: &nonce,
-        qop: Some((1, &cn)),
-    };
-    let r = ua.register(Some(("Authorization", &sha)));
-    let resp = ua.exchange(&r);
+    assert_eq!(chs[0].algorithm, Algorithm::Sha256, "{chs:?}");
+    let r = register(&ua, &chs[0], TRUNK, 1);
+    let resp = ua.request(&r);
     expect_200_with_contact(
         &ua,
         &resp,
@@ -381,73 +232,47 @@ fn trunk_with_only_a_sha256_ha1_registers_with_sha256_but_not_md5() {
     );
 
     // MD5 with the right password on the same, valid nonce: not offered, no MD5 HA1
-    let md5 = Auth {
-        alg: Algorithm::Md5,
-        user: USER,
-        password: PASSWORD,
-        nonce: &nonce,
-        qop: Some((2, &cn)),
+    let md5 = Challenge {
+        algorithm: Algorithm::Md5,
+        ..chs[0].clone()
     };
-    let r = ua.register(Some(("Authorization", &md5)));
-    let resp = ua.exchange(&r);
+    let r = register(&ua, &md5, TRUNK, 2);
+    let resp = ua.request(&r);
     let again = expect_401(&resp, "MD5 REGISTER for a SHA-256-only trunk", &d);
     assert!(
-        again.iter().all(|c| c.algorithm() == Algorithm::Sha256),
+        again.iter().all(|c| c.algorithm == Algorithm::Sha256),
         "re-challenge offers MD5: {again:?}"
     );
     // MD5 without qop either
-    let md5_plain = Auth {
-        alg: Algorithm::Md5,
-        user: USER,
-        password: PASSWORD,
-        nonce: again[0].nonce(),
-        qop: None,
+    let md5_plain = Challenge {
+        algorithm: Algorithm::Md5,
+        ..again[0].without_qop()
     };
-    let r = ua.register(Some(("Authorization", &md5_plain)));
-    let resp = ua.exchange(&r);
+    let r = register(&ua, &md5_plain, TRUNK, 1);
+    let resp = ua.request(&r);
     expect_401(&resp, "MD5 (no qop) REGISTER for a SHA-256-only trunk", &d);
 }
 
 #[test]
 fn invite_is_challenged_with_407_and_proxy_authorization_is_accepted() {
     let d = daemon_both();
-    let mut ua = Ua::new(&d);
-    let inv = ua.invite(None);
-    let resp = ua.exchange(&inv);
-    ua.ack(&inv, &resp);
-    assert_eq!(
-        status_code(&resp),
-        407,
-        "unauthenticated INVITE: {:?}\n{resp}",
-        first_line(&resp)
-    );
-    assert!(
-        header_values(&resp, "WWW-Authenticate").is_empty(),
-        "407 carries WWW-Authenticate:\n{resp}"
-    );
+    let ua = SipClient::new(d.sip);
+    let resp = invite(&ua, &[]);
+    expect_without(&resp, (407, "WWW-Authenticate"), "unauthenticated INVITE");
     let chs = challenges(&resp, "Proxy-Authenticate");
     assert_eq!(
         chs.len(),
         2,
         "expected SHA-256 and MD5 Proxy-Authenticate: {chs:?}"
     );
-    assert_eq!(chs[0].algorithm(), Algorithm::Sha256, "{chs:?}");
-    assert_eq!(chs[1].algorithm(), Algorithm::Md5, "{chs:?}");
-    assert_eq!(chs[0].nonce(), chs[1].nonce());
-    let nonce = chs[0].nonce().to_string();
-    let cn = cnonce();
+    assert_eq!(chs[0].algorithm, Algorithm::Sha256, "{chs:?}");
+    assert_eq!(chs[1].algorithm, Algorithm::Md5, "{chs:?}");
+    assert_eq!(chs[0].nonce, chs[1].nonce);
 
-    for (alg, nc) in [(Algorithm::Sha256, 1), (Algorithm::Md5, 2)] {
-        let auth = Auth {
-            alg,
-            user: USER,
-            password: PASSWORD,
-            nonce: &nonce,
-            qop: Some((nc, &cn)),
-        };
-        let inv = ua.invite(Some(("Proxy-Authorization", &auth)));
-        let resp = ua.exchange(&inv);
-        ua.ack(&inv, &resp);
+    for (ch, nc) in [(&chs[0], 1), (&chs[1], 2)] {
+        let alg = ch.algorithm;
+        let creds = ch.answer_nc(USER, PASSWORD, "INVITE", &ua.invite_uri(DIALLED), nc);
+        let resp = invite(&ua, &[("Proxy-Authorization", &creds)]);
         let code = status_code(&resp);
         assert!(
             !matches!(code, 401 | 403 | 407),
@@ -473,36 +298,21 @@ fn invite_is_challenged_with_407_and_proxy_authorization_is_accepted() {
 
 #[test]
 fn source_outside_allowed_sources_gets_403_without_a_challenge() {
-    let t = format!(
-        "{}allowed_sources = [\"127.0.0.2/32\"]\n",
-        trunk("t0", USER, PASSWORD)
-    );
-    let d = Daemon::start(BOTH, &t);
-    let mut ua = Ua::new(&d);
-    let r = ua.register(None);
-    let resp = ua.exchange(&r);
-    assert_eq!(
-        status_code(&resp),
-        403,
-        "REGISTER from 127.0.0.1: {:?}\n{resp}",
-        first_line(&resp)
-    );
-    assert!(
-        header_values(&resp, "WWW-Authenticate").is_empty(),
-        "403 carries a challenge:\n{resp}"
-    );
+    let d = daemon_allowing("127.0.0.2/32");
+    let ua = SipClient::new(d.sip);
+    let resp = ua.request(&ua.register(FROM_USER, &[]));
+    expect_without(&resp, (403, "WWW-Authenticate"), "REGISTER from 127.0.0.1");
 
     // credentials (on a made-up nonce) change nothing
-    let cn = cnonce();
-    let auth = Auth {
-        alg: Algorithm::Sha256,
-        user: USER,
-        password: PASSWORD,
-        nonce: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        qop: Some((1, &cn)),
+    let made_up = Challenge {
+        algorithm: Algorithm::Sha256,
+        realm: REALM.to_string(),
+        nonce: "A".repeat(32),
+        qop: Some("auth".to_string()),
+        stale: None,
     };
-    let r = ua.register(Some(("Authorization", &auth)));
-    let resp = ua.exchange(&r);
+    let r = register(&ua, &made_up, TRUNK, 1);
+    let resp = ua.request(&r);
     assert_eq!(
         status_code(&resp),
         403,
@@ -510,40 +320,17 @@ fn source_outside_allowed_sources_gets_403_without_a_challenge() {
         first_line(&resp)
     );
 
-    let inv = ua.invite(None);
-    let resp = ua.exchange(&inv);
-    ua.ack(&inv, &resp);
-    assert_eq!(
-        status_code(&resp),
-        403,
-        "INVITE from 127.0.0.1: {:?}",
-        first_line(&resp)
-    );
-    assert!(
-        header_values(&resp, "Proxy-Authenticate").is_empty(),
-        "403 carries a challenge:\n{resp}"
-    );
+    let resp = invite(&ua, &[]);
+    expect_without(&resp, (403, "Proxy-Authenticate"), "INVITE from 127.0.0.1");
 }
 
 #[test]
 fn source_inside_allowed_sources_registers() {
-    let t = format!(
-        "{}allowed_sources = [\"127.0.0.1/32\"]\n",
-        trunk("t0", USER, PASSWORD)
-    );
-    let d = Daemon::start(BOTH, &t);
-    let mut ua = Ua::new(&d);
-    let chs = challenged(&mut ua, &d);
-    let cn = cnonce();
-    let auth = Auth {
-        alg: Algorithm::Sha256,
-        user: USER,
-        password: PASSWORD,
-        nonce: chs[0].nonce(),
-        qop: Some((1, &cn)),
-    };
-    let r = ua.register(Some(("Authorization", &auth)));
-    let resp = ua.exchange(&r);
+    let d = daemon_allowing("127.0.0.1/32");
+    let ua = SipClient::new(d.sip);
+    let chs = challenged(&ua, &d);
+    let r = register(&ua, &chs[0], TRUNK, 1);
+    let resp = ua.request(&r);
     expect_200_with_contact(&ua, &resp, "REGISTER from an allowed source", &d);
 }
 
@@ -557,34 +344,18 @@ fn restricted_trunk_credentials_from_another_source_get_403() {
         trunk("t1", "restricted-id", PASSWORD)
     );
     let d = Daemon::start(BOTH, &t);
-    let mut ua = Ua::new(&d);
-    let chs = challenged(&mut ua, &d);
-    let nonce = chs[0].nonce().to_string();
-    let cn = cnonce();
-    let restricted = Auth {
-        alg: Algorithm::Sha256,
-        user: "restricted-id",
-        password: PASSWORD,
-        nonce: &nonce,
-        qop: Some((1, &cn)),
-    };
-    let r = ua.register(Some(("Authorization", &restricted)));
-    let resp = ua.exchange(&r);
+    let ua = SipClient::new(d.sip);
+    let chs = challenged(&ua, &d);
+    let r = register(&ua, &chs[0], ("restricted-id", PASSWORD), 1);
+    let resp = ua.request(&r);
     assert_eq!(
         status_code(&resp),
         403,
         "restricted trunk from 127.0.0.1: {:?}\n{resp}",
         first_line(&resp)
     );
-    let open = Auth {
-        alg: Algorithm::Sha256,
-        user: USER,
-        password: PASSWORD,
-        nonce: &nonce,
-        qop: Some((2, &cn)),
-    };
-    let r = ua.register(Some(("Authorization", &open)));
-    let resp = ua.exchange(&r);
+    let r = register(&ua, &chs[0], TRUNK, 2);
+    let resp = ua.request(&r);
     expect_200_with_contact(&ua, &resp, "unrestricted trunk from 127.0.0.1", &d);
 }
 
@@ -601,33 +372,28 @@ fn tampered_nonce_gets_a_fresh_challenge() {
         &format!("{BOTH}\nnonce_lifetime = \"10s\""),
         &trunk("t0", USER, PASSWORD),
     );
-    let mut ua = Ua::new(&d);
-    let chs = challenged(&mut ua, &d);
-    let nonce = chs[0].nonce().to_string();
+    let ua = SipClient::new(d.sip);
+    let chs = challenged(&ua, &d);
+    let nonce = chs[0].nonce.clone();
     assert!(nonce.len() > 4, "nonce too short to tamper with: {nonce:?}");
     // first, middle and last character: the timestamp and the MAC part of the nonce
     for at in [0, nonce.len() / 2, nonce.len() - 1] {
         let bad_nonce = tamper(&nonce, at);
         assert_ne!(bad_nonce, nonce);
-        let cn = cnonce();
-        let auth = Auth {
-            alg: Algorithm::Sha256,
-            user: USER,
-            password: PASSWORD,
-            nonce: &bad_nonce,
-            qop: Some((1, &cn)),
+        let tampered = Challenge {
+            nonce: bad_nonce.clone(),
+            ..chs[0].clone()
         };
-        let r = ua.register(Some(("Authorization", &auth)));
-        let resp = ua.exchange(&r);
+        let r = register(&ua, &tampered, TRUNK, 1);
+        let resp = ua.request(&r);
         let fresh = expect_401(
             &resp,
             &format!("REGISTER with the nonce changed at {at}"),
             &d,
         );
-        assert_eq!(fresh[0].algorithm(), Algorithm::Sha256, "{fresh:?}");
+        assert_eq!(fresh[0].algorithm, Algorithm::Sha256, "{fresh:?}");
         assert_ne!(
-            fresh[0].nonce(),
-            bad_nonce,
+            fresh[0].nonce, bad_nonce,
             "the tampered nonce was handed back"
         );
         assert!(
@@ -636,15 +402,7 @@ fn tampered_nonce_gets_a_fresh_challenge() {
         );
     }
     // the genuine nonce is still good afterwards
-    let cn = cnonce();
-    let auth = Auth {
-        alg: Algorithm::Sha256,
-        user: USER,
-        password: PASSWORD,
-        nonce: &nonce,
-        qop: Some((1, &cn)),
-    };
-    let r = ua.register(Some(("Authorization", &auth)));
-    let resp = ua.exchange(&r);
+    let r = register(&ua, &chs[0], TRUNK, 1);
+    let resp = ua.request(&r);
     expect_200_with_contact(&ua, &resp, "REGISTER with the genuine nonce", &d);
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{repo_root, trunk, Daemon};
+use crate::harness::{repo_root, trunk, Daemon, DaemonConfig};
 
 /// A password that must never show up in any log line.
 const PASSWORD: &str = "pw-7c1e9f0a5d";
@@ -181,7 +181,12 @@ fn notify_socket_gets_ready_watchdog_and_stopping() {
     let sock_dir = tempfile::tempdir().expect("tempdir");
     let mut notify = NotifySocket::bind(sock_dir.path());
     let path = sock_dir.path().join("notify.sock");
-    let mut d = Daemon::start_with("", "", &one_trunk(), |_| {
+    let tables = one_trunk();
+    let config = DaemonConfig {
+        tables: &tables,
+        ..DaemonConfig::default()
+    };
+    let mut d = Daemon::start_config(&config, |_| {
         vec![
             ("NOTIFY_SOCKET".into(), path.display().to_string()),
             // WATCHDOG_PID absent: the watchdog applies to the process that reads it
@@ -229,7 +234,13 @@ fn start_ready(
     let sock_dir = tempfile::tempdir().expect("tempdir");
     let mut notify = NotifySocket::bind(sock_dir.path());
     let path = sock_dir.path().join("notify.sock");
-    let d = Daemon::start_with(log_extra, "", &one_trunk(), |dir| {
+    let tables = one_trunk();
+    let config = DaemonConfig {
+        log: log_extra,
+        tables: &tables,
+        ..DaemonConfig::default()
+    };
+    let d = Daemon::start_config(&config, |dir| {
         let mut env = env;
         env.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
         if journal {

@@ -13,8 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::call_support::G711A_PCAP;
-use crate::harness::{rand_u64, sipp_dir};
 use crate::rtp_capture::Rtp;
+use crate::sipp::sipp_dir;
 
 /// 20 ms of PCMA.
 pub const PTIME: Duration = Duration::from_millis(20);
@@ -151,6 +151,20 @@ pub fn echo_scenario(dir: &Path, pcaps: &[PathBuf], hold: Duration) -> PathBuf {
     path
 }
 
+/// `streams` written as `{name}1.pcap`, `{name}2.pcap`, ... in `dir`, and the
+/// [`echo_scenario`] that plays them, one a call.
+pub fn streams_scenario(dir: &Path, name: &str, streams: &[Vec<Rtp>], hold: Duration) -> PathBuf {
+    let pcaps: Vec<PathBuf> = (1..)
+        .zip(streams)
+        .map(|(n, s)| {
+            let p = dir.join(format!("{name}{n}.pcap"));
+            write_pcap(&p, s);
+            p
+        })
+        .collect();
+    echo_scenario(dir, &pcaps, hold)
+}
+
 /// sipp loads every pcap when it reads the scenario and has no per-call file name, so the
 /// call number picks one: a test per number, then a jump to its play.
 fn per_call_plays(pcaps: &[PathBuf]) -> String {
@@ -214,7 +228,8 @@ impl PerCallEcho {
         let span = 4 * calls + 4;
         for _ in 0..100 {
             // an even port in the kernel's ephemeral range, with room for the span
-            let media_port = (33000 + (rand_u64() % u64::from(60000 - 33000 - span)) as u16) & !1;
+            let media_port =
+                (33000 + (rand::random::<u64>() % u64::from(60000 - 33000 - span)) as u16) & !1;
             let sipp_own = [media_port, media_port + 1, media_port + 2]
                 .iter()
                 .all(|&p| UdpSocket::bind((lo, p)).is_ok());

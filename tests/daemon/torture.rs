@@ -13,10 +13,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use trunkgate::sip::digest::{self, Algorithm, Credentials};
+use trunkgate::sip::digest::Algorithm;
 
-use crate::harness::{
-    data_dir, header_values, options, status_code, tail, Daemon, SipClient, REALM,
+use crate::harness::{data_dir, tail, trunk, Daemon};
+use crate::sip_client::{
+    find_challenge, first_line, header_values, list_items, status_code, SipClient,
 };
 
 /// T1 for the torture daemon: transactions end 64*T1 after their final response.
@@ -204,38 +205,6 @@ fn rounds(keys: &[Option<String>]) -> Vec<usize> {
         .collect()
 }
 
-/// The first final (non-1xx) response within `wait`.
-fn await_final(client: &SipClient, wait: Duration) -> Option<String> {
-    let deadline = Instant::now() + wait;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        let r = client.recv(left)?;
-        if !r.starts_with("SIP/2.0 1") {
-            return Some(r);
-        }
-    }
-}
-
-fn first_line(s: &str) -> &str {
-    s.split("\r\n").next().unwrap_or("")
-}
-
-/// The comma-separated items of every value of `name` in a response.
-fn list_items(resp: &str, name: &str) -> Vec<String> {
-    header_values(resp, name)
-        .iter()
-        .flat_map(|v| {
-            v.split(',')
-                .map(|s| s.trim().to_string())
-                .collect::<Vec<_>>()
-        })
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
 /// Extra checks tied to the code that came back.
 fn check_code_details(msg: &str, resp: &str, code: u16) -> Result<(), String> {
     match code {
@@ -292,27 +261,6 @@ fn check_code_details(msg: &str, resp: &str, code: u16) -> Result<(), String> {
     Ok(())
 }
 
-/// A `key="value"` or `key=value` parameter of a challenge header value.
-fn challenge_param(value: &str, key: &str) -> Option<String> {
-    let lower = value.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(i) = lower[from..].find(key) {
-        let at = from + i;
-        from = at + key.len();
-        let before_ok = at == 0 || matches!(lower.as_bytes()[at - 1], b' ' | b',' | b'\t');
-        let rest = value[at + key.len()..].trim_start();
-        if !before_ok || !rest.starts_with('=') {
-            continue;
-        }
-        let rest = rest[1..].trim_start();
-        return Some(match rest.strip_prefix('"') {
-            Some(q) => q.split('"').next().unwrap_or("").to_string(),
-            None => rest.split([',', ' ']).next().unwrap_or("").to_string(),
-        });
-    }
-    None
-}
-
 /// The contact URI a REGISTER asks to bind: inside `<>`, or (without brackets) up to the first
 /// `;`, since such parameters belong to the header, not the URI (RFC 3261 20.10).
 fn requested_contact(msg: &str) -> Option<String> {
@@ -339,9 +287,13 @@ fn listed_contacts(resp: &str) -> Vec<String> {
         .collect()
 }
 
-/// The torture REGISTER with credentials: new branch (suffix appended), CSeq + 1, and an
-/// `Authorization` line right after the request line (MD5, no qop).
-fn authenticated_retry(msg: &str, suffix: &str, user: &str, nonce: &str) -> Result<String, String> {
+/// The torture REGISTER with credentials: new branch (suffix appended), CSeq + 1, and
+/// `authorization(method, Request-URI)` as an `Authorization` line right after the request line.
+fn authenticated_retry(
+    msg: &str,
+    suffix: &str,
+    authorization: impl Fn(&str, &str) -> String,
+) -> Result<String, String> {
     let (head, body) = msg.split_once("\r\n\r\n").ok_or("no end of headers")?;
     let mut lines: Vec<String> = head.split("\r\n").map(str::to_string).collect();
     let request_line = lines[0].clone();
@@ -380,28 +332,9 @@ fn authenticated_retry(msg: &str, suffix: &str, user: &str, nonce: &str) -> Resu
     let m = it.next().ok_or("no CSeq method")?;
     lines[cseq] = format!("{name}: {} {m}", n + 1);
 
-    let mut creds = Credentials {
-        username: user.to_string(),
-        realm: REALM.to_string(),
-        nonce: nonce.to_string(),
-        uri: uri.clone(),
-        response: String::new(),
-        algorithm: Algorithm::Md5,
-        qop: None,
-        nc: None,
-        cnonce: None,
-        opaque: None,
-    };
-    let ha1 = digest::ha1(Algorithm::Md5, user, REALM, REG_PASSWORD);
-    creds.response = digest::expected_response(Algorithm::Md5, &ha1, &method, &creds)
-        .map_err(|e| format!("computing the digest: {e}"))?;
     lines.insert(
         1,
-        format!(
-            "Authorization: Digest username=\"{user}\", realm=\"{REALM}\", nonce=\"{nonce}\", \
-             uri=\"{uri}\", response=\"{}\", algorithm=MD5",
-            creds.response
-        ),
+        format!("Authorization: {}", authorization(&method, &uri)),
     );
     Ok(format!("{}\r\n\r\n{body}", lines.join("\r\n")))
 }
@@ -414,8 +347,8 @@ fn run_row(
     bytes: &[u8],
     reg_user: Option<&str>,
 ) -> Result<(), String> {
-    let client = SipClient::new();
-    client.send(bytes, daemon);
+    let client = SipClient::new(daemon);
+    client.send_raw(bytes);
     let msg = String::from_utf8_lossy(bytes);
     match expect {
         Expect::Drop => match client.recv(DROP_WAIT) {
@@ -423,7 +356,9 @@ fn run_row(
             Some(r) => Err(format!("expected no response, got {:?}", first_line(&r))),
         },
         Expect::Any => {
-            let r = await_final(&client, FINAL_WAIT).ok_or("no final response")?;
+            let r = client
+                .final_response(None, FINAL_WAIT)
+                .ok_or("no final response")?;
             if !acceptable_any(status_code(&r)) {
                 return Err(format!("got {:?}", first_line(&r)));
             }
@@ -452,7 +387,9 @@ fn run_row(
             Ok(())
         }
         Expect::Codes { codes, or_any } => {
-            let r = await_final(&client, FINAL_WAIT).ok_or("no final response")?;
+            let r = client
+                .final_response(None, FINAL_WAIT)
+                .ok_or("no final response")?;
             let code = status_code(&r);
             if codes.contains(&code) {
                 check_code_details(&msg, &r, code)
@@ -464,24 +401,24 @@ fn run_row(
         }
         Expect::AuthThenRegister => {
             let user = reg_user.ok_or("no trunk assigned")?;
-            let r = await_final(&client, FINAL_WAIT)
+            let r = client
+                .final_response(None, FINAL_WAIT)
                 .ok_or("no final response to the unauthenticated REGISTER")?;
             if status_code(&r) != 401 {
                 return Err(format!("expected 401 first, got {:?}", first_line(&r)));
             }
             check_code_details(&msg, &r, 401)?;
-            let challenges = header_values(&r, "WWW-Authenticate");
-            let md5 = challenges
-                .iter()
-                .find(|c| {
-                    challenge_param(c, "algorithm").is_none_or(|a| a.eq_ignore_ascii_case("MD5"))
-                })
-                .ok_or_else(|| format!("no MD5 challenge in {challenges:?}"))?;
-            let nonce = challenge_param(md5, "nonce").ok_or("challenge without nonce")?;
+            let md5 = find_challenge(&r, "WWW-Authenticate", Algorithm::Md5).ok_or_else(|| {
+                let challenges = header_values(&r, "WWW-Authenticate");
+                format!("no MD5 challenge with a nonce in {challenges:?}")
+            })?;
             let stem = row.file.trim_end_matches(".dat");
-            let retry = authenticated_retry(&msg, &format!(".auth-{stem}"), user, &nonce)?;
-            client.send(retry.as_bytes(), daemon);
-            let r = await_final(&client, FINAL_WAIT)
+            let answer =
+                |method: &str, uri: &str| md5.without_qop().answer(user, REG_PASSWORD, method, uri);
+            let retry = authenticated_retry(&msg, &format!(".auth-{stem}"), answer)?;
+            client.send_raw(retry.as_bytes());
+            let r = client
+                .final_response(None, FINAL_WAIT)
                 .ok_or("no final response to the authenticated REGISTER")?;
             if status_code(&r) != 200 {
                 return Err(format!("authenticated REGISTER got {:?}", first_line(&r)));
@@ -503,14 +440,10 @@ fn reg_user(i: usize) -> String {
 }
 
 fn torture_daemon(reg_trunks: usize) -> Daemon {
-    let mut trunks = crate::harness::trunk("t0", "user0", "secret");
+    let mut trunks = trunk("t0", "user0", "secret");
     for i in 0..reg_trunks {
         trunks.push('\n');
-        trunks.push_str(&crate::harness::trunk(
-            &format!("reg{i}"),
-            &reg_user(i),
-            REG_PASSWORD,
-        ));
+        trunks.push_str(&trunk(&format!("reg{i}"), &reg_user(i), REG_PASSWORD));
     }
     Daemon::start(
         &format!("t1 = \"{T1_MS}ms\"\nmax_contacts_per_trunk = 5"),
@@ -526,10 +459,10 @@ fn assert_alive(d: &mut Daemon, problems: &mut Vec<String>) {
         problems.push("daemon process is no longer running".into());
         return;
     }
-    let probe = SipClient::new();
+    let probe = SipClient::new(d.sip);
     let mut answered = None;
     for _ in 0..3 {
-        answered = probe.request_timeout(&options(d.sip, &probe), d.sip, Duration::from_secs(1));
+        answered = probe.exchange_within(&probe.options(&[]), Duration::from_secs(1));
         if answered.is_some() {
             break;
         }
@@ -790,7 +723,7 @@ fn torture_fuzz_2000_mutations() {
         .map(|r| read_dat(&dir, &r.file).unwrap_or_else(|e| panic!("{}: {e}", r.file)))
         .collect();
     let mut d = torture_daemon(1);
-    let fuzz = SipClient::new();
+    let fuzz = SipClient::new(d.sip);
     fuzz.socket.set_nonblocking(true).expect("nonblocking");
     let mut rng = Rng(0x7475_6E6B_6761_7465);
     let mut answered = 0usize;

@@ -78,3 +78,7 @@ fn precheck_answer(req: &Request, info: &RequestInfo) -> Option<Answer> {
     }
     None
 }
+
+#[cfg(test)]
+#[path = "precheck_tests.rs"]
+mod precheck_tests;
