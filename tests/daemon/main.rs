@@ -20,6 +20,7 @@ mod media_engine;
 mod numbers;
 mod ops;
 mod register_sipp;
+mod reload;
 mod rtp_capture;
 mod security;
 mod sha256_auth;
