@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use rand::rngs::StdRng;
 use rand::Rng;
 
+use super::confirmed::Handover;
 use super::facts::CallFacts;
 use super::io::{CarrierOp, MediaOp, Output};
 use super::pbx_leg::PbxLeg;
@@ -27,6 +28,8 @@ pub struct CallBase {
     /// The call's randomness (SDP session id, 491 back-off).
     pub rng: StdRng,
     out: VecDeque<Output>,
+    /// An answered set-up's hand-over, until the confirmed call takes it.
+    handover: Option<Handover>,
     finished: bool,
 }
 
@@ -41,6 +44,7 @@ impl CallBase {
             settings,
             rng,
             out: VecDeque::new(),
+            handover: None,
             finished: false,
         }
     }
@@ -103,6 +107,16 @@ impl CallBase {
         self.facts.final_response(reply.code, reply.reason_phrase());
         self.respond(reply);
         self.finish();
+    }
+
+    /// The set-up is answered: the confirmed call starts from `h`.
+    pub fn hand_over(&mut self, h: Handover) {
+        self.handover = Some(h);
+    }
+
+    /// The hand-over, once.
+    pub fn take_handover(&mut self) -> Option<Handover> {
+        self.handover.take()
     }
 
     /// The call is over.

@@ -42,8 +42,6 @@ enum Phase {
     Attaching(Answering),
     /// `callAnswer` is on its way.
     CarrierAnswering(Answering),
-    /// Answered: the confirmed call takes over.
-    Answered(Handover),
     Over,
 }
 
@@ -141,17 +139,6 @@ impl InboundSetup {
             headers: session_timer::request_headers(&conf.timer),
         });
         Ok(())
-    }
-
-    /// Answered: what the confirmed call starts from (once).
-    pub fn take_handover(&mut self) -> Option<Handover> {
-        match std::mem::replace(&mut self.phase, Phase::Over) {
-            Phase::Answered(h) => Some(h),
-            other => {
-                self.phase = other;
-                None
-            }
-        }
     }
 
     /// The no-answer deadline.
@@ -337,14 +324,15 @@ impl InboundSetup {
                 base.facts.answered(now);
                 base.publish();
                 info!(codec = ?a.format.codec, "answered by the PBX");
-                Phase::Answered(Handover {
+                base.hand_over(Handover {
                     format: a.format,
                     agreement: session_timer::on_2xx(a.timer.session_expires.as_deref()),
                     we_were_uas: false,
                     flow: PbxFlow::Answered,
                     pbx_direction: a.pbx_direction,
                     at: now,
-                })
+                });
+                Phase::Over
             }
             (phase, _) => phase,
         };

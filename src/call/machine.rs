@@ -118,12 +118,7 @@ impl CallMachine {
 
     /// An answered set-up becomes a confirmed call.
     fn promote(&mut self) {
-        let handover = match &mut self.stage {
-            Stage::Outbound(s) => s.take_handover(),
-            Stage::Inbound(s) => s.take_handover(),
-            Stage::Confirmed(_) => None,
-        };
-        if let Some(h) = handover {
+        if let Some(h) = self.base.take_handover() {
             self.stage = Stage::Confirmed(ConfirmedCall::new(h));
         }
     }

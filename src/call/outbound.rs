@@ -53,8 +53,6 @@ enum Phase {
         carrier_up: bool,
         reason: &'static str,
     },
-    /// Answered: the confirmed call takes over.
-    Answered(Handover),
     Over,
 }
 
@@ -147,17 +145,6 @@ impl OutboundSetup {
             None => vec![Codec::Pcmu, Codec::Pcma],
         };
         None
-    }
-
-    /// Answered: what the confirmed call starts from (once).
-    pub fn take_handover(&mut self) -> Option<Handover> {
-        match std::mem::replace(&mut self.phase, Phase::Over) {
-            Phase::Answered(h) => Some(h),
-            other => {
-                self.phase = other;
-                None
-            }
-        }
     }
 
     /// The no-answer deadline.
@@ -330,10 +317,7 @@ impl OutboundSetup {
 
     /// Still setting up: not answered, not over, not giving up already.
     fn setting_up(&self) -> bool {
-        !matches!(
-            self.phase,
-            Phase::Over | Phase::Answered(_) | Phase::Abandoning { .. }
-        )
+        !matches!(self.phase, Phase::Over | Phase::Abandoning { .. })
     }
 
     /// Whether a request is in flight, and if so whether a carrier session exists once it
@@ -523,7 +507,7 @@ impl OutboundSetup {
         base.facts.answered(now);
         base.publish();
         info!(codec = ?format.codec, "answered");
-        Phase::Answered(Handover {
+        base.hand_over(Handover {
             format,
             agreement: self.timer,
             we_were_uas: true,
@@ -533,7 +517,8 @@ impl OutboundSetup {
                 .as_ref()
                 .map_or(Direction::SendRecv, |(o, _)| o.effective_direction()),
             at: now,
-        })
+        });
+        Phase::Over
     }
 
     /// What the relay knows of the PBX before the answer: its offer's address and payload

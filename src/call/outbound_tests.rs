@@ -91,33 +91,14 @@ fn invites_we_cannot_take_are_refused_before_the_carrier_hears_of_them() {
 fn set_up_reserves_takes_a_port_offers_starts_and_attaches_in_order() {
     let (mut h, start) = Harness::outbound(&plain_invite(), settings(SETTINGS));
     assert_eq!(start, ["reserve"]);
-    let steps: Vec<(Done, Vec<String>)> = vec![
-        (
-            Done::Reserved {
-                account: "acct".into(),
-            },
-            vec!["port".into()],
-        ),
-        (
-            Done::PortReady { port: 40000 },
-            vec!["media offer [Pcmu, Pcma]".into()],
-        ),
-        (
-            Done::Offered {
-                sdp: "OFFER".into(),
-            },
-            vec!["start-call +971501234567 OFFER".into()],
-        ),
-        (
-            Done::CarrierStarted {
-                session: "S1".into(),
-                account: "acct".into(),
-            },
-            vec!["publish".into(), ATTACH.into()],
-        ),
-        (Done::Attached, vec![]),
+    let lines: [&[&str]; 5] = [
+        &["port"],
+        &["media offer [Pcmu, Pcma]"],
+        &["start-call +971501234567 OFFER"],
+        &["publish", ATTACH],
+        &[],
     ];
-    for (result, lines) in steps {
+    for (result, lines) in set_up_results().into_iter().zip(lines) {
         assert_eq!(h.feed(done(result)), lines);
     }
     let live = h.machine.facts().live(None);
@@ -162,26 +143,8 @@ fn set_up_failures_are_503_for_the_pbx_to_fail_over() {
             vec!["carrier end media failure", retry5],
         ),
     ];
-    let results = || {
-        vec![
-            Done::Reserved {
-                account: "acct".into(),
-            },
-            Done::PortReady { port: 40000 },
-            Done::Offered {
-                sdp: "OFFER".into(),
-            },
-            Done::CarrierStarted {
-                session: "S1".into(),
-                account: "acct".into(),
-            },
-        ]
-    };
     for (before, failure, mut lines) in cases {
-        let (mut h, _) = Harness::outbound(&plain_invite(), settings(SETTINGS));
-        for d in results().into_iter().take(before) {
-            h.feed(done(d));
-        }
+        let mut h = outbound_after(&plain_invite(), settings(SETTINGS), before);
         lines.push("finished");
         let what = failure.to_string();
         assert_eq!(h.feed(Input::Failed(failure)), lines, "{what}");
@@ -399,26 +362,10 @@ fn pbx_cancel_while_ringing_ends_the_carrier_session() {
 
 #[test]
 fn pbx_cancel_during_set_up_lets_the_request_finish_then_ends_what_it_made() {
-    let results = [
-        Done::Reserved {
-            account: "acct".into(),
-        },
-        Done::PortReady { port: 40000 },
-        Done::Offered {
-            sdp: "OFFER".into(),
-        },
-        Done::CarrierStarted {
-            session: "S1".into(),
-            account: "acct".into(),
-        },
-        Done::Attached,
-    ];
+    let results = set_up_results();
     // Cancelled while result `i` is awaited; then it arrives.
     for (i, result) in results.iter().enumerate() {
-        let (mut h, _) = Harness::outbound(&plain_invite(), settings(SETTINGS));
-        for d in results.iter().take(i) {
-            h.feed(done(d.clone()));
-        }
+        let mut h = outbound_after(&plain_invite(), settings(SETTINGS), i);
         assert!(h.feed(dialog(DialogEvent::Cancelled)).is_empty(), "{i}");
         let lines = h.feed(done(result.clone()));
         let carrier_up = matches!(result, Done::CarrierStarted { .. } | Done::Attached);
@@ -430,8 +377,7 @@ fn pbx_cancel_during_set_up_lets_the_request_finish_then_ends_what_it_made() {
         assert_eq!(h.record().sip_code, 487);
     }
     // A callStart that fails leaves nothing to end.
-    let (mut h, _) = Harness::outbound(&plain_invite(), settings(SETTINGS));
-    h.feed_all(results[..3].iter().cloned().map(done).collect());
+    let mut h = outbound_after(&plain_invite(), settings(SETTINGS), 3);
     h.feed(dialog(DialogEvent::Cancelled));
     let failed = Input::Failed(EffectError::StartCall(RestError::Transport("x".into())));
     assert_eq!(h.feed(failed), ["finished"]);
@@ -447,16 +393,7 @@ fn shutdown_answers_503_and_ends_the_carrier_session() {
     );
     assert_eq!(h.record().ended_by, EndedBy::Gateway);
     // During set-up: the PBX hears at once, the carrier session ends once it exists.
-    let (mut h, _) = Harness::outbound(&plain_invite(), settings(SETTINGS));
-    h.feed_all(vec![
-        done(Done::Reserved {
-            account: "acct".into(),
-        }),
-        done(Done::PortReady { port: 40000 }),
-        done(Done::Offered {
-            sdp: "OFFER".into(),
-        }),
-    ]);
+    let mut h = outbound_after(&plain_invite(), settings(SETTINGS), 3);
     assert_eq!(h.feed(dialog(DialogEvent::Shutdown)), [shutting]);
     assert_eq!(
         h.feed(done(Done::CarrierStarted {

@@ -62,25 +62,35 @@ pub fn settings(calls: &str) -> LiveSettings {
 /// No RTP check: for tests about something else.
 pub const NO_RTP_CHECK: &str = "rtp_timeout = \"0s\"";
 
-/// The set-up of an outbound call with the PBX's `inv` up to the carrier's answer being
-/// applied, with these results fed (the lines of each are checked by the outbound tests).
-pub fn set_up_outbound(inv: &AdmittedInvite, settings: LiveSettings) -> Harness {
-    let (mut h, _) = Harness::outbound(inv, settings);
-    h.feed_all(vec![
-        done(Done::Reserved {
+/// The results of an outbound call's set-up requests, in order: reservation, port, offer,
+/// `callStart`, attach.
+pub fn set_up_results() -> Vec<Done> {
+    vec![
+        Done::Reserved {
             account: "acct".into(),
-        }),
-        done(Done::PortReady { port: 40000 }),
-        done(Done::Offered {
+        },
+        Done::PortReady { port: 40000 },
+        Done::Offered {
             sdp: "OFFER".into(),
-        }),
-        done(Done::CarrierStarted {
+        },
+        Done::CarrierStarted {
             session: "S1".into(),
             account: "acct".into(),
-        }),
-        done(Done::Attached),
-    ]);
+        },
+        Done::Attached,
+    ]
+}
+
+/// An outbound call with the PBX's `inv` after the first `n` set-up results.
+pub fn outbound_after(inv: &AdmittedInvite, settings: LiveSettings, n: usize) -> Harness {
+    let (mut h, _) = Harness::outbound(inv, settings);
+    h.feed_all(set_up_results().into_iter().take(n).map(done).collect());
     h
+}
+
+/// An outbound call set up and waiting for the carrier's answer.
+pub fn set_up_outbound(inv: &AdmittedInvite, settings: LiveSettings) -> Harness {
+    outbound_after(inv, settings, 5)
 }
 
 /// An outbound call for `inv`, answered by the carrier with PCMU: a confirmed call.
