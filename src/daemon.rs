@@ -463,7 +463,7 @@ async fn start_carrier(cfg: &CarrierConfig) -> anyhow::Result<CarrierParts> {
 async fn accept_inbound(ctx: Arc<CallContext>, mut inbound: mpsc::Receiver<CarrierCall>) {
     while let Some(call) = inbound.recv().await {
         let id = ctx.refs.next();
-        tokio::spawn(crate::call::inbound::run(ctx.clone(), id, call));
+        tokio::spawn(crate::call::driver::run_inbound(ctx.clone(), id, call));
     }
 }
 

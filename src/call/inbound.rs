@@ -1,300 +1,410 @@
-//! An inbound call (carrier → PBX): the DID routed to a trunk, the WebRTC answer prepared, an
+//! An inbound call's set-up (carrier → PBX) as a sans-IO stage: the DID routed to a trunk, an
 //! INVITE to the trunk's registered contact, the PBX's progress mapped onto the carrier
-//! (`ringing`, `callAnswer`, `reject`), and the carrier's `callCancel` as CANCEL.
+//! (`ringing`, `callAnswer`, `reject`), the carrier's `callCancel`, shutdown and the no-answer
+//! timer as CANCEL, and the WebRTC answer made once the PBX has picked its codec.
 
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-use tokio::sync::mpsc;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 
-use super::bridge::{Bridge, PbxFlow};
-use super::context::CallContext;
-use super::pbx_leg::{pbx_media, PbxLeg};
-use super::record::{CallDirection, CallRecord, EndedBy};
-use super::registry::{CallPhase, LiveCall};
-use super::session_timer::{self, SessionTimer};
-use crate::carrier::events::CallEvent;
-use crate::carrier::CarrierCall;
-use crate::media::engine::FarEnd;
-use crate::media::pbx_sdp::{self, MediaLine};
-use crate::media::{g711_in_sdp, Direction, TELEPHONE_EVENT_PT};
-use crate::sip::tu::{CallRef, DialogCommand, DialogEvent, InviteToPbx, OwnRequest};
+use super::base::CallBase;
+use super::confirmed::{Handover, PbxFlow};
+use super::io::{CarrierOp, CarrierStep, Done, EffectError, Input, MediaOp, Output};
+use super::pbx_leg::pbx_media;
+use super::record::EndedBy;
+use super::registry::CallPhase;
+use super::session_timer;
+use crate::carrier::events::{CallEvent, IncomingCall};
+use crate::media::pbx_sdp::{self, AudioOffer, MediaLine};
+use crate::media::{g711_in_sdp, AudioFormat, Codec, Direction, TELEPHONE_EVENT_PT};
+use crate::numbers::OutputFormat;
+use crate::sip::tu::{
+    reason_header, DialogCommand, DialogEvent, InviteToPbx, OwnRequest, TimerHeaders,
+};
 
-/// Runs one carrier call toward the PBX to its end; always reports `Done` and one record.
-pub async fn run(ctx: Arc<CallContext>, call: CallRef, carrier: CarrierCall) {
-    let span = tracing::info_span!("call", call = call.0, session = %carrier.session());
-    async move {
-        let incoming = carrier.incoming().cloned().unwrap_or_default();
-        let called_raw = incoming.callee_number.clone().unwrap_or_default();
-        let mut record = CallRecord::new(call, CallDirection::Inbound, called_raw.clone());
-        record.carrier_session = Some(carrier.session().to_string());
-        record.carrier_account = Some(carrier.account().to_string());
-        record.caller_raw = incoming.caller_number.clone();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut view = LiveCall::new(
-            CallDirection::Inbound,
-            called_raw.clone(),
-            incoming.caller_number.clone(),
-        );
-        view.carrier_session = Some(carrier.session().to_string());
-        ctx.registry.insert(call, tx, view);
-        let mut leg = PbxLeg::new(ctx.clone(), call, 0);
-        inbound(&ctx, &mut leg, carrier, rx, &mut record).await;
-        record.ended = SystemTime::now();
-        info!(code = record.sip_code, ended_by = ?record.ended_by, "call ended");
-        ctx.done(call);
-        ctx.records.record(record);
-    }
-    .instrument(span)
-    .await
+/// Where the set-up stands.
+#[derive(Debug)]
+enum Phase {
+    Allocating,
+    /// Our INVITE is out; the no-answer timer runs.
+    Inviting {
+        deadline: Instant,
+        ringing: bool,
+    },
+    /// We sent CANCEL (or the carrier left): waiting for the INVITE's final response.
+    Cancelling,
+    /// The PBX answered; the WebRTC answer is being made with its codec.
+    MediaAnswering {
+        answer: AudioOffer,
+        timer: TimerHeaders,
+    },
+    /// The relay is being attached to the PBX's media.
+    Attaching(Answering),
+    /// `callAnswer` is on its way.
+    CarrierAnswering(Answering),
+    Over,
 }
 
-async fn reject(carrier: &mut CarrierCall, record: &mut CallRecord, code: u16, why: &str) {
-    record.sip_code = code;
-    record.sip_reason = why.to_string();
-    if let Err(e) = carrier.reject().await {
-        warn!(error = %e, "carrier reject failed");
-    }
+/// What the answer has settled so far.
+#[derive(Debug)]
+struct Answering {
+    /// Our WebRTC answer for the carrier.
+    sdp: String,
+    format: AudioFormat,
+    pbx_direction: Direction,
+    timer: TimerHeaders,
 }
 
-async fn inbound(
-    ctx: &Arc<CallContext>,
-    leg: &mut PbxLeg,
-    mut carrier: CarrierCall,
-    mut rx: mpsc::UnboundedReceiver<DialogEvent>,
-    record: &mut CallRecord,
-) {
-    let conf = ctx.settings.current();
-    let incoming = carrier.incoming().cloned().unwrap_or_default();
-    let callee = incoming.callee_number.clone().unwrap_or_default();
-    let did_e164 = conf
-        .numbers
-        .reformat(&callee, crate::numbers::OutputFormat::E164)
-        .unwrap_or_else(|| callee.clone());
-    record.called = Some(did_e164.clone());
-    let caller = incoming
-        .caller_number
-        .as_deref()
-        .and_then(|n| conf.numbers.reformat(n, conf.inbound.caller_format));
-    record.caller = caller.clone();
-    let Some(trunk) = conf.route(&did_e164).map(str::to_owned) else {
-        warn!(did = %did_e164, "inbound carrier call rejected: no trunk to route it to");
-        record.ended_by = EndedBy::Gateway;
-        return reject(&mut carrier, record, 404, "No Route").await;
-    };
-    record.trunk = Some(trunk.clone());
-    ctx.registry
-        .update(leg.call, |a| a.trunk = Some(trunk.clone()));
-    if ctx.is_draining() {
-        info!("inbound carrier call rejected: stopping");
-        record.ended_by = EndedBy::Gateway;
-        return reject(&mut carrier, record, 503, "Shutting Down").await;
-    }
-    let Some(offer) = incoming.offer.clone() else {
-        record.ended_by = EndedBy::Gateway;
-        return reject(&mut carrier, record, 488, "No Offer").await;
-    };
-    let Some(service) = ctx.carrier.clone() else {
-        return;
-    };
-    let rtp = match ctx.ports.allocate() {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(error = %e, "inbound carrier call rejected: no RTP port");
-            record.ended_by = EndedBy::Gateway;
-            return reject(&mut carrier, record, 503, "No RTP Port").await;
+/// The set-up of one inbound call.
+#[derive(Debug)]
+pub struct InboundSetup {
+    /// The carrier's offer.
+    offer: String,
+    /// The G.711 codecs in it, in its order.
+    offered: Vec<Codec>,
+    invite: Option<InviteToPbx>,
+    phase: Phase,
+}
+
+impl InboundSetup {
+    /// Routes `incoming` and starts the set-up (or rejects it). `draining`: the daemon is
+    /// stopping.
+    pub fn new(base: &mut CallBase, incoming: &IncomingCall, draining: bool) -> InboundSetup {
+        let mut setup = InboundSetup {
+            offer: String::new(),
+            offered: Vec::new(),
+            invite: None,
+            phase: Phase::Over,
+        };
+        match setup.route(base, incoming, draining) {
+            Ok(()) => {
+                base.push(Output::AllocatePort);
+                setup.phase = Phase::Allocating;
+            }
+            Err((code, why)) => reject(base, code, why),
         }
-    };
-    leg.rtp_port = rtp.port;
-    let mut settings = ctx.peer.clone();
-    settings.ice_servers = service.ice_servers_for(&carrier);
-    // The PBX chooses between the G.711 codecs the carrier offered; the WebRTC answer follows
-    // its choice once it answers, so no codec is forced on either side.
-    let offered = g711_in_sdp(&offer);
-    let Some(first) = offered.first().copied() else {
-        warn!("inbound carrier call rejected: its offer has no PCMU or PCMA");
-        record.ended_by = EndedBy::Gateway;
-        return reject(&mut carrier, record, 488, "No G.711").await;
-    };
-    let offer_line = MediaLine {
-        codec: first,
-        audio_pt: first.payload_type(),
-        event_pt: offer
-            .to_ascii_lowercase()
-            .contains("telephone-event/8000")
-            .then_some(TELEPHONE_EVENT_PT),
-        direction: Direction::SendRecv,
-        alternative: offered.get(1).copied(),
-    };
-    let our_offer = leg.render(offer_line);
-    let did = conf
-        .numbers
-        .reformat(&did_e164, conf.inbound.did_format)
-        .unwrap_or_else(|| did_e164.clone());
-    ctx.send(DialogCommand::Invite(
-        leg.call,
-        Box::new(InviteToPbx {
-            trunk: trunk.clone(),
+        setup
+    }
+
+    /// The trunk, the numbers and the offer; Err: the status to reject the call with.
+    fn route(
+        &mut self,
+        base: &mut CallBase,
+        incoming: &IncomingCall,
+        draining: bool,
+    ) -> Result<(), (u16, &'static str)> {
+        let conf = base.settings.current();
+        let callee = incoming.callee_number.clone().unwrap_or_default();
+        let did_e164 = conf
+            .numbers
+            .reformat(&callee, OutputFormat::E164)
+            .unwrap_or(callee);
+        base.facts.called = Some(did_e164.clone());
+        let caller = incoming
+            .caller_number
+            .as_deref()
+            .and_then(|n| conf.numbers.reformat(n, conf.inbound.caller_format));
+        base.facts.caller = caller.clone();
+        let Some(trunk) = conf.route(&did_e164).map(str::to_owned) else {
+            warn!(did = %did_e164, "inbound carrier call rejected: no trunk to route it to");
+            return Err((404, "No Route"));
+        };
+        base.facts.trunk = Some(trunk.clone());
+        base.publish();
+        if draining {
+            info!("inbound carrier call rejected: stopping");
+            return Err((503, "Shutting Down"));
+        }
+        let Some(offer) = incoming.offer.clone() else {
+            return Err((488, "No Offer"));
+        };
+        // The PBX chooses between the G.711 codecs the carrier offered; the WebRTC answer
+        // follows its choice once it answers, so no codec is forced on either side.
+        self.offered = g711_in_sdp(&offer);
+        if self.offered.is_empty() {
+            warn!("inbound carrier call rejected: its offer has no PCMU or PCMA");
+            return Err((488, "No G.711"));
+        }
+        self.offer = offer;
+        let did = conf
+            .numbers
+            .reformat(&did_e164, conf.inbound.did_format)
+            .unwrap_or(did_e164);
+        self.invite = Some(InviteToPbx {
+            trunk,
             did,
-            caller_number: if caller.is_some() {
-                caller.clone()
-            } else {
-                None
-            },
+            caller_number: caller,
             caller_name: incoming.caller_name.clone(),
-            sdp: our_offer,
+            sdp: String::new(),
             headers: session_timer::request_headers(&conf.timer),
-        }),
-    ));
-    let mut ringing = false;
-    let mut cancelled = false;
-    let no_answer = tokio::time::sleep(conf.calls.no_answer_timeout);
-    tokio::pin!(no_answer);
-    let (pbx_sdp_text, timer_headers) = loop {
-        tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(DialogEvent::Response { request: OwnRequest::Invite, code, reason, sdp, timer }) => match code {
-                    180..=183 if !ringing && !cancelled => {
-                        ringing = true;
-                        ctx.registry.update(leg.call, |a| a.phase = CallPhase::Ringing);
-                        if let Err(e) = carrier.ringing().await {
-                            warn!(error = %e, "carrier ringing failed");
-                        }
-                    }
-                    100..=199 => {}
-                    200..=299 if cancelled => {
-                        // the answer crossed our CANCEL: the core hangs up with BYE
-                        record.sip_code = code;
-                        record.ended_by = EndedBy::Carrier;
-                        return;
-                    }
-                    200..=299 => break (sdp, timer),
-                    _ => {
-                        if cancelled {
-                            record.sip_code = code;
-                            record.sip_reason = reason;
-                            return;
-                        }
-                        match code {
-                            480 if reason.contains("Not Registered") => {
-                                warn!(%trunk, "inbound carrier call rejected: trunk is not registered")
-                            }
-                            _ => info!(code, %reason, "the PBX refused the call"),
-                        }
-                        record.ended_by = EndedBy::Pbx;
-                        return reject(&mut carrier, record, code, &reason).await;
-                    }
-                },
-                Some(DialogEvent::Shutdown) if !cancelled => {
-                    record.ended_by = EndedBy::Gateway;
-                    record.sip_code = 487;
-                    cancelled = true;
-                    ctx.send(DialogCommand::Cancel(leg.call));
-                    if let Err(e) = carrier.reject().await {
-                        warn!(error = %e, "carrier reject failed");
-                    }
-                }
-                Some(_) => {}
-                None => return,
-            },
-            ev = carrier.next_event(), if !cancelled => match ev {
-                Some(CallEvent::Cancelled) | Some(CallEvent::Ended { .. }) | None => {
-                    info!("the carrier caller gave up: CANCEL");
-                    record.ended_by = EndedBy::Carrier;
-                    record.sip_code = 487;
-                    cancelled = true;
-                    ctx.send(DialogCommand::Cancel(leg.call));
-                }
-                Some(_) => {}
-            },
-            _ = &mut no_answer, if !cancelled => {
-                info!("the PBX did not answer in time");
-                record.ended_by = EndedBy::Gateway;
-                record.sip_code = 480;
-                cancelled = true;
-                ctx.send(DialogCommand::Cancel(leg.call));
-                if let Err(e) = carrier.reject().await {
-                    warn!(error = %e, "carrier reject failed");
+        });
+        Ok(())
+    }
+
+    /// The no-answer deadline.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Inviting { deadline, .. } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// The no-answer timer, when due.
+    pub fn handle_timeout(&mut self, base: &mut CallBase, now: Instant) {
+        if self.poll_timeout().is_some_and(|at| at <= now) {
+            info!("the PBX did not answer in time");
+            base.facts.ended_by = EndedBy::Gateway;
+            self.cancel(base, 480, true);
+        }
+    }
+
+    /// One input.
+    pub fn handle(&mut self, base: &mut CallBase, input: Input, now: Instant) {
+        match input {
+            Input::Dialog(DialogEvent::Response {
+                request: OwnRequest::Invite,
+                code,
+                reason,
+                sdp,
+                timer,
+            }) => self.on_response(base, code, reason, sdp, timer),
+            Input::Dialog(DialogEvent::Shutdown) => {
+                if matches!(self.phase, Phase::Inviting { .. }) {
+                    base.facts.ended_by = EndedBy::Gateway;
+                    self.cancel(base, 487, true);
                 }
             }
+            Input::DialogGone => {
+                if matches!(self.phase, Phase::Inviting { .. } | Phase::Cancelling) {
+                    base.finish();
+                    self.phase = Phase::Over;
+                }
+            }
+            Input::Carrier(CallEvent::Cancelled | CallEvent::Ended { .. }) | Input::CarrierGone => {
+                if matches!(self.phase, Phase::Inviting { .. }) {
+                    info!("the carrier caller gave up: CANCEL");
+                    base.facts.ended_by = EndedBy::Carrier;
+                    self.cancel(base, 487, false);
+                }
+            }
+            Input::Dialog(_) | Input::Carrier(_) | Input::Peer(_) => {}
+            Input::Done(done) => self.on_done(base, done, now),
+            Input::Failed(e) => self.on_failed(base, e),
         }
-    };
-    let Some(answer) = pbx_sdp_text.as_deref().and_then(|s| pbx_sdp::parse(s).ok()) else {
-        warn!("the PBX answered without a usable SDP");
-        leg.bye(Some("SIP;cause=488;text=\"no usable SDP\"".into()));
-        record.ended_by = EndedBy::Gateway;
-        return reject(&mut carrier, record, 488, "No Usable Answer").await;
-    };
-    let Some(codec) = pbx_sdp::negotiate(&answer)
-        .map(|n| n.codec)
-        .filter(|c| offered.contains(c))
-    else {
-        warn!("the PBX answered with no codec we offered");
-        leg.bye(Some("SIP;cause=488;text=\"codec\"".into()));
-        record.ended_by = EndedBy::Gateway;
-        return reject(&mut carrier, record, 488, "Codec Mismatch").await;
-    };
-    let (peer, answer_sdp, format) = match ctx
-        .media
-        .answer(&settings, &offer, Some(codec), FarEnd::Pbx)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(error = %e, "WebRTC answer failed");
-            leg.bye(Some("Q.850;cause=41;text=\"media failure\"".into()));
-            record.ended_by = EndedBy::Gateway;
-            return reject(&mut carrier, record, 503, "Media Failure").await;
+    }
+
+    /// CANCEL toward the PBX, `code` on record until its final response; `reject`: the carrier
+    /// call is still there to refuse.
+    fn cancel(&mut self, base: &mut CallBase, code: u16, reject: bool) {
+        base.facts.sip_code = code;
+        base.sip(DialogCommand::Cancel);
+        if reject {
+            base.carrier(CarrierOp::Reject);
         }
-    };
-    let Some(media) = pbx_media(&answer, format.codec) else {
-        leg.bye(Some("SIP;cause=488;text=\"codec\"".into()));
-        record.ended_by = EndedBy::Gateway;
-        return reject(&mut carrier, record, 488, "Codec Mismatch").await;
-    };
-    // What is now agreed with the PBX: one codec, its payload types.
-    leg.line = Some(MediaLine {
-        codec: format.codec,
-        audio_pt: media.audio_pt,
-        event_pt: media
-            .event_pt
-            .filter(|_| format.telephone_event_pt.is_some()),
-        direction: Direction::SendRecv,
-        alternative: None,
-    });
-    leg.pbx = Some(media);
-    if let Err(e) = peer.attach_pbx(rtp, media) {
-        warn!(error = %e, "media engine refused the call");
-        leg.bye(Some("Q.850;cause=41;text=\"media failure\"".into()));
-        record.ended_by = EndedBy::Gateway;
-        return reject(&mut carrier, record, 503, "Media Failure").await;
+        self.phase = Phase::Cancelling;
     }
-    if let Err(e) = carrier.answer(&answer_sdp).await {
-        warn!(error = %e, "carrier callAnswer failed");
-        leg.bye(Some("Q.850;cause=41;text=\"carrier answer failed\"".into()));
-        record.ended_by = EndedBy::Gateway;
-        record.sip_code = 200;
-        return;
+
+    fn on_response(
+        &mut self,
+        base: &mut CallBase,
+        code: u16,
+        reason: String,
+        sdp: Option<String>,
+        timer: TimerHeaders,
+    ) {
+        match self.phase {
+            Phase::Inviting {
+                ref mut ringing, ..
+            } => match code {
+                180..=183 if !*ringing => {
+                    *ringing = true;
+                    base.facts.phase = CallPhase::Ringing;
+                    base.publish();
+                    base.carrier(CarrierOp::Ringing);
+                }
+                100..=199 => {}
+                200..=299 => self.pbx_answered(base, sdp, timer),
+                _ => {
+                    match code {
+                        480 if reason.contains("Not Registered") => {
+                            warn!("inbound carrier call rejected: trunk is not registered")
+                        }
+                        _ => info!(code, %reason, "the PBX refused the call"),
+                    }
+                    base.facts.ended_by = EndedBy::Pbx;
+                    reject(base, code, &reason);
+                    self.phase = Phase::Over;
+                }
+            },
+            Phase::Cancelling => match code {
+                100..=199 => {}
+                200..=299 => {
+                    // the answer crossed our CANCEL: the core hangs up with BYE
+                    base.facts.sip_code = code;
+                    base.facts.ended_by = EndedBy::Carrier;
+                    base.finish();
+                    self.phase = Phase::Over;
+                }
+                _ => {
+                    base.facts.final_response(code, reason);
+                    base.finish();
+                    self.phase = Phase::Over;
+                }
+            },
+            _ => {}
+        }
     }
-    record.answered_now();
-    let view = peer.view();
-    ctx.registry.update(leg.call, |a| {
-        a.phase = CallPhase::Answered;
-        a.media = Some(view);
-    });
-    info!(%trunk, codec = ?format.codec, "answered by the PBX");
-    let negotiated = session_timer::on_2xx(timer_headers.session_expires.as_deref());
-    let timer = negotiated.map(|n| SessionTimer::new(&n, n.we_refresh(false), Instant::now()));
-    let bridge = Bridge {
-        leg,
-        carrier,
-        peer,
-        format,
-        timer,
-        timer_negotiated: negotiated,
-        flow: PbxFlow::Answered,
-        pbx_direction: answer.effective_direction(),
-    };
-    bridge.run(rx, record).await;
+
+    /// The PBX's 2xx: its codec picks the WebRTC answer's.
+    fn pbx_answered(&mut self, base: &mut CallBase, sdp: Option<String>, timer: TimerHeaders) {
+        let Some(answer) = sdp.as_deref().and_then(|s| pbx_sdp::parse(s).ok()) else {
+            warn!("the PBX answered without a usable SDP");
+            return self.fail(
+                base,
+                reason_header("SIP", 488, "no usable SDP"),
+                488,
+                "No Usable Answer",
+            );
+        };
+        let Some(codec) = pbx_sdp::negotiate(&answer)
+            .map(|n| n.codec)
+            .filter(|c| self.offered.contains(c))
+        else {
+            warn!("the PBX answered with no codec we offered");
+            return self.fail(base, codec_bye(), 488, "Codec Mismatch");
+        };
+        base.media(MediaOp::Answer {
+            offer: self.offer.clone(),
+            codec,
+        });
+        self.phase = Phase::MediaAnswering { answer, timer };
+    }
+
+    /// After the PBX answered: BYE to it with `bye` as the Reason, and the carrier call
+    /// rejected with `code`.
+    fn fail(&mut self, base: &mut CallBase, bye: String, code: u16, why: &str) {
+        base.bye(Some(bye));
+        base.facts.ended_by = EndedBy::Gateway;
+        reject(base, code, why);
+        self.phase = Phase::Over;
+    }
+
+    fn on_done(&mut self, base: &mut CallBase, done: Done, now: Instant) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Over);
+        self.phase = match (phase, done) {
+            (Phase::Allocating, Done::PortReady { port }) => self.invite(base, port, now),
+            (Phase::MediaAnswering { answer, timer }, Done::MediaAnswered { sdp, format }) => {
+                let Some(media) = pbx_media(&answer, format.codec) else {
+                    self.fail(base, codec_bye(), 488, "Codec Mismatch");
+                    return;
+                };
+                // What is now agreed with the PBX: one codec, its payload types.
+                base.leg.agree(MediaLine {
+                    codec: format.codec,
+                    audio_pt: media.audio_pt,
+                    event_pt: media
+                        .event_pt
+                        .filter(|_| format.telephone_event_pt.is_some()),
+                    direction: Direction::SendRecv,
+                    alternative: None,
+                });
+                base.media(MediaOp::AttachPbx(media));
+                Phase::Attaching(Answering {
+                    sdp,
+                    format,
+                    pbx_direction: answer.effective_direction(),
+                    timer,
+                })
+            }
+            (Phase::Attaching(a), Done::Attached) => {
+                base.carrier(CarrierOp::Answer { sdp: a.sdp.clone() });
+                Phase::CarrierAnswering(a)
+            }
+            (Phase::CarrierAnswering(a), Done::Carrier(CarrierStep::Answer)) => {
+                base.facts.answered(now);
+                base.publish();
+                info!(codec = ?a.format.codec, "answered by the PBX");
+                base.hand_over(Handover {
+                    format: a.format,
+                    agreement: session_timer::on_2xx(a.timer.session_expires.as_deref()),
+                    we_were_uas: false,
+                    flow: PbxFlow::Answered,
+                    pbx_direction: a.pbx_direction,
+                    at: now,
+                });
+                Phase::Over
+            }
+            (phase, _) => phase,
+        };
+    }
+
+    fn on_failed(&mut self, base: &mut CallBase, e: EffectError) {
+        match (&self.phase, e) {
+            (Phase::Allocating, e) => {
+                warn!(error = %e, "inbound carrier call rejected: no RTP port");
+                reject(base, 503, "No RTP Port");
+                self.phase = Phase::Over;
+            }
+            (Phase::MediaAnswering { .. } | Phase::Attaching(_), e) => {
+                warn!(error = %e, "WebRTC answer failed");
+                self.fail(
+                    base,
+                    reason_header("Q.850", 41, "media failure"),
+                    503,
+                    "Media Failure",
+                );
+            }
+            (Phase::CarrierAnswering(_), e) => {
+                warn!(error = %e, "carrier callAnswer failed");
+                base.bye(Some(reason_header("Q.850", 41, "carrier answer failed")));
+                base.facts.ended_by = EndedBy::Gateway;
+                base.facts.sip_code = 200;
+                base.finish();
+                self.phase = Phase::Over;
+            }
+            (_, e) => warn!(error = %e, "inbound call set-up"),
+        }
+    }
+
+    /// The port is ours: the INVITE goes to the trunk's PBX with every G.711 codec offered.
+    fn invite(&mut self, base: &mut CallBase, port: u16, now: Instant) -> Phase {
+        let Some(mut invite) = self.invite.take() else {
+            base.finish();
+            return Phase::Over;
+        };
+        base.leg.set_port(port);
+        let first = self.offered.first().copied().unwrap_or(Codec::Pcmu);
+        invite.sdp = base.leg.render(MediaLine {
+            codec: first,
+            audio_pt: first.payload_type(),
+            event_pt: self
+                .offer
+                .to_ascii_lowercase()
+                .contains("telephone-event/8000")
+                .then_some(TELEPHONE_EVENT_PT),
+            direction: Direction::SendRecv,
+            alternative: self.offered.get(1).copied(),
+        });
+        base.sip(|c| DialogCommand::Invite(c, Box::new(invite)));
+        Phase::Inviting {
+            deadline: now + base.settings.current().calls.no_answer_timeout,
+            ringing: false,
+        }
+    }
 }
+
+/// The BYE Reason for a PBX answer without a codec the call can use.
+fn codec_bye() -> String {
+    reason_header("SIP", 488, "codec")
+}
+
+/// Refuses the carrier call, with `code` and `why` on record as the call's final status.
+fn reject(base: &mut CallBase, code: u16, why: &str) {
+    base.facts.final_response(code, why);
+    base.carrier(CarrierOp::Reject);
+    base.finish();
+}
+
+#[cfg(test)]
+#[path = "inbound_tests.rs"]
+mod tests;

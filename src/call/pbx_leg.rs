@@ -1,50 +1,45 @@
-//! A call's view of its PBX dialog: the commands it sends to the SIP core, the SDP it writes,
-//! and what it has negotiated with the PBX so far.
+//! Our side of the PBX dialog's offer/answer: the SDP we write (its `o=` identity and
+//! version), the RTP port it names, and the media line last agreed. What the PBX said about its
+//! own media goes to the relay, which owns it; nothing is kept here twice.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use super::context::CallContext;
 use crate::media::pbx_sdp::{self, AudioOffer, LocalSdp, MediaLine, Negotiated};
 use crate::media::relay::PbxMedia;
 use crate::media::{AudioFormat, Codec, Direction};
-use crate::sip::tu::{CallRef, DialogCommand, Reply};
 
+#[derive(Debug, Clone)]
 pub struct PbxLeg {
-    pub ctx: Arc<CallContext>,
-    pub call: CallRef,
-    pub sdp: LocalSdp,
-    pub rtp_port: u16,
-    /// Our media line as last sent.
-    pub line: Option<MediaLine>,
-    /// The PBX's payload types and address, as last negotiated.
-    pub pbx: Option<PbxMedia>,
+    sdp: LocalSdp,
+    rtp_port: u16,
+    /// Our media line as last agreed.
+    line: Option<MediaLine>,
 }
 
 impl PbxLeg {
-    pub fn new(ctx: Arc<CallContext>, call: CallRef, rtp_port: u16) -> PbxLeg {
-        let sdp = LocalSdp::new(ctx.sdp_ip);
+    /// Writes with `sdp`; the port is 0 until [`PbxLeg::set_port`].
+    pub fn new(sdp: LocalSdp) -> PbxLeg {
         PbxLeg {
-            ctx,
-            call,
             sdp,
-            rtp_port,
+            rtp_port: 0,
             line: None,
-            pbx: None,
         }
     }
 
-    pub fn respond(&self, reply: Reply) {
-        self.ctx.send(DialogCommand::Respond(self.call, reply));
+    /// The RTP port our SDP names.
+    pub fn set_port(&mut self, port: u16) {
+        self.rtp_port = port;
     }
 
-    pub fn respond_reinvite(&self, reply: Reply) {
-        self.ctx
-            .send(DialogCommand::RespondReinvite(self.call, reply));
+    /// Our media line as last agreed.
+    pub fn line(&self) -> Option<MediaLine> {
+        self.line
     }
 
-    pub fn bye(&self, reason: Option<String>) {
-        self.ctx.send(DialogCommand::Bye(self.call, reason));
+    /// `line` is what is agreed now, without an SDP sent for it (the PBX answered our offer
+    /// with one codec).
+    pub fn agree(&mut self, line: MediaLine) {
+        self.line = Some(line);
     }
 
     /// Renders our SDP for `line`, bumping the version only when it changed.

@@ -117,13 +117,6 @@ impl CallRecord {
         record
     }
 
-    /// The call was answered now: 200 toward the PBX side.
-    pub fn answered_now(&mut self) {
-        self.sip_code = 200;
-        self.sip_reason = "OK".into();
-        self.answered = Some(SystemTime::now());
-    }
-
     /// Copies a relay's counters (at the end of the call).
     pub fn take_counters(&mut self, c: &crate::media::relay::RelayCounters) {
         use crate::media::relay::RelayCounters as C;

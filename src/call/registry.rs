@@ -58,23 +58,6 @@ pub struct LiveCall {
     pub media: Option<MediaView>,
 }
 
-impl LiveCall {
-    /// A call just started, in [`CallPhase::Setup`].
-    pub fn new(direction: CallDirection, called: String, caller: Option<String>) -> LiveCall {
-        LiveCall {
-            direction,
-            trunk: None,
-            called,
-            caller,
-            sip_call_id: None,
-            carrier_session: None,
-            phase: CallPhase::Setup,
-            started: Instant::now(),
-            media: None,
-        }
-    }
-}
-
 struct Entry {
     events: mpsc::UnboundedSender<DialogEvent>,
     view: LiveCall,

@@ -2,12 +2,13 @@
 //! task, a refused one a record, and every other dialog event goes to its live call.
 
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
 use super::context::CallContext;
-use super::record::{CallDirection, CallRecord};
-use super::registry::LiveCall;
+use super::facts::CallFacts;
+use super::record::CallRecord;
 use crate::sip::tu::{CallRef, DialogEvent, TransactionUser};
 
 /// Routes the SIP core's dialog events to the calls.
@@ -27,15 +28,14 @@ impl TransactionUser for CallRouter {
         match event {
             DialogEvent::Admitted(invite) => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let mut view = LiveCall::new(
-                    CallDirection::Outbound,
-                    invite.destination.e164.clone(),
-                    invite.caller.number.clone(),
-                );
-                view.trunk = Some(invite.trunk.clone());
-                view.sip_call_id = Some(invite.call_id.clone());
-                self.ctx.registry.insert(call, tx, view);
-                tokio::spawn(super::outbound::run(self.ctx.clone(), call, *invite, rx));
+                let facts = CallFacts::outbound(call, &invite, Instant::now(), SystemTime::now());
+                self.ctx.registry.insert(call, tx, facts.live(None));
+                tokio::spawn(super::driver::run_outbound(
+                    self.ctx.clone(),
+                    facts,
+                    *invite,
+                    rx,
+                ));
                 true
             }
             DialogEvent::Refused(refused) => {

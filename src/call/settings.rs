@@ -62,14 +62,15 @@ impl CallSettings {
     }
 }
 
-/// The current settings, replaced whole on reload.
-#[derive(Debug)]
-pub struct LiveSettings(ArcSwap<CallSettings>);
+/// The current settings, replaced whole on reload; clones share them, so every call holds a
+/// handle and sees a reload at its next read.
+#[derive(Debug, Clone)]
+pub struct LiveSettings(Arc<ArcSwap<CallSettings>>);
 
 impl LiveSettings {
     /// Starts with `settings`.
     pub fn new(settings: CallSettings) -> LiveSettings {
-        LiveSettings(ArcSwap::from_pointee(settings))
+        LiveSettings(Arc::new(ArcSwap::from_pointee(settings)))
     }
 
     /// The settings now.
