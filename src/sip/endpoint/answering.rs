@@ -29,25 +29,19 @@ enum Answered {
 
 impl Endpoint {
     pub(super) fn respond_invite(&mut self, call: CallRef, reply: Reply, now: Instant) {
-        if self
-            .respond_pending(call, Answered::Invite, reply, now)
-            .is_none()
-        {
-            debug!(
-                call = call.0,
-                "response for an INVITE that is no longer pending dropped"
-            );
-        }
+        self.respond(call, Answered::Invite, reply, now);
     }
 
     pub(super) fn respond_reinvite(&mut self, call: CallRef, reply: Reply, now: Instant) {
-        if self
-            .respond_pending(call, Answered::Reinvite, reply, now)
-            .is_none()
-        {
+        self.respond(call, Answered::Reinvite, reply, now);
+    }
+
+    fn respond(&mut self, call: CallRef, which: Answered, reply: Reply, now: Instant) {
+        if self.respond_pending(call, which, reply, now).is_none() {
             debug!(
                 call = call.0,
-                "response for a re-INVITE that is no longer pending dropped"
+                ?which,
+                "response for an INVITE no longer pending dropped"
             );
         }
     }
