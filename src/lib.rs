@@ -2,14 +2,27 @@
 //!
 //! The protocol logic lives in I/O-free state machines (`sip`); sockets, clocks and tasks sit
 //! at the edges (`sip::transport`, `daemon`).
+//!
+//! The public surface is what the binary, the integration tests, the benches and the fuzz
+//! targets use; everything else is `pub(crate)`.
 
+// No module needs `unsafe`: the one system call the standard library lacks (`sendmmsg`) goes
+// through rustix's safe wrapper.
+#![forbid(unsafe_code)]
+
+// TODO(lead): remove once merged; then `pub(crate)`, which shows dead code the call rewrite
+// owns (`record::LogSink`; in `session_timer`, `MAX_RETRY_INTERVAL`, `retry_after_422`,
+// `session_expires`, `min_se`, `interval`, `we_refresh` used by tests only).
+#[allow(missing_docs)]
 pub mod call;
-pub mod carrier;
+pub(crate) mod carrier;
 pub mod config;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod logging;
+// TODO(lead): remove once merged
+#[allow(missing_docs)]
 pub mod media;
 pub mod numbers;
 pub mod ops;

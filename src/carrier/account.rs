@@ -112,10 +112,6 @@ impl Account {
         (account, rx)
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn status(&self) -> AccountStatus {
         let s = lock(&self.shared);
         AccountStatus {

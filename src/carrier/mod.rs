@@ -28,9 +28,8 @@ use tracing::info;
 
 pub use account::{AccountStatus, ClientSettings};
 pub use call::{CallDirection, CarrierCall};
-pub use events::{CallEvent, EndCause, IncomingCall};
-pub use lifecycle::{Backoff, Phase};
-pub use rest::{RemoteCallState, RestError};
+pub use lifecycle::Backoff;
+pub use rest::RestError;
 
 use crate::config::{CarrierConfig, IceTransportPolicy};
 pub use crate::media::IceServer;

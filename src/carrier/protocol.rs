@@ -37,7 +37,6 @@ pub mod code {
     pub const OK: i64 = 0;
     pub const OK_ALT: i64 = 2;
     pub const BAD_BODY: i64 = 5;
-    pub const INTERNAL: i64 = 26;
     pub const NO_SUBSCRIPTION: i64 = 39;
     pub const AUDIT_NO_SESSION: i64 = 42;
     pub const STATE_NOT_FOUND: i64 = 47;

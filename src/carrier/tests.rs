@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::events::{CallEvent, EndCause};
+use super::lifecycle::Phase;
 use super::*;
 use crate::config::{CarrierAccount, CarrierConfig, IceTransportPolicy, Secret};
 use crate::media::engine::{FarEnd, MediaCall};

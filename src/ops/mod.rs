@@ -4,7 +4,7 @@
 
 pub mod admin;
 pub mod bans;
-pub mod cdr;
-pub mod http;
-pub mod metrics;
-pub mod systemd;
+pub(crate) mod cdr;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod systemd;

@@ -44,6 +44,7 @@ impl Notifier {
     }
 
     /// A notifier that never sends anything.
+    #[cfg(test)]
     pub fn disabled() -> Notifier {
         Notifier {
             enabled: false,

@@ -10,7 +10,7 @@ mod api;
 mod auth;
 mod call_ops;
 mod calls;
-pub mod config;
+pub(crate) mod config;
 mod control;
 mod faults;
 mod inbound;
@@ -25,7 +25,7 @@ mod state;
 mod stats;
 mod subscriptions;
 mod sweeper;
-pub mod tls;
+pub(crate) mod tls;
 mod ws;
 
 #[cfg(test)]

@@ -88,6 +88,7 @@ impl NonceFactory {
     }
 
     /// How long an issued nonce stays `Valid`.
+    #[cfg(test)]
     pub fn lifetime(&self) -> Duration {
         self.lifetime
     }
@@ -264,11 +265,13 @@ impl NcTracker {
     }
 
     /// Number of nonces currently remembered.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether no nonce is remembered.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

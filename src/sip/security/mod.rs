@@ -145,10 +145,6 @@ impl Guard {
         self.cfg.max_transactions
     }
 
-    pub fn is_exempt(&self, ip: IpAddr) -> bool {
-        self.exempt.contains(ip)
-    }
-
     /// Checked before a datagram is even parsed: a banned source costs one lookup. Counts the
     /// drop.
     pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {

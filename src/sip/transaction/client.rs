@@ -69,10 +69,7 @@ impl ClientTransactions {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.txs.len()
-    }
-
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.txs.is_empty()
     }

@@ -58,15 +58,6 @@ impl TxKey {
         }
     }
 
-    /// The INVITE transaction a CANCEL refers to (same key, method INVITE).
-    pub fn with_method(&self, m: &str) -> TxKey {
-        let mut k = self.clone();
-        match &mut k {
-            TxKey::Rfc3261 { method, .. } | TxKey::Rfc2543 { method, .. } => *method = m.into(),
-        }
-        k
-    }
-
     /// Key a response is matched on for client transactions: our own branch and CSeq method.
     pub fn for_response(via: &Via, cseq: &CSeq) -> Option<TxKey> {
         let branch = via.branch()?;
