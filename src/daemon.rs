@@ -473,7 +473,7 @@ pub async fn wait_for_stop_signal() -> anyhow::Result<()> {
 }
 
 /// Catches SIGTERM and SIGINT from now on; the future completes at the first of them.
-pub fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -31,7 +31,7 @@ const QUIET_TO_ERROR: &[&str] = &[
 
 /// The filter for a configured level: the level, plus `warn` for the WebRTC crates unless the
 /// level names them itself.
-pub fn directives(level: &str) -> String {
+fn directives(level: &str) -> String {
     let mut d = level.to_string();
     let quiet = QUIET.iter().map(|t| (t, "warn"));
     let errors_only = QUIET_TO_ERROR.iter().map(|t| (t, "error"));
@@ -88,7 +88,7 @@ fn format() -> format::Format {
 /// True when stderr is the journal stream systemd connected us to: `JOURNAL_STREAM` is
 /// `<device>:<inode>` of that stream, and a redirected stderr (a file, a pipe) no longer
 /// matches it even though the variable is inherited.
-pub fn stderr_is_journal() -> bool {
+fn stderr_is_journal() -> bool {
     let Some(var) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
@@ -107,7 +107,7 @@ fn stderr_dev_ino() -> Option<(u64, u64)> {
 }
 
 /// Whether a `JOURNAL_STREAM` value names this device and inode.
-pub fn journal_stream_matches(var: &str, dev: u64, ino: u64) -> bool {
+fn journal_stream_matches(var: &str, dev: u64, ino: u64) -> bool {
     let Some((d, i)) = var.trim().split_once(':') else {
         return false;
     };
@@ -115,7 +115,7 @@ pub fn journal_stream_matches(var: &str, dev: u64, ino: u64) -> bool {
 }
 
 /// The syslog priority journald reads from a line's `<N>` prefix.
-pub fn syslog_priority(level: Level) -> u8 {
+fn syslog_priority(level: Level) -> u8 {
     match level {
         Level::ERROR => 3,
         Level::WARN => 4,

@@ -94,7 +94,11 @@ fn is_anonymous(value: &str) -> bool {
 
 impl NumberPolicy {
     /// The caller id to present to the carrier for a call with these headers.
-    pub fn caller_id(&self, input: &CallerIdInput, default_caller_id: Option<&str>) -> CallerId {
+    pub(crate) fn caller_id(
+        &self,
+        input: &CallerIdInput,
+        default_caller_id: Option<&str>,
+    ) -> CallerId {
         let mut withheld = input.privacy.is_some_and(privacy_withholds);
         let mut found: Option<(CallerIdSource, String)> = None;
         let sources = [

@@ -23,7 +23,7 @@ mod report;
 mod tests;
 
 pub use crate::config::{NumberKind, NumbersConfig, NumbersOverride, OutputFormat};
-pub use caller_id::{CallerId, CallerIdInput, CallerIdSource};
+pub(crate) use caller_id::{CallerId, CallerIdInput};
 pub use normalize::{warm_up, NormalizeError};
 pub use policy::{
     Destination, NumberPolicy, NumbersError, Refusal, RefusalCause, Special, Verdict,

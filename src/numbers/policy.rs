@@ -145,7 +145,7 @@ impl NumberPolicy {
 
     /// Any number (bare, URI or header value) in `format`, read in the home plan; `None` when
     /// it is not a number. No policy applies: this is for numbers the carrier gives us.
-    pub fn reformat(&self, number: &str, format: super::OutputFormat) -> Option<String> {
+    pub(crate) fn reformat(&self, number: &str, format: super::OutputFormat) -> Option<String> {
         let parsed = normalize::normalize(number, self.region).ok()?;
         Some(parsed.format(format, self.home))
     }

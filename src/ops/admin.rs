@@ -95,12 +95,12 @@ pub fn default_username(name: &str) -> String {
 /// A newly issued trunk credential: the password for the PBX and the hashes trunkgate keeps.
 #[derive(Clone)]
 pub struct Issued {
-    pub name: String,
-    pub username: String,
-    pub realm: String,
-    pub password: String,
-    pub ha1_md5: String,
-    pub ha1_sha256: String,
+    name: String,
+    username: String,
+    realm: String,
+    password: String,
+    ha1_md5: String,
+    ha1_sha256: String,
 }
 
 impl std::fmt::Debug for Issued {
@@ -146,7 +146,7 @@ impl Issued {
     }
 
     /// The `[[trunks]]` block for the config file: hashes only, no plaintext.
-    pub fn trunk_block(&self) -> String {
+    fn trunk_block(&self) -> String {
         format!(
             "[[trunks]]\n\
              name = \"{}\"\n\
@@ -195,7 +195,7 @@ impl Issued {
 
 /// Where the PBX sends its REGISTERs and calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+struct Target {
     /// The host as written in a SIP URI (IPv6 in brackets), or a placeholder.
     pub host: String,
     pub port: u16,
@@ -205,10 +205,10 @@ pub struct Target {
 }
 
 /// The placeholder written when trunkgate cannot know its own address.
-pub const HOST_PLACEHOLDER: &str = "TRUNKGATE_IP";
+const HOST_PLACEHOLDER: &str = "TRUNKGATE_IP";
 
 impl Target {
-    pub fn of(cfg: &Config) -> Target {
+    fn of(cfg: &Config) -> Target {
         let port = cfg.sip.listen.port();
         let ip = cfg.sip.advertise.unwrap_or(cfg.sip.listen.ip());
         if ip.is_unspecified() {
@@ -230,7 +230,7 @@ impl Target {
     }
 
     /// The warning printed when `placeholder` is set.
-    pub fn warning(&self, cfg: &Config) -> Option<String> {
+    fn warning(&self, cfg: &Config) -> Option<String> {
         self.placeholder.then(|| {
             format!(
                 "sip.listen is {} and sip.advertise is not set: replace {HOST_PLACEHOLDER} with the \
@@ -242,7 +242,7 @@ impl Target {
 }
 
 /// The trunk named `name`, or a message naming the configured trunks.
-pub fn find_trunk<'a>(cfg: &'a Config, name: &str) -> Result<(usize, &'a TrunkConfig), AdminError> {
+fn find_trunk<'a>(cfg: &'a Config, name: &str) -> Result<(usize, &'a TrunkConfig), AdminError> {
     cfg.trunks
         .iter()
         .enumerate()
@@ -257,7 +257,7 @@ pub fn find_trunk<'a>(cfg: &'a Config, name: &str) -> Result<(usize, &'a TrunkCo
 }
 
 /// The re-register interval to give the PBX: `default_expires`, inside the accepted range.
-pub fn reregister_interval(cfg: &Config) -> u32 {
+fn reregister_interval(cfg: &Config) -> u32 {
     let sip = &cfg.sip;
     sip.default_expires
         .clamp(sip.min_expires, sip.max_expires.max(sip.min_expires))

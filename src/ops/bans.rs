@@ -32,12 +32,12 @@ pub enum BansError {
 /// One ban as `GET /bans` gives it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Ban {
-    pub address: String,
-    pub reason: String,
-    pub failures: u32,
-    pub offences: u32,
-    pub until: String,
-    pub remaining_s: u64,
+    address: String,
+    reason: String,
+    failures: u32,
+    offences: u32,
+    until: String,
+    remaining_s: u64,
 }
 
 /// Where the daemon's status endpoint is: `--status`, else the config's `status.listen` (an

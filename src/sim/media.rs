@@ -14,21 +14,20 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
-pub use crate::media::engine::{tone_payload, LocalMode as MediaMode};
+pub use crate::media::engine::tone_payload;
+pub(crate) use crate::media::engine::LocalMode as MediaMode;
 use crate::media::engine::{EngineConfig, FarEnd, LocalStats, MediaCall, MediaEngine};
 use crate::media::{Codec, Direction, PeerError, PeerSettings};
 
 #[derive(Debug, Error)]
-pub enum MediaError {
+pub(crate) enum MediaError {
     #[error("WebRTC: {0}")]
     Peer(#[from] PeerError),
-    #[error("the media session is closed")]
-    Closed,
 }
 
 /// Per-call media counters, shared between the engine and the control API.
 #[derive(Debug, Default)]
-pub struct CallMediaStats {
+pub(crate) struct CallMediaStats {
     local: OnceLock<Arc<LocalStats>>,
     /// RFC 4733 digits received, in order (one char per event: 0-9, *, #, A-D).
     pub dtmf: Mutex<String>,
@@ -36,7 +35,7 @@ pub struct CallMediaStats {
 
 /// A plain copy of [`CallMediaStats`] for reports.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct MediaStatsView {
+pub(crate) struct MediaStatsView {
     pub rtp_packets_in: u64,
     pub rtp_bytes_in: u64,
     pub rtp_packets_out: u64,
@@ -62,7 +61,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// One established media leg: the engine's call and the task collecting its digits.
-pub struct MediaSession {
+pub(crate) struct MediaSession {
     mode: MediaMode,
     call: MediaCall,
     digits: Option<JoinHandle<()>>,
@@ -87,10 +86,6 @@ impl MediaSession {
             })
         });
         MediaSession { mode, call, digits }
-    }
-
-    pub fn mode(&self) -> MediaMode {
-        self.mode
     }
 
     /// Answers a re-offer (hold, resume, ICE restart) on the established leg.
@@ -125,7 +120,7 @@ impl Drop for MediaSession {
 }
 
 /// An offer the simulator made (inbound origination), waiting for the client's answer.
-pub struct PendingOffer {
+pub(crate) struct PendingOffer {
     mode: MediaMode,
     call: MediaCall,
     stats: Arc<CallMediaStats>,
@@ -171,7 +166,7 @@ fn settings(media_ip: IpAddr) -> PeerSettings {
 }
 
 /// Answers a client's offer: returns the answer SDP and the running leg.
-pub async fn answer_call(
+pub(crate) async fn answer_call(
     offer: &str,
     mode: MediaMode,
     stats: Arc<CallMediaStats>,
@@ -185,7 +180,7 @@ pub async fn answer_call(
 }
 
 /// Makes an offer for a call the simulator originates.
-pub async fn make_offer(
+pub(crate) async fn make_offer(
     mode: MediaMode,
     stats: Arc<CallMediaStats>,
     media_ip: IpAddr,

@@ -42,13 +42,16 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use calls::{CallState, CallView, StateChange};
-pub use config::{BehaviourConfig, SimConfig, SimConfigError, SimUser};
-pub use faults::{FaultRequest, FaultsView};
-pub use inbound::{OriginateRequest, OriginateResponse};
-pub use script::{behaviour_for, normalise_number, Behaviour};
-pub use stats::StatsView;
-pub use subscriptions::SubscriptionView;
+pub use config::{SimConfig, SimConfigError, SimUser};
+// What the in-process tests observe the simulator through.
+#[cfg(test)]
+pub(crate) use calls::{CallState, CallView};
+#[cfg(test)]
+pub(crate) use config::BehaviourConfig;
+#[cfg(test)]
+pub(crate) use stats::StatsView;
+#[cfg(test)]
+pub(crate) use subscriptions::SubscriptionView;
 
 use state::{lock, Sim};
 use subscriptions::WsOut;
@@ -94,24 +97,28 @@ impl SimHandle {
     }
 
     /// The certificate served, PEM (trust it to talk to the simulator).
-    pub fn cert_pem(&self) -> &str {
+    pub(crate) fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
 
     /// A rustls client configuration trusting only this simulator's certificate.
-    pub fn client_tls_config(&self) -> Result<rustls::ClientConfig, tls::TlsError> {
+    #[cfg(test)]
+    pub(crate) fn client_tls_config(&self) -> Result<rustls::ClientConfig, tls::TlsError> {
         tls::client_config(&self.cert_pem)
     }
 
-    pub fn subscriptions(&self) -> Vec<SubscriptionView> {
+    #[cfg(test)]
+    pub(crate) fn subscriptions(&self) -> Vec<SubscriptionView> {
         lock(&self.sim.subs).views(self.sim.started)
     }
 
-    pub fn calls(&self) -> Vec<CallView> {
+    #[cfg(test)]
+    pub(crate) fn calls(&self) -> Vec<CallView> {
         lock(&self.sim.calls).views()
     }
 
-    pub fn stats(&self) -> StatsView {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> StatsView {
         self.sim.stats.view()
     }
 

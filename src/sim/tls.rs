@@ -85,6 +85,7 @@ pub fn load_or_generate(cfg: &SimConfig) -> Result<TlsMaterial, TlsError> {
 
 /// A rustls client configuration (ring) whose only trust anchors are the certificates in
 /// `cert_pem`: what a test or the demo gives reqwest and tokio-tungstenite.
+#[cfg(test)]
 pub fn client_config(cert_pem: &str) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {

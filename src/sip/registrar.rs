@@ -13,7 +13,7 @@ use super::parse::RequestInfo;
 
 /// One registered contact of a trunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
+pub(crate) struct Binding {
     /// The Contact URI exactly as sent (all parameters, e.g. 3CX's `rinstance`).
     pub uri: String,
     /// Where the REGISTER came from: requests to the PBX go here (NAT).
@@ -29,7 +29,7 @@ pub struct Binding {
 
 /// What a trunk's registration looks like to other modules.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TrunkRegistration {
+pub(crate) struct TrunkRegistration {
     pub bindings: Vec<Binding>,
 }
 
@@ -49,14 +49,14 @@ impl TrunkRegistration {
 pub struct Registrations(Arc<RwLock<HashMap<String, TrunkRegistration>>>);
 
 impl Registrations {
-    pub fn get(&self, trunk: &str) -> TrunkRegistration {
+    pub(crate) fn get(&self, trunk: &str) -> TrunkRegistration {
         self.0
             .read()
             .map(|m| m.get(trunk).cloned().unwrap_or_default())
             .unwrap_or_default()
     }
 
-    pub fn all(&self) -> HashMap<String, TrunkRegistration> {
+    pub(crate) fn all(&self) -> HashMap<String, TrunkRegistration> {
         self.0.read().map(|m| m.clone()).unwrap_or_default()
     }
 
@@ -73,7 +73,7 @@ impl Registrations {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct RegistrarLimits {
+pub(crate) struct RegistrarLimits {
     pub min_expires: u32,
     pub max_expires: u32,
     pub default_expires: u32,
@@ -82,7 +82,7 @@ pub struct RegistrarLimits {
 
 /// The answer to a REGISTER.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RegisterOutcome {
+pub(crate) enum RegisterOutcome {
     /// 200 OK listing every current binding as (Contact URI, seconds left).
     Ok(Vec<(String, u32)>),
     /// 423 Interval Too Brief with Min-Expires.
@@ -91,7 +91,7 @@ pub enum RegisterOutcome {
     BadRequest(&'static str),
 }
 
-pub struct Registrar {
+pub(crate) struct Registrar {
     limits: RegistrarLimits,
     bindings: HashMap<String, Vec<Binding>>,
     view: Registrations,

@@ -10,7 +10,7 @@ macro_rules! counters {
 
         /// A point-in-time copy of every counter, by name.
         impl SipStats {
-            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+            pub(crate) fn snapshot(&self) -> Vec<(&'static str, u64)> {
                 vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
             }
         }
@@ -53,27 +53,20 @@ counters! {
 }
 
 impl SipStats {
-    pub fn inc(counter: &AtomicU64) {
+    pub(crate) fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self, name: &str) -> Option<u64> {
-        self.snapshot()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v)
     }
 }
 
 /// Requests received by method and responses sent by status code, for metrics.
 #[derive(Debug)]
-pub struct SipTraffic {
+pub(crate) struct SipTraffic {
     requests: [AtomicU64; METHODS.len()],
     responses: Box<[AtomicU64]>,
 }
 
 /// Method labels; anything else counts as `other`.
-pub const METHODS: [&str; 7] = [
+pub(crate) const METHODS: [&str; 7] = [
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "other",
 ];
 

@@ -197,7 +197,7 @@ impl Endpoint {
     }
 
     /// Requests by method and responses by code.
-    pub fn traffic(&self) -> &Arc<SipTraffic> {
+    pub(crate) fn traffic(&self) -> &Arc<SipTraffic> {
         &self.traffic
     }
 
