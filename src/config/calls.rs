@@ -99,6 +99,7 @@ pub enum LimitResponse {
 }
 
 impl LimitResponse {
+    /// The SIP status code the refusal is sent with.
     pub fn code(self) -> u16 {
         match self {
             LimitResponse::Busy => 486,
@@ -165,10 +166,12 @@ impl Default for CallsConfig {
 pub struct InboundRoute {
     /// An E.164 number (`+97145551234`) or a prefix ending in `*` (`+9714555*`).
     pub did: String,
+    /// The `[[trunks]]` name the call goes to.
     pub trunk: String,
 }
 
 impl InboundRoute {
+    /// Whether a called number in E.164 form is this route's DID, or starts with its prefix.
     pub fn matches(&self, e164: &str) -> bool {
         match self.did.strip_suffix('*') {
             Some(prefix) => e164.starts_with(prefix),
@@ -192,6 +195,7 @@ pub struct InboundConfig {
 }
 
 impl CallsConfig {
+    /// The section's own checks, as (key path, message) pairs; empty when valid.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errs = Vec::new();
         let mut e = |k: &str, m: &str| errs.push((format!("calls.{k}"), m.to_string()));

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::Secret;
 
+/// The `[carrier]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CarrierConfig {
@@ -14,25 +15,32 @@ pub struct CarrierConfig {
     /// (the demo). Accounts then need no `base_url`; the simulator accepts their credentials.
     #[serde(default)]
     pub simulate: bool,
+    /// The carrier logins (`[[carrier.accounts]]`); a call uses a subscribed one with free
+    /// capacity.
     #[serde(default)]
     pub accounts: Vec<CarrierAccount>,
     /// STUN/TURN URLs for the WebRTC leg. TURN credentials come from the subscription.
     #[serde(default)]
     pub ice_servers: Vec<String>,
+    /// Which ICE candidates the WebRTC leg may use.
     #[serde(default)]
     pub ice_transport_policy: IceTransportPolicy,
     /// An extra trust anchor (PEM) beside the system's roots, e.g. the simulator's certificate.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Keepalive interval on the notification WebSocket.
     #[serde(default = "defaults::ping_interval", with = "humantime_serde")]
     pub ping_interval: Duration,
     /// Requested subscription lifetime in seconds; refreshed at about half of what is granted.
     #[serde(default = "defaults::subscription_expires")]
     pub subscription_expires: u32,
+    /// First delay before retrying a failed subscription or connection.
     #[serde(default = "defaults::reconnect_initial", with = "humantime_serde")]
     pub reconnect_initial: Duration,
+    /// The longest that delay grows to.
     #[serde(default = "defaults::reconnect_max", with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// Factor the delay grows by after each failure.
     #[serde(default = "defaults::reconnect_multiplier")]
     pub reconnect_multiplier: f64,
     /// Per REST request, connect included.
@@ -43,14 +51,18 @@ pub struct CarrierConfig {
     pub audit_interval: Duration,
 }
 
+/// `[carrier] ice_transport_policy`: which ICE candidates the WebRTC leg may use.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum IceTransportPolicy {
+    /// Host, server-reflexive and relay candidates.
     #[default]
     All,
+    /// TURN relay candidates only, for strict firewalls.
     Relay,
 }
 
+/// One `[[carrier.accounts]]` table: a carrier login.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CarrierAccount {
@@ -59,7 +71,9 @@ pub struct CarrierAccount {
     /// `https://host[:port]`; ignored (the simulator's address is used) when `simulate = true`.
     #[serde(default)]
     pub base_url: Option<String>,
+    /// The login's user name (Basic authentication on REST).
     pub username: String,
+    /// The login's password.
     pub password: Secret,
     /// Domain of the `to` URIs: `sip:+971501234567@{domain}`.
     pub domain: String,

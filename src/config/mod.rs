@@ -30,7 +30,9 @@ pub struct ConfigIssue {
     pub key: String,
     /// 1-based line and column, when the key (or its table) is in the file.
     pub line: Option<usize>,
+    /// 1-based column, when known.
     pub column: Option<usize>,
+    /// What is wrong, for the admin to read.
     pub message: String,
 }
 
@@ -49,16 +51,24 @@ impl std::fmt::Display for ConfigIssue {
     }
 }
 
+/// Why a configuration file could not be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file given.
         path: PathBuf,
+        /// The I/O error reading it.
         source: std::io::Error,
     },
+    /// The file was read but is not a valid configuration: every problem found, not only the
+    /// first.
     #[error("{}", render(.path, .issues))]
     Invalid {
+        /// The file given.
         path: PathBuf,
+        /// Every problem, each with its key path and position.
         issues: Vec<ConfigIssue>,
     },
 }

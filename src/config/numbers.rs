@@ -30,19 +30,28 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NumberKind {
+    /// Mobile numbers (in the UAE, 05x).
     Mobile,
+    /// Geographic landline numbers (in the UAE, 02, 03, 04, 06, 07, 09).
     FixedLine,
     /// Plans that cannot tell the two apart (NANP). Allowed when listed, or when both
     /// `mobile` and `fixed_line` are.
     FixedLineOrMobile,
+    /// Free to the caller (in the UAE, 800...).
     TollFree,
     /// Universal access numbers (UAE 600...).
     Uan,
+    /// The call's cost is split between caller and called party.
     SharedCost,
+    /// Charged above normal rates: the classic toll-fraud destination.
     PremiumRate,
+    /// Ranges assigned to IP telephony services.
     Voip,
+    /// Follow-me numbers, routed to wherever the subscriber is.
     PersonalNumber,
+    /// Paging services.
     Pager,
+    /// Direct access to voicemail boxes.
     Voicemail,
     /// Not a known range: never the kind of a valid number; used for short codes.
     Unknown,
@@ -98,7 +107,9 @@ impl fmt::Display for NumberKind {
 pub struct NumbersConfig {
     /// Region numbers are dialled from (national prefix, `00`, country code): ISO code.
     pub region: String,
+    /// How the checked number is written toward the carrier.
     pub output_format: OutputFormat,
+    /// Number types that may be called; every other type is refused.
     pub allowed_types: Vec<NumberKind>,
     /// ISO regions; `001` stands for all non-geographic codes (+800, +870, +881, +882,
     /// +883...: satellite and international networks, a classic fraud destination).
@@ -153,15 +164,25 @@ impl Default for NumbersConfig {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct NumbersOverride {
+    /// This trunk's `region`, instead of the section's.
     pub region: Option<String>,
+    /// This trunk's `output_format`, instead of the section's.
     pub output_format: Option<OutputFormat>,
+    /// This trunk's `allowed_types`, instead of the section's.
     pub allowed_types: Option<Vec<NumberKind>>,
+    /// This trunk's `allowed_countries`, instead of the section's.
     pub allowed_countries: Option<Vec<String>>,
+    /// This trunk's `blocked_prefixes`, instead of the section's.
     pub blocked_prefixes: Option<Vec<String>>,
+    /// This trunk's `allowed_prefixes`, instead of the section's.
     pub allowed_prefixes: Option<Vec<String>>,
+    /// This trunk's `emergency_numbers`, instead of the section's.
     pub emergency_numbers: Option<Vec<String>>,
+    /// This trunk's `allow_emergency`, instead of the section's.
     pub allow_emergency: Option<bool>,
+    /// This trunk's `short_codes`, instead of the section's.
     pub short_codes: Option<Vec<String>>,
+    /// This trunk's `allow_short_codes`, instead of the section's.
     pub allow_short_codes: Option<bool>,
 }
 

@@ -10,12 +10,17 @@ use super::numbers::{NumbersConfig, NumbersOverride};
 use super::ops::{CdrConfig, StatusConfig};
 use super::security::SecurityConfig;
 
+/// The whole configuration file, as loaded and validated (`conf/trunkgate.toml` describes every
+/// key).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Log level and line format.
     #[serde(default)]
     pub log: LogConfig,
+    /// The SIP side toward the PBXs: socket, digest realm, registrations, timers.
     pub sip: SipConfig,
+    /// The PBXs allowed to register and call, one per `[[trunks]]` table.
     #[serde(default)]
     pub trunks: Vec<TrunkConfig>,
     /// Dialled-number normalisation and the destination policy (UAE by default).
@@ -44,6 +49,7 @@ pub struct Config {
     pub security: SecurityConfig,
 }
 
+/// The `[log]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -66,24 +72,32 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
     #[default]
     Text,
+    /// One JSON object per line.
     Json,
 }
 
+/// The `[sip]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SipConfig {
+    /// The UDP address the PBXs send to.
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
     /// Address written into Via/Contact/SDP when it differs from the bound one (NAT, 0.0.0.0).
     #[serde(default)]
     pub advertise: Option<IpAddr>,
+    /// Digest realm of our challenges; part of every HA1.
     pub realm: String,
+    /// Shortest registration (seconds) accepted; a shorter non-zero one gets 423 with Min-Expires.
     #[serde(default = "defaults::min_expires")]
     pub min_expires: u32,
+    /// Longest registration (seconds) granted; longer requests are shortened to it.
     #[serde(default = "defaults::max_expires")]
     pub max_expires: u32,
+    /// Registration time (seconds) when the REGISTER asks for none.
     #[serde(default = "defaults::default_expires")]
     pub default_expires: u32,
     /// Challenge algorithms, most preferred first (RFC 8760): "MD5", "SHA-256".
@@ -92,19 +106,25 @@ pub struct SipConfig {
     /// Offer qop="auth" in challenges (clients that answer without qop, like 3CX, still work).
     #[serde(default = "defaults::yes")]
     pub digest_qop: bool,
+    /// How long a nonce stays valid; after it the client is re-challenged with `stale=true`.
     #[serde(default = "defaults::nonce_lifetime", with = "humantime_serde")]
     pub nonce_lifetime: Duration,
     /// Reply to the source address and port even when the top Via has no `rport` (NAT).
     #[serde(default = "defaults::yes")]
     pub force_rport: bool,
+    /// Datagrams larger than this are dropped and counted.
     #[serde(default = "defaults::max_message_size")]
     pub max_message_size: usize,
+    /// Contacts kept per trunk; beyond it the least recently refreshed binding goes.
     #[serde(default = "defaults::max_contacts")]
     pub max_contacts_per_trunk: usize,
+    /// RFC 3261 T1, the round-trip estimate every retransmission timer derives from.
     #[serde(default = "defaults::t1", with = "humantime_serde")]
     pub t1: Duration,
+    /// RFC 3261 T2, the cap on non-INVITE request and INVITE response retransmission intervals.
     #[serde(default = "defaults::t2", with = "humantime_serde")]
     pub t2: Duration,
+    /// RFC 3261 T4, how long a message may stay in the network.
     #[serde(default = "defaults::t4", with = "humantime_serde")]
     pub t4: Duration,
     /// Value of the Server / User-Agent header.
@@ -119,10 +139,12 @@ pub struct SipConfig {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
     }
 
+    /// The value itself, for the code that must use it (never for logging).
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -134,12 +156,15 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// One `[[trunks]]` table: a PBX trunk.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrunkConfig {
+    /// A name for logs, status and metrics.
     pub name: String,
     /// The digest username the PBX sends (3CX: "Authentication ID").
     pub auth_username: String,
+    /// The shared secret; instead, `ha1` or `ha1_sha256` may be given.
     #[serde(default)]
     pub password: Option<Secret>,
     /// MD5 HA1 = md5(auth_username:realm:password), hex: no plaintext stored.
@@ -164,6 +189,7 @@ pub struct TrunkConfig {
     /// tell which trunk a call is for).
     #[serde(default)]
     pub outbound_username: Option<String>,
+    /// Password for those credentials.
     #[serde(default)]
     pub outbound_password: Option<Secret>,
 }

@@ -16,6 +16,7 @@ pub struct SecurityConfig {
     /// A first ban's length; each repeat offence doubles it, up to `ban_time_max`.
     #[serde(with = "humantime_serde")]
     pub ban_time: Duration,
+    /// The longest a repeat offender's ban grows to; offences older than this are forgotten.
     #[serde(with = "humantime_serde")]
     pub ban_time_max: Duration,
     /// Unauthenticated requests per second an address may send (refill rate of its budget).
