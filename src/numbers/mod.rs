@@ -24,7 +24,7 @@ mod tests;
 
 pub use crate::config::{NumberKind, NumbersConfig, NumbersOverride, OutputFormat};
 pub(crate) use caller_id::{CallerId, CallerIdInput};
-pub use normalize::{warm_up, NormalizeError};
+pub use normalize::warm_up;
 pub use policy::{
     Destination, NumberPolicy, NumbersError, Refusal, RefusalCause, Special, Verdict,
 };

@@ -29,7 +29,9 @@ fn describe(errors: &[(String, String)]) -> String {
 /// Emergency number or other short code, passed on as dialled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Special {
+    /// One of `emergency_numbers`.
     Emergency,
+    /// One of `short_codes`.
     ShortCode,
 }
 
@@ -40,9 +42,11 @@ pub struct Destination {
     pub canonical: String,
     /// Always `+E.164`, or the short code as dialled.
     pub e164: String,
+    /// The number's type (`Unknown` for emergency numbers and short codes).
     pub kind: NumberKind,
     /// ISO region, `001` for non-geographic numbers; the home region for short codes.
     pub region: String,
+    /// Set when the number is an emergency number or short code, not a number of the plan.
     pub special: Option<Special>,
 }
 
@@ -51,15 +55,22 @@ pub struct Destination {
 pub enum RefusalCause {
     /// Not a number, or not a valid one (484).
     InvalidNumber,
+    /// Matches one of `blocked_prefixes`.
     BlockedPrefix,
+    /// Its region is not in `allowed_countries`.
     CountryNotAllowed,
+    /// Its type is not in `allowed_types`.
     TypeNotAllowed,
+    /// `allowed_prefixes` is set and the number matches none of them.
     NotInAllowedPrefixes,
+    /// An emergency number on a trunk with `allow_emergency = false`.
     EmergencyNotAllowed,
+    /// A short code while `allow_short_codes = false`.
     ShortCodeNotAllowed,
 }
 
 impl RefusalCause {
+    /// The metrics label, e.g. `blocked_prefix`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidNumber => "invalid_number",
@@ -83,15 +94,21 @@ pub struct Refusal {
     pub reason: String,
     /// The number in output format, when it was valid.
     pub canonical: Option<String>,
+    /// The number's type, when it was valid.
     pub kind: Option<NumberKind>,
+    /// The number's ISO region (the home region for emergency numbers and short codes), when
+    /// known.
     pub region: Option<String>,
     /// The reason as a fixed label, for counting.
     pub cause: RefusalCause,
 }
 
+/// The policy's answer for one dialled string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// The call may go to this destination.
     Allowed(Destination),
+    /// The call is refused, and why.
     Refused(Refusal),
 }
 
@@ -117,6 +134,7 @@ impl fmt::Debug for NumberPolicy {
 }
 
 impl NumberPolicy {
+    /// Validates `cfg` and builds the policy; every configuration error is reported at once.
     pub fn new(cfg: &NumbersConfig) -> Result<NumberPolicy, NumbersError> {
         let errors = cfg.validate();
         let region = cfg.region.parse::<Id>().ok();
@@ -137,10 +155,6 @@ impl NumberPolicy {
             blocked: digits(&cfg.blocked_prefixes),
             allowed: digits(&cfg.allowed_prefixes),
         })
-    }
-
-    pub fn config(&self) -> &NumbersConfig {
-        &self.cfg
     }
 
     /// Any number (bare, URI or header value) in `format`, read in the home plan; `None` when
