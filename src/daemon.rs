@@ -31,6 +31,10 @@ use crate::sip::registrar::Registrations;
 use crate::sip::stats::SipStats;
 use crate::sip::transport::{self, Control};
 
+/// Runs the daemon on `config` until SIGTERM or SIGINT: binds the SIP socket and the status
+/// endpoint, starts the carrier client, serves calls, and re-reads `path` on SIGHUP. Returns once
+/// calls have drained and the carrier subscriptions are deleted; fails if a socket cannot be
+/// bound or a component cannot start.
 pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
     // Caught before anything answers: a SIGHUP or SIGTERM that arrives while starting must be
     // handled, not kill the process with the default action.
@@ -467,6 +471,7 @@ async fn accept_inbound(ctx: Arc<CallContext>, mut inbound: mpsc::Receiver<Carri
     }
 }
 
+/// Waits for SIGTERM or SIGINT (for processes that are not the daemon, such as `trunkgate sim`).
 pub async fn wait_for_stop_signal() -> anyhow::Result<()> {
     stop_signal()?.await;
     Ok(())

@@ -283,7 +283,9 @@ fn format_name(format: OutputFormat) -> &'static str {
 /// The output of `pbx-config`: the text (stdout) and warnings (stderr).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PbxConfig {
+    /// The configuration to enter in the PBX.
     pub text: String,
+    /// What the admin must fix or check first (an address trunkgate cannot know, for one).
     pub warnings: Vec<String>,
 }
 

@@ -10,21 +10,32 @@ use thiserror::Error;
 
 use crate::config::Config;
 
+/// Why the `bans` or `unban` command failed.
 #[derive(Debug, Error)]
 pub enum BansError {
+    /// The configuration file naming the status endpoint could not be used.
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    /// The status endpoint could not be reached (the daemon is likely not running), or its
+    /// answer could not be read.
     #[error(
         "cannot reach the status endpoint at http://{addr}: {source} (is the daemon running?)"
     )]
     Unreachable {
+        /// The status endpoint tried.
         addr: SocketAddr,
+        /// The HTTP client's error.
         source: reqwest::Error,
     },
+    /// The status endpoint answered with an error status; also a 400 of our own for an address
+    /// that cannot be put in a URL.
     #[error("the status endpoint at http://{addr} answered {status}: {body}")]
     Refused {
+        /// The status endpoint asked.
         addr: SocketAddr,
+        /// The HTTP status it answered.
         status: u16,
+        /// The body of its answer.
         body: String,
     },
 }
