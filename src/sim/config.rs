@@ -14,19 +14,31 @@ use thiserror::Error;
 
 use crate::config::Secret;
 
+/// Why a simulator configuration could not be used.
 #[derive(Debug, Error)]
 pub enum SimConfigError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file given.
         path: PathBuf,
+        /// The I/O error reading it.
         source: std::io::Error,
     },
+    /// The file is not valid TOML for this schema (unknown keys included).
     #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file given (`<text>` when the text did not come from a file).
+        path: PathBuf,
+        /// The TOML parser's message.
+        message: String,
+    },
+    /// The configuration parsed but breaks the simulator's rules: every problem found.
     #[error("invalid simulator configuration: {}", .0.join("; "))]
     Invalid(Vec<String>),
 }
 
+/// The simulator's configuration (`conf/sim.toml` describes every key).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimConfig {
@@ -38,6 +50,7 @@ pub struct SimConfig {
     pub cert_out: Option<PathBuf>,
     /// Serve this certificate (PEM) instead of generating one; needs `key_file`.
     pub cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `cert_file`.
     pub key_file: Option<PathBuf>,
     /// Address written into the SDP the simulator produces.
     pub media_ip: IpAddr,
@@ -55,20 +68,26 @@ pub struct SimConfig {
     pub audit_timeout: Duration,
     /// Returned in `turnCredentials`.
     pub turn_username: String,
+    /// Returned in `turnCredentials` with `turn_username`.
     pub turn_password: Secret,
     /// The Basic credentials accepted.
     pub users: Vec<SimUser>,
+    /// What the simulated far end does per dialled number.
     pub behaviour: BehaviourConfig,
 }
 
+/// A login the simulator accepts (Basic authentication; REST paths name the user).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimUser {
+    /// The user name.
     pub username: String,
+    /// The password.
     pub password: Secret,
 }
 
 impl SimUser {
+    /// A login with these credentials.
     pub fn new(username: &str, password: &str) -> Self {
         SimUser {
             username: username.into(),

@@ -56,27 +56,38 @@ pub(crate) use subscriptions::SubscriptionView;
 use state::{lock, Sim};
 use subscriptions::WsOut;
 
+/// Why the simulator could not start.
 #[derive(Debug, Error)]
 pub enum SimError {
+    /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] SimConfigError),
+    /// The certificate could not be loaded or generated.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The certificate could not be written to `cert_out`.
     #[error("cannot write the certificate to {path}: {source}")]
     CertOut {
+        /// The `cert_out` path.
         path: String,
+        /// The I/O error writing it.
         source: std::io::Error,
     },
+    /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address it tried to listen on.
         addr: SocketAddr,
+        /// The I/O error binding it.
         source: std::io::Error,
     },
 }
 
 /// A running simulator. Dropping it stops it too; `stop` waits for the listeners to close.
 pub struct SimHandle {
+    /// The REST and WebSocket (TLS) listener's address, the ephemeral port resolved.
     pub rest_addr: SocketAddr,
+    /// The plain-HTTP control API's address, the ephemeral port resolved.
     pub control_addr: SocketAddr,
     cert_pem: String,
     sim: Arc<Sim>,
