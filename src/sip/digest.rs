@@ -19,7 +19,9 @@ pub const MAX_VALUE_LEN: usize = 1024;
 /// Digest hash algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
+    /// MD5 (RFC 2617), what most PBXs use.
     Md5,
+    /// SHA-256 (RFC 8760).
     Sha256,
 }
 
@@ -74,9 +76,13 @@ impl Algorithm {
 /// Digest credentials as received in an `Authorization` / `Proxy-Authorization` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The digest username (a trunk's `auth_username`).
     pub username: String,
+    /// The realm the client hashed with.
     pub realm: String,
+    /// The nonce of the challenge being answered.
     pub nonce: String,
+    /// The digest URI the client hashed (normally the Request-URI).
     pub uri: String,
     /// As sent (hex); compared case-insensitively.
     pub response: String,
@@ -86,17 +92,22 @@ pub struct Credentials {
     pub qop: Option<String>,
     /// Exactly as sent (normally 8 hex digits such as `"0000000a"`); hashed as sent.
     pub nc: Option<String>,
+    /// The client's nonce, present with a qop.
     pub cnonce: Option<String>,
+    /// Echoed from the challenge, when it had one.
     pub opaque: Option<String>,
 }
 
 /// Why credentials could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DigestError {
+    /// The header's scheme is not `Digest`.
     #[error("authorization scheme is not Digest")]
     NotDigest,
+    /// The header cannot be read or lacks a required parameter; says what is wrong.
     #[error("malformed digest credentials: {0}")]
     Malformed(&'static str),
+    /// An algorithm other than MD5 or SHA-256 (the `-sess` variants included).
     #[error("unsupported digest algorithm")]
     UnsupportedAlgorithm,
     /// Well-formed but `response=""`: what a scanner probing for unprotected users sends.

@@ -13,22 +13,31 @@ use thiserror::Error;
 /// Why a datagram could not be accepted as a message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ParseError {
+    /// Longer than the size limit, which it carries.
     #[error("datagram larger than {0} bytes")]
     TooLarge(usize),
+    /// Only CRLFs (or NULs): a keepalive (RFC 5626 4.4.1), not an error.
     #[error("keepalive")]
     Keepalive,
+    /// Not a SIP message: no request or status line, not UTF-8, or a stray CR.
     #[error("not a SIP message")]
     Garbage,
+    /// A response that cannot be read (status line, header block); says what.
     #[error("malformed response: {0}")]
     BadResponse(&'static str),
+    /// A request line that is not `Method SP Request-URI SP SIP/2.0`; says what.
     #[error("malformed request line: {0}")]
     BadRequestLine(&'static str),
+    /// A SIP version other than 2.0 (answered 505).
     #[error("unsupported SIP version")]
     BadVersion,
+    /// A header that cannot be read, repeated where it must be single, or a missing blank line.
     #[error("malformed header: {0}")]
     BadHeader(String),
+    /// A required header is absent; says which.
     #[error("missing required header {0}")]
     MissingHeader(&'static str),
+    /// The body is shorter than Content-Length.
     #[error("body shorter than Content-Length")]
     ShortBody,
 }
@@ -47,8 +56,11 @@ pub enum ParseFailure {
     Drop(ParseError),
     /// A request we can answer: `code` (400 or 505) built from what could be read of it.
     Reject {
+        /// The status to answer with.
         code: u16,
+        /// Why the request was rejected.
         error: ParseError,
+        /// The request as far as it could be read, to build the answer from.
         partial: Box<Request>,
     },
 }
@@ -58,26 +70,39 @@ pub enum ParseFailure {
 pub struct RequestInfo {
     /// The Request-URI, parsed (the raw text stays in `Request::uri`).
     pub request_uri: Uri,
+    /// The topmost Via, where responses go.
     pub top_via: Via,
+    /// The Call-ID.
     pub call_id: String,
+    /// The CSeq number and method.
     pub cseq: CSeq,
+    /// The From header (with its tag).
     pub from: NameAddr,
+    /// The To header (with its tag, once in a dialog).
     pub to: NameAddr,
+    /// Max-Forwards, when present.
     pub max_forwards: Option<u32>,
 }
 
+/// The typed fields a response must carry to be matched to its transaction.
 #[derive(Debug, Clone)]
 pub struct ResponseInfo {
+    /// The topmost Via, whose branch names the transaction.
     pub top_via: Via,
+    /// The Call-ID.
     pub call_id: String,
+    /// The CSeq number and method.
     pub cseq: CSeq,
 }
 
 // Moved once per datagram; boxing the request would add an allocation on the hot path.
+/// A datagram that parsed: a request or a response, with its typed fields.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Parsed {
+    /// A request, and the fields every request must carry.
     Request(Request, RequestInfo),
+    /// A response, and the fields that match it to a transaction.
     Response(Response, ResponseInfo),
 }
 

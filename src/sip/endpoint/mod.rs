@@ -51,6 +51,8 @@ pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER";
 /// Option tags we support: RFC 4028 session timers.
 pub(super) const SUPPORTED: &[&str] = &["timer"];
 
+/// The SIP endpoint toward the PBXs: transactions, authentication, the registrar, dialogs and the
+/// security guard, driven by datagrams and time and doing no I/O itself.
 pub struct Endpoint {
     server: ServerTransactions,
     client: ClientTransactions,
@@ -201,10 +203,12 @@ impl Endpoint {
         &self.traffic
     }
 
+    /// The SIP edge's counters.
     pub fn stats(&self) -> &Arc<SipStats> {
         &self.stats
     }
 
+    /// The trunks' current registrations.
     pub fn registrations(&self) -> &Registrations {
         self.registrar.view()
     }
@@ -224,10 +228,12 @@ impl Endpoint {
         self.guard.unban(source, now)
     }
 
+    /// The next datagram to send, if any; call until `None` after every input.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
     }
 
+    /// When `handle_timeout` is next due (a transaction, registration, dialog or guard timer).
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.server.poll_timeout(),
@@ -241,6 +247,8 @@ impl Endpoint {
         .min()
     }
 
+    /// Runs every timer due at `now`: retransmissions, transaction timeouts, dialog timers, ban
+    /// expiries and expired registrations.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut events = std::mem::take(&mut self.events);
         self.server.handle_timeout(now, &mut events);
@@ -269,6 +277,8 @@ impl Endpoint {
         }
     }
 
+    /// Handles one datagram from `src` received at `now`; answers and other output come out of
+    /// `poll_transmit` and `poll_event`.
     pub fn handle_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
         SipStats::inc(&self.stats.datagrams_received);
         // A banned source costs one lookup: not even a parse.
