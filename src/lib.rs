@@ -9,6 +9,7 @@
 // No module needs `unsafe`: the one system call the standard library lacks (`sendmmsg`) goes
 // through rustix's safe wrapper.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 // TODO(lead): remove once merged; then `pub(crate)`, which shows dead code the call rewrite
 // owns (`record::LogSink`; in `session_timer`, `MAX_RETRY_INTERVAL`, `retry_after_422`,
