@@ -3,7 +3,7 @@
 //! Every number that reaches the carrier passes through here: [`NumberPolicy::check`]
 //! turns the Request-URI (or To) user part into one canonical, validated number and
 //! decides whether it may be called (toll-fraud protection), and
-//! [`NumberPolicy::caller_id`] picks and normalises the calling number. Parsing and
+//! `NumberPolicy::caller_id` (crate-internal) picks and normalises the calling number. Parsing and
 //! validation use the `phonenumber` crate's libphonenumber metadata; call [`warm_up`]
 //! at start so the first call does not load it. Pure logic: no I/O, no logging (the
 //! caller logs and counts a [`Refusal`] by its [`RefusalCause`]).

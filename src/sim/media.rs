@@ -1,7 +1,7 @@
 //! The simulator's media: a real WebRTC peer per call on the same media engine the gateway
 //! uses (ICE, DTLS-SRTP, G.711, RFC 4733), each call on a UDP port of its own as a browser
-//! would be, behind four calls: [`answer_call`], [`make_offer`],
-//! [`PendingOffer::accept_answer`] and [`MediaSession::update`] / [`MediaSession::close`]. The
+//! would be, behind four calls: `answer_call`, `make_offer`, `PendingOffer::accept_answer` and
+//! `MediaSession::update` / `MediaSession::close` (crate-internal). The
 //! engine counts what the far end receives and echoes every packet back or plays a known tone,
 //! inside its media threads; the digits received come out here.
 
