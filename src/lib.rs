@@ -11,9 +11,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// TODO(lead): remove once merged; then `pub(crate)`, which shows dead code the call rewrite
-// owns (`record::LogSink`; in `session_timer`, `MAX_RETRY_INTERVAL`, `retry_after_422`,
-// `session_expires`, `min_se`, `interval`, `we_refresh` used by tests only).
+// TODO(lead): remove once merged, and make it `pub(crate)`: nothing outside uses it. That
+// shows dead code in call/: `record::LogSink`, `CallRecord::duration_secs`; test-only in
+// `session_timer`: `MAX_RETRY_INTERVAL`, `retry_after_422`, `session_expires`, `min_se`,
+// `interval`, `we_refresh`.
 #[allow(missing_docs)]
 pub mod call;
 pub(crate) mod carrier;

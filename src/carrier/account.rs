@@ -42,7 +42,6 @@ pub struct AccountStatus {
     pub rest_errors: u64,
     pub active_calls: u32,
     pub max_calls: u32,
-    pub subscription: Option<String>,
 }
 
 /// Subscription-level signals from the notification channel to the driver.
@@ -124,7 +123,6 @@ impl Account {
             rest_errors: self.rest.errors(),
             active_calls: self.max_calls - self.capacity.available_permits() as u32,
             max_calls: self.max_calls,
-            subscription: s.granted.as_ref().map(|g| g.subscription.clone()),
         }
     }
 

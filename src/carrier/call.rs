@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use super::account::Account;
 use super::events::{CallEvent, EndCause, IncomingCall};
 use super::protocol::code;
-use super::rest::{RemoteCallState, RestError};
+use super::rest::RestError;
 
 /// Which way a call goes, as the carrier sees it (and as records and the simulator write it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -83,6 +83,7 @@ impl CarrierCall {
         &self.account.name
     }
 
+    #[cfg(test)]
     pub fn direction(&self) -> CallDirection {
         self.direction
     }
@@ -129,10 +130,6 @@ impl CarrierCall {
 
     pub async fn respond_update(&self, sdp: &str) -> Result<(), RestError> {
         self.account.rest.respond_update(&self.session, sdp).await
-    }
-
-    pub async fn state(&self) -> Result<RemoteCallState, RestError> {
-        self.account.rest.state(&self.session).await
     }
 
     fn finish(&mut self) {

@@ -17,16 +17,6 @@ pub enum EndCause {
     LostOnResync,
 }
 
-impl EndCause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndCause::Remote => "carrier-end",
-            EndCause::AuditFailed => "audit-failed",
-            EndCause::LostOnResync => "lost-on-resync",
-        }
-    }
-}
-
 /// One thing that happened to one call on the carrier side.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallEvent {

@@ -67,17 +67,6 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Subscribing => "subscribing",
-            Phase::Active => "active",
-            Phase::RefreshRetry => "refresh-retry",
-            Phase::Unauthorized => "unauthorized",
-            Phase::Retrying => "retrying",
-            Phase::Stopped => "stopped",
-        }
-    }
-
     /// Calls may be placed on the account.
     pub fn usable(self) -> bool {
         matches!(self, Phase::Active | Phase::RefreshRetry)

@@ -23,6 +23,8 @@ mod report;
 mod tests;
 
 pub use crate::config::{NumberKind, NumbersConfig, NumbersOverride, OutputFormat};
+#[cfg(test)]
+pub(crate) use caller_id::CallerIdSource;
 pub(crate) use caller_id::{CallerId, CallerIdInput};
 pub use normalize::warm_up;
 pub use policy::{

@@ -1,7 +1,6 @@
 //! Table-driven tests of the number policy, caller-id selection, configuration and the
 //! admin report.
 
-use super::caller_id::CallerIdSource;
 use super::*;
 use std::sync::OnceLock;
 

@@ -2,7 +2,7 @@
 //! and the endpoint core that ties them together without doing any I/O itself.
 
 pub(crate) mod auth;
-pub(crate) mod client_auth;
+pub mod client_auth;
 mod deadlines;
 pub mod digest;
 pub mod endpoint;
