@@ -11,20 +11,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// TODO(lead): remove once merged, and make it `pub(crate)`: nothing outside uses it. That
-// shows dead code in call/: `record::LogSink`, `CallRecord::duration_secs`; test-only in
-// `session_timer`: `MAX_RETRY_INTERVAL`, `retry_after_422`, `session_expires`, `min_se`,
-// `interval`, `we_refresh`.
-#[allow(missing_docs)]
-pub mod call;
+pub(crate) mod call;
 pub(crate) mod carrier;
 pub mod config;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod logging;
-// TODO(lead): remove once merged
-#[allow(missing_docs)]
 pub mod media;
 pub mod numbers;
 pub mod ops;

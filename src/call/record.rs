@@ -128,31 +128,11 @@ impl CallRecord {
         self.rtp_lost_from_carrier = C::get(&c.lost_from_carrier);
         self.rtp_lost_reported_by_pbx = C::get(&c.lost_reported_by_pbx);
     }
-
-    /// Seconds from answer to end (0 when never answered).
-    pub fn duration_secs(&self) -> f64 {
-        self.answered
-            .and_then(|a| self.ended.duration_since(a).ok())
-            .map_or(0.0, |d| d.as_secs_f64())
-    }
 }
 
 /// Receives every finished record exactly once.
 pub trait RecordSink: Send + Sync {
     fn record(&self, record: CallRecord);
-}
-
-/// Until the operations issue writes them to a file: each record as one JSON log line.
-#[derive(Debug, Default)]
-pub struct LogSink;
-
-impl RecordSink for LogSink {
-    fn record(&self, record: CallRecord) {
-        match serde_json::to_string(&record) {
-            Ok(json) => tracing::info!(target: "trunkgate::cdr", record = %json, "call record"),
-            Err(e) => tracing::warn!(error = %e, id = record.id, "call record not serialisable"),
-        }
-    }
 }
 
 pub type Records = Arc<dyn RecordSink>;

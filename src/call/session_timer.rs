@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 /// The smallest session interval RFC 4028 allows anyone to ask for (section 4).
 pub const RFC_MIN_SE: Duration = Duration::from_secs(90);
 
+#[cfg(test)]
 /// The longest interval we retry with after a 422: a PBX asking for more is misconfigured,
 /// and a session that goes unchecked for hours defeats the point of the timer.
 pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(2 * 3600);
@@ -75,10 +76,12 @@ impl SessionTimerConfig {
         })
     }
 
+    #[cfg(test)]
     pub fn session_expires(&self) -> Duration {
         self.session_expires
     }
 
+    #[cfg(test)]
     pub fn min_se(&self) -> Duration {
         self.min_se
     }
@@ -299,6 +302,7 @@ pub fn on_2xx(session_expires: Option<&str>) -> Option<SessionAgreement> {
     })
 }
 
+#[cfg(test)]
 /// UAC side, after a 422 to our INVITE: the settings to retry with (Session-Expires and Min-SE
 /// both at the 422's Min-SE, section 7.4), or `None` to give up: no usable Min-SE, one that is
 /// no larger than what we sent (retrying would loop), or one above [`MAX_RETRY_INTERVAL`].
@@ -345,10 +349,12 @@ impl SessionTimer {
         }
     }
 
+    #[cfg(test)]
     pub fn interval(&self) -> Duration {
         self.interval
     }
 
+    #[cfg(test)]
     pub fn we_refresh(&self) -> bool {
         self.we_refresh
     }

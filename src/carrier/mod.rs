@@ -32,7 +32,7 @@ pub use lifecycle::Backoff;
 pub use rest::RestError;
 
 use crate::config::{CarrierConfig, IceTransportPolicy};
-pub use crate::media::IceServer;
+pub(crate) use crate::media::IceServer;
 use account::Account;
 
 #[derive(Debug, Error)]

@@ -4,18 +4,18 @@
 //! the call-quality figures (`quality`), the WebRTC leg's SDP text helpers (`sdp_text`) and the
 //! sans-IO TURN/STUN clients the engine drives (`turn`). The shared vocabulary is in `types`.
 
-pub mod engine;
-pub mod pbx_sdp;
-pub mod quality;
-pub mod relay;
-pub mod rtp;
-pub mod rtp_leg;
-pub mod sdp_text;
+pub(crate) mod engine;
+pub(crate) mod pbx_sdp;
+pub(crate) mod quality;
+pub(crate) mod relay;
+pub(crate) mod rtp;
+pub(crate) mod rtp_leg;
+pub(crate) mod sdp_text;
 pub mod turn;
 mod types;
 
-pub use sdp_text::{g711_in_sdp, sdp_audio_direction as sdp_direction};
-pub use types::{
-    AudioFormat, Codec, Direction, IceServer, PeerError, PeerSettings, PeerState,
-    TELEPHONE_EVENT_PT,
+pub(crate) use sdp_text::{g711_in_sdp, sdp_audio_direction as sdp_direction};
+pub use types::Codec;
+pub(crate) use types::{
+    AudioFormat, Direction, IceServer, PeerError, PeerSettings, PeerState, TELEPHONE_EVENT_PT,
 };

@@ -399,6 +399,7 @@ pub struct LocalSdp {
 }
 
 impl LocalSdp {
+    #[cfg(test)]
     /// A new session description with a random session id. The version starts at the id, as
     /// RFC 4566 5.2 suggests; both are kept below 2^62 so that increments stay far from the
     /// overflow of implementations that read them as signed 64-bit numbers.

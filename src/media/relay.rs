@@ -178,10 +178,6 @@ impl Relay {
         self.pbx = pbx;
     }
 
-    pub fn pbx(&self) -> &PbxMedia {
-        &self.pbx
-    }
-
     pub fn down_ssrc(&self) -> u32 {
         self.down_ssrc
     }
@@ -244,6 +240,8 @@ impl Relay {
 
     /// A datagram from the PBX: the RTP packet it holds, or None (not RTP, or from another
     /// source than the latched one: dropped and counted).
+    // "from the PBX", "to the PBX": directions of a packet, not conversions
+    #[allow(clippy::wrong_self_convention)]
     pub fn from_pbx(
         &mut self,
         src: SocketAddr,
@@ -261,6 +259,7 @@ impl Relay {
     }
 
     /// As [`Self::from_pbx`] for a datagram whose source was already accepted (a held one).
+    #[allow(clippy::wrong_self_convention)]
     pub fn from_pbx_checked(
         &mut self,
         datagram: &[u8],
@@ -309,7 +308,7 @@ impl Relay {
 
     /// A packet from the carrier: writes the RTP datagram for the PBX into `out` and returns
     /// its length and destination, or None (not for the PBX now, or unmappable).
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::wrong_self_convention)]
     pub fn to_pbx(
         &mut self,
         payload_type: u8,

@@ -53,10 +53,6 @@ impl PortPool {
         }
     }
 
-    pub fn ip(&self) -> IpAddr {
-        self.ip
-    }
-
     /// Binds the next free pair.
     pub fn allocate(&self) -> Result<RtpLeg, RtpLegError> {
         for _ in 0..self.pairs {

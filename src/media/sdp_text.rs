@@ -4,7 +4,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{AudioFormat, Codec, Direction};
+#[cfg(test)]
+use super::AudioFormat;
+use super::{Codec, Direction};
 
 /// Direction attribute of the first audio section (else session level; default sendrecv).
 pub fn sdp_audio_direction(sdp: &str) -> Direction {
@@ -36,6 +38,7 @@ pub fn sdp_audio_direction(sdp: &str) -> Direction {
     session.unwrap_or(Direction::SendRecv)
 }
 
+#[cfg(test)]
 /// First G.711 codec in the first `m=audio` line of an SDP (static PTs or rtpmap names).
 pub(super) fn first_g711_in_sdp(sdp: &str) -> Option<Codec> {
     g711_in_sdp(sdp).into_iter().next()
@@ -65,6 +68,7 @@ pub fn g711_in_sdp(sdp: &str) -> Vec<Codec> {
     out
 }
 
+#[cfg(test)]
 /// The format an SDP's first audio section names: its first G.711 codec and the PT of its
 /// `telephone-event/8000`.
 pub fn format_in_sdp(sdp: &str) -> Option<AudioFormat> {

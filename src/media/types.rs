@@ -98,7 +98,9 @@ impl PeerSettings {
 /// G.711 codecs (clock 8000, static payload types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
+    /// G.711 µ-law, payload type 0.
     Pcmu,
+    /// G.711 A-law, payload type 8.
     Pcma,
 }
 

@@ -6,9 +6,7 @@ pub mod client_auth;
 mod deadlines;
 pub mod digest;
 pub mod endpoint;
-// TODO(lead): remove once merged
-#[allow(missing_docs)]
-pub mod grammar;
+pub(crate) mod grammar;
 pub(crate) mod message;
 pub(crate) mod nonce;
 pub mod parse;

@@ -118,6 +118,7 @@ impl<C: Copy + Eq> Demux<C> {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> (usize, usize) {
         (self.by_ufrag.len(), self.by_addr.len())
     }

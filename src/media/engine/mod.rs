@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::call::CallShared;
-pub use self::call_quality::{CallQuality, DirectionQuality};
+pub use self::call_quality::CallQuality;
 pub use self::demux::DemuxCounters;
 pub use self::local::{tone_payload, LocalMode, LocalStats};
 use super::relay::{PbxMedia, Relay, RelayCounters};
@@ -128,6 +128,7 @@ pub struct EngineCounters {
 struct Shard {
     commands: Sender<Command>,
     waker: mio::Waker,
+    #[cfg(test)]
     addr: SocketAddr,
 }
 
@@ -203,6 +204,7 @@ impl MediaEngine {
                 config.turn_tls.clone(),
                 config.batch_window,
             )?;
+            #[cfg(test)]
             let addr = t.shared_addr;
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
@@ -210,6 +212,7 @@ impl MediaEngine {
             shards.push(Shard {
                 commands: tx,
                 waker,
+                #[cfg(test)]
                 addr,
             });
         }
@@ -228,6 +231,7 @@ impl MediaEngine {
         &self.inner.counters
     }
 
+    #[cfg(test)]
     /// The shared WebRTC ports, one per thread.
     pub fn shared_ports(&self) -> Vec<SocketAddr> {
         self.inner.shards.iter().map(|s| s.addr).collect()
@@ -441,6 +445,7 @@ impl MediaCall {
         Relay::last_from_pbx(&self.shared.counters, self.shared.started)
     }
 
+    #[cfg(test)]
     pub fn counters(&self) -> &Arc<RelayCounters> {
         &self.shared.counters
     }
@@ -453,11 +458,8 @@ impl MediaCall {
         &self.shared.local
     }
 
-    pub fn quality(&self) -> CallQuality {
-        self.shared.quality()
-    }
-
     /// The negotiated format, once negotiated.
+    #[cfg(test)]
     pub fn format(&self) -> Option<AudioFormat> {
         self.shared.format()
     }
@@ -466,6 +468,7 @@ impl MediaCall {
         self.shared.state.subscribe()
     }
 
+    #[cfg(test)]
     /// Waits until the WebRTC leg is connected; fails with the state that ended the wait.
     pub async fn wait_connected(&self) -> Result<(), PeerState> {
         let mut rx = self.peer_state();

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::emodel::{mos_g711, one_way_delay};
 use super::receive::ReceiveStats;
+#[cfg(test)]
 use super::report_block::ReportBlock;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -39,6 +40,7 @@ impl DirectionQuality {
         Self::with_loss(stats.packets(), stats.lost(), stats.expected(), jitter, rtt)
     }
 
+    #[cfg(test)]
     /// What the receiver of our stream reports (its RTCP block about us), given how many
     /// packets we sent it. Packets sent since its report count as arrived: at most one
     /// report interval's worth, and the next report settles them.

@@ -15,12 +15,11 @@ mod rtcp_read;
 mod rtcp_write;
 mod send;
 
-pub use emodel::{mos_g711, one_way_delay, r_factor_g711};
 pub use figures::DirectionQuality;
 pub use interval::{rtcp_interval, G711_SESSION_BANDWIDTH};
-pub use ntp::{middle32, rtt, NtpClock};
-pub use receive::{ReceiveStats, CLOCK_RATE};
+pub use ntp::{rtt, NtpClock};
+pub use receive::ReceiveStats;
 pub use report_block::ReportBlock;
-pub use rtcp_read::{read_report, ReadReport, SenderInfo};
-pub use rtcp_write::{write_report, MAX_REPORT_LEN};
+pub use rtcp_read::read_report;
+pub use rtcp_write::write_report;
 pub use send::SendStats;

@@ -187,6 +187,7 @@ impl ReceiveStats {
         })
     }
 
+    #[cfg(test)]
     /// SSRC of the stream now arriving.
     pub fn ssrc(&self) -> Option<u32> {
         self.source.map(|s| s.ssrc)
@@ -207,6 +208,7 @@ impl ReceiveStats {
         self.expected().saturating_sub(self.packets())
     }
 
+    #[cfg(test)]
     pub fn loss_percent(&self) -> f64 {
         match self.expected() {
             0 => 0.0,
@@ -214,6 +216,7 @@ impl ReceiveStats {
         }
     }
 
+    #[cfg(test)]
     /// Highest extended sequence number of the current stream.
     pub fn highest_seq(&self) -> Option<u64> {
         self.source.map(|s| s.extended_max())

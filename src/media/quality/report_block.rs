@@ -35,11 +35,13 @@ impl ReportBlock {
         f64::from(self.jitter) * 1000.0 / f64::from(CLOCK_RATE)
     }
 
+    #[cfg(test)]
     /// Lost share since the previous report, in percent.
     pub fn fraction_lost_percent(&self) -> f64 {
         f64::from(self.fraction_lost) * 100.0 / 256.0
     }
 
+    #[cfg(test)]
     pub fn dlsr_duration(&self) -> Duration {
         Duration::from_nanos(u64::from(self.dlsr) * 1_000_000_000 / 65_536)
     }

@@ -15,6 +15,7 @@ const SDES_CNAME: u8 = 1;
 /// A CNAME is at most 255 bytes (the item's length octet).
 const MAX_CNAME: usize = 255;
 
+#[cfg(test)]
 /// The longest compound packet `write_report` writes: SR with a block, SDES with the longest
 /// CNAME and its terminating null padded to a word.
 pub const MAX_REPORT_LEN: usize = 28 + BLOCK_LEN + 8 + (2 + MAX_CNAME + 1).next_multiple_of(4);

@@ -25,11 +25,16 @@ const INITIAL_RTO: Duration = Duration::from_millis(500);
 /// Where a binding stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindingResult {
+    /// Requests are out, no answer yet.
     Pending,
+    /// Our address as the server saw it.
     Mapped(SocketAddr),
+    /// No usable answer, and why.
     Failed(String),
 }
 
+/// One STUN Binding transaction (RFC 8489) toward a `stun:` server, sans-IO: it learns our
+/// server-reflexive address.
 #[derive(Debug)]
 pub struct StunBinding {
     agent: StunAgent,
@@ -80,10 +85,12 @@ impl StunBinding {
         binding
     }
 
+    /// The STUN server asked.
     pub fn server(&self) -> SocketAddr {
         self.server
     }
 
+    /// Where the binding stands.
     pub fn result(&self) -> &BindingResult {
         &self.result
     }
@@ -110,6 +117,7 @@ impl StunBinding {
         due.then_some(self.out.as_slice())
     }
 
+    /// When a retransmission or the final wait is due (none once settled).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.result != BindingResult::Pending {
             return None;
@@ -117,6 +125,7 @@ impl StunBinding {
         self.wake
     }
 
+    /// Retransmits or gives up, as due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.update(now);
     }

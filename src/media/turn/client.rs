@@ -115,14 +115,17 @@ impl TurnClient {
         Ok(client)
     }
 
+    /// How the server is reached.
     pub fn transport(&self) -> TurnTransport {
         self.transport
     }
 
+    /// Our socket's address toward the server.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
+    /// The server's address.
     pub fn server_addr(&self) -> SocketAddr {
         self.server
     }
@@ -211,6 +214,7 @@ impl TurnClient {
         self.drive(now);
     }
 
+    /// The next event for the engine.
     pub fn poll_event(&mut self) -> Option<TurnEvent> {
         self.events.pop_front()
     }

@@ -65,7 +65,9 @@ pub const MAX_PEERS: usize = 16;
 /// How the client reaches the TURN server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TurnTransport {
+    /// UDP (`turn:`, or `?transport=udp`).
     Udp,
+    /// TCP (`turn:` with `?transport=tcp`).
     Tcp,
     /// TLS over TCP (`turns:`).
     Tls,
@@ -84,7 +86,9 @@ impl fmt::Display for TurnTransport {
 /// Long-term credentials (RFC 8489 9.2) from the carrier subscription.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TurnCredentials {
+    /// The username the carrier issued.
     pub username: String,
+    /// Its password (never logged).
     pub password: String,
 }
 
@@ -102,10 +106,16 @@ impl fmt::Debug for TurnCredentials {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TurnEvent {
     /// The relayed address to offer as a relay candidate.
-    Allocated { relayed: SocketAddr },
+    Allocated {
+        /// The relayed transport address the server allocated.
+        relayed: SocketAddr,
+    },
     /// The server refused (or stopped refreshing) the permission for this peer IP; data for it
     /// is dropped. A later `add_permission`/`send_to` for it asks again after a back-off.
-    PermissionFailed { peer: IpAddr },
+    PermissionFailed {
+        /// The peer whose permission failed.
+        peer: IpAddr,
+    },
     /// The allocation is unusable (refused, timed out, lost, or the link broke); the client sends
     /// nothing more and the engine can drop it and its socket.
     Failed(String),
@@ -114,29 +124,45 @@ pub enum TurnEvent {
 /// Errors at the API boundary; none of them leaves the client in a broken state.
 #[derive(Debug, thiserror::Error)]
 pub enum TurnError {
+    /// The local socket and the server are of different IP families.
     #[error("local address {local} and TURN server {server} are of different IP families")]
     AddressFamily {
+        /// Our socket's address.
         local: SocketAddr,
+        /// The server's.
         server: SocketAddr,
     },
+    /// `turns:` without a TLS configuration.
     #[error("a TLS TURN server needs a rustls client configuration")]
     TlsConfigMissing,
+    /// The server's host is no TLS server name.
     #[error("{0:?} is not a valid TLS server name")]
     ServerName(String),
+    /// rustls refused to start the session.
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
+    /// A payload longer than [`MAX_PAYLOAD`].
     #[error("payload of {len} bytes is larger than {MAX_PAYLOAD}")]
-    PayloadTooLarge { len: usize },
+    PayloadTooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// A peer of another IP family than the allocation.
     #[error("peer {0} is not IPv4, and the allocation is")]
     PeerFamily(SocketAddr),
+    /// [`MAX_PEERS`] peers are served already.
     #[error("already serving {MAX_PEERS} peers")]
     TooManyPeers,
+    /// The server refused this peer's permission; asked again after a back-off.
     #[error("the server refused the permission for {0}; retrying later")]
     PermissionRefused(IpAddr),
+    /// The output queue toward the server is full.
     #[error("the queue toward the TURN server is full")]
     QueueFull,
+    /// The client is closed or failed.
     #[error("the TURN client is closed or has failed")]
     Closed,
+    /// The protocol crate refused to send.
     #[error("TURN send: {0}")]
     Send(String),
 }

@@ -12,23 +12,48 @@ use super::TurnTransport;
 /// resolving it is the caller's business.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TurnUrl {
+    /// DNS name or IP literal.
     pub host: String,
+    /// Port (3478, or 5349 for `turns:`, when the URL names none).
     pub port: u16,
+    /// How the server is reached.
     pub transport: TurnTransport,
 }
 
+/// Why a TURN URL does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TurnUrlError {
+    /// Not `turn:` or `turns:`.
     #[error("not a turn: or turns: URL: {0:?}")]
     Scheme(String),
+    /// No host.
     #[error("TURN URL {0:?} has no host")]
     MissingHost(String),
+    /// A host that is neither a DNS name nor an IP literal.
     #[error("TURN URL {url:?}: invalid host {host:?}")]
-    BadHost { url: String, host: String },
+    BadHost {
+        /// The URL.
+        url: String,
+        /// Its host part.
+        host: String,
+    },
+    /// A port that is not a number from 1 to 65535.
     #[error("TURN URL {url:?}: invalid port {port:?}")]
-    BadPort { url: String, port: String },
+    BadPort {
+        /// The URL.
+        url: String,
+        /// Its port part.
+        port: String,
+    },
+    /// A query other than `transport=udp|tcp`.
     #[error("TURN URL {url:?}: unsupported query {query:?} (only transport=udp|tcp)")]
-    BadQuery { url: String, query: String },
+    BadQuery {
+        /// The URL.
+        url: String,
+        /// Its query.
+        query: String,
+    },
+    /// `turns:` with `transport=udp` (DTLS is not supported).
     #[error(
         "TURN URL {0:?}: turns: runs over TCP (DTLS is not supported), transport=udp is invalid"
     )]

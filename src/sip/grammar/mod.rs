@@ -17,7 +17,7 @@ use thiserror::Error;
 
 pub use self::headers::{CSeq, NameAddr, Via};
 pub use self::params::{parse_params, Params};
-pub use self::uri::{unescape, Scheme, Uri};
+pub use self::uri::{Scheme, Uri};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("malformed {what}")]

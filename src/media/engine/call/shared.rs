@@ -11,7 +11,9 @@ use tokio::sync::watch;
 use super::super::call_quality::CallQuality;
 use super::super::local::LocalStats;
 use crate::media::relay::RelayCounters;
-use crate::media::{AudioFormat, Codec, PeerState};
+#[cfg(test)]
+use crate::media::Codec;
+use crate::media::{AudioFormat, PeerState};
 
 /// What a call shares with its async handle: counters and figures written by the media
 /// thread (atomics; the quality snapshot once per statistics interval), the connection state.
@@ -40,6 +42,7 @@ impl CallShared {
         }
     }
 
+    #[cfg(test)]
     pub fn format(&self) -> Option<AudioFormat> {
         let v = self.format.load(Ordering::Relaxed);
         if v & HAS_FORMAT == 0 {
