@@ -98,7 +98,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
         stats,
         traffic: endpoint.traffic().clone(),
         registrations: registrations.clone(),
-        trunks: config.trunks.iter().map(|t| t.name.clone()).collect(),
+        settings: ctx.settings.clone(),
         carrier: ctx.carrier.clone(),
         calls: ctx.registry.clone(),
         metrics: call_metrics,
@@ -139,11 +139,11 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
     };
     // systemd: READY=1 now that the SIP socket is bound and the carrier subscription started
     let notifier = Notifier::from_env();
-    let trunk_names: Vec<String> = config.trunks.iter().map(|t| t.name.clone()).collect();
     let ready_status = || {
+        let trunks = &ctx.settings.current().trunks;
         format!(
             "listening udp {local}; {}",
-            sd::status_line(&trunk_names, &registrations, 0)
+            sd::status_line(trunks, &registrations, ctx.registry.len())
         )
     };
     notifier.ready(&ready_status());
@@ -152,7 +152,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
         health,
         ctx.registry.clone(),
         registrations.clone(),
-        trunk_names.clone(),
+        ctx.settings.clone(),
     );
     let mut running = config.clone();
     while let Signal::Reload = signals.next().await {

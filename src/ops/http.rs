@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::metrics::{CallMetrics, Exposition};
 use crate::call::record::CallDirection;
 use crate::call::registry::{LiveCall, Registry};
+use crate::call::settings::LiveSettings;
 use crate::carrier::{AccountStatus, Carrier};
 use crate::media::relay::RelayCounters;
 use crate::sip::registrar::Registrations;
@@ -32,7 +33,7 @@ pub struct OpsState {
     pub stats: Arc<SipStats>,
     pub traffic: Arc<SipTraffic>,
     pub registrations: Registrations,
-    pub trunks: Vec<String>,
+    pub settings: LiveSettings,
     pub carrier: Option<Arc<Carrier>>,
     pub calls: Arc<Registry>,
     pub metrics: Arc<CallMetrics>,
@@ -161,7 +162,8 @@ async fn unban(State(s): State<Arc<OpsState>>, Path(address): Path<String>) -> R
 async fn status(State(s): State<Arc<OpsState>>) -> Response {
     let now = Instant::now();
     let calls = s.calls.snapshot();
-    let trunks: Vec<Value> = s
+    let settings = s.settings.current();
+    let trunks: Vec<Value> = settings
         .trunks
         .iter()
         .map(|name| {
@@ -262,6 +264,8 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
     }
     security_metrics(&s, &mut e);
     let registered = s
+        .settings
+        .current()
         .trunks
         .iter()
         .filter(|t| s.registrations.get(t).is_registered())

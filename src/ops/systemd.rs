@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::call::registry::Registry;
+use crate::call::settings::LiveSettings;
 use crate::sip::registrar::Registrations;
 use crate::sip::transport::LoopHealth;
 
@@ -145,7 +146,7 @@ pub fn supervise(
     health: Arc<LoopHealth>,
     calls: Arc<Registry>,
     registrations: Registrations,
-    trunks: Vec<String>,
+    settings: LiveSettings,
 ) -> Option<JoinHandle<()>> {
     if !notifier.enabled() {
         return None;
@@ -174,7 +175,7 @@ pub fn supervise(
                     }
                 }
                 _ = status.tick() => {
-                    let line = status_line(&trunks, &registrations, calls.len());
+                    let line = status_line(&settings.current().trunks, &registrations, calls.len());
                     if line != last {
                         debug!(status = %line, "systemd status");
                         notifier.status(&line);
