@@ -31,6 +31,24 @@ impl SimProcess {
     /// As [`SimProcess::start_with`], with `top` lines at the top level of its configuration
     /// (`turn_username = "..."`, the TURN credentials the subscription hands out).
     pub fn start_full(username: &str, password: &str, top: &str, behaviour: &str) -> SimProcess {
+        // A port found free can be taken by a parallel test before the simulator binds it:
+        // then it starts again on other ports.
+        let mut attempts = 0;
+        loop {
+            match SimProcess::try_start(username, password, top, behaviour) {
+                Ok(sim) => return sim,
+                Err(log) if log.contains("Address already in use") && attempts < 3 => attempts += 1,
+                Err(log) => panic!("simulator did not start; log:\n{log}"),
+            }
+        }
+    }
+
+    fn try_start(
+        username: &str,
+        password: &str,
+        top: &str,
+        behaviour: &str,
+    ) -> Result<SimProcess, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let rest = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let control = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
@@ -54,10 +72,10 @@ impl SimProcess {
         let up = wait_until(Duration::from_secs(15), || {
             (std::net::TcpStream::connect(control).is_ok() && sim.cert.exists()).then_some(())
         });
-        if up.is_none() {
-            panic!("simulator did not start; log:\n{}", sim.log());
+        match up {
+            Some(()) => Ok(sim),
+            None => Err(sim.log()),
         }
-        sim
     }
 
     pub fn log(&self) -> String {
