@@ -125,6 +125,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
             commands: cmd_rx,
             control: control_rx,
             tu: router,
+            shared: None,
             health: health.clone(),
             shutdown: stop_rx,
         },

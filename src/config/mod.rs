@@ -7,6 +7,7 @@
 
 mod calls;
 mod carrier;
+mod cluster;
 mod locate;
 mod numbers;
 mod ops;
@@ -15,6 +16,7 @@ mod security;
 
 pub use calls::*;
 pub use carrier::*;
+pub use cluster::*;
 pub use numbers::*;
 pub use ops::*;
 pub use schema::*;

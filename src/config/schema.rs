@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::calls::{CallsConfig, InboundConfig, MediaConfig};
 use super::carrier::CarrierConfig;
+use super::cluster::ClusterConfig;
 use super::numbers::{NumbersConfig, NumbersOverride};
 use super::ops::{CdrConfig, StatusConfig};
 use super::security::SecurityConfig;
@@ -47,6 +48,9 @@ pub struct Config {
     /// Bans, rate limits and scanner filtering at the SIP edge.
     #[serde(default)]
     pub security: SecurityConfig,
+    /// Instances behind a SIP proxy, and the state they share in Redis.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 /// The `[log]` section.
@@ -115,6 +119,10 @@ pub struct SipConfig {
     /// Datagrams larger than this are dropped and counted.
     #[serde(default = "defaults::max_message_size")]
     pub max_message_size: usize,
+    /// How often each registered contact is sent an OPTIONS (keeps NAT bindings open, finds a
+    /// PBX that is gone); 0s: never.
+    #[serde(default = "defaults::qualify_interval", with = "humantime_serde")]
+    pub qualify_interval: Duration,
     /// Contacts kept per trunk; beyond it the least recently refreshed binding goes.
     #[serde(default = "defaults::max_contacts")]
     pub max_contacts_per_trunk: usize,
@@ -215,6 +223,9 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn qualify_interval() -> Duration {
+        Duration::from_secs(30)
     }
     pub fn nonce_lifetime() -> Duration {
         Duration::from_secs(300)
@@ -345,6 +356,9 @@ impl Config {
             e("media.rtp_ports", m.to_string());
         }
         for (k, m) in self.calls.validate() {
+            e(&k, m);
+        }
+        for (k, m) in self.cluster.validate() {
             e(&k, m);
         }
         for (k, m) in self.security.validate() {

@@ -13,6 +13,7 @@ pub mod parse;
 pub mod registrar;
 pub(crate) mod response;
 pub(crate) mod security;
+pub(crate) mod shared;
 pub mod stats;
 pub(crate) mod transaction;
 pub(crate) mod transport;

@@ -14,6 +14,7 @@ use tracing::warn;
 
 use super::endpoint::Endpoint;
 use super::security::Source;
+use super::shared::SharedFact;
 use super::tu::{DialogCommand, TransactionUser};
 use crate::config::Config;
 
@@ -32,6 +33,8 @@ pub enum Control {
     Drain,
     /// A reloaded, validated configuration.
     Reconfigure(Arc<Config>),
+    /// A fact from another instance of the cluster (a trunk's registration, a ban).
+    Import(SharedFact),
     /// Lift a ban (the operator, through the status endpoint); the answer says whether there
     /// was one.
     Unban {
@@ -91,6 +94,8 @@ pub struct Links<T> {
     pub control: mpsc::UnboundedReceiver<Control>,
     /// Where dialog events go.
     pub tu: T,
+    /// Where the facts shared with the other instances go (the cluster room); `None` alone.
+    pub shared: Option<mpsc::UnboundedSender<SharedFact>>,
     /// Stamped on every wake-up.
     pub health: Arc<LoopHealth>,
     /// The loop ends when this turns true.
@@ -107,6 +112,7 @@ pub async fn serve<T: TransactionUser>(
         mut commands,
         mut control,
         mut tu,
+        shared,
         health,
         mut shutdown,
     } = links;
@@ -142,6 +148,7 @@ pub async fn serve<T: TransactionUser>(
             Some(c) = control.recv() => match c {
                 Control::Drain => endpoint.drain(),
                 Control::Reconfigure(config) => endpoint.reconfigure(&config),
+                Control::Import(fact) => endpoint.import(fact, Instant::now()),
                 Control::Unban { source, reply } => {
                     let _ = reply.send(endpoint.unban(source, Instant::now()));
                 }
@@ -152,6 +159,11 @@ pub async fn serve<T: TransactionUser>(
             _ = tick.tick() => {}
         }
         dispatch(&mut endpoint, &mut tu);
+        while let Some(fact) = endpoint.poll_shared() {
+            if let Some(out) = &shared {
+                let _ = out.send(fact);
+            }
+        }
         flush(&socket, &mut endpoint).await;
         health.beat(endpoint.server_transactions());
     }

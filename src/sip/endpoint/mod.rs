@@ -42,6 +42,7 @@ use super::transaction::{
 };
 use crate::config::Config;
 use crate::numbers::{NumberPolicy, NumbersError};
+use crate::sip::shared::SharedFact;
 use crate::sip::tu::{warning_header, CallRef, CallRefs, DialogEvent};
 use answer::Answer;
 use dialog::Dialogs;
@@ -79,6 +80,8 @@ pub struct Endpoint {
     limit_response: u16,
     /// Stopping: new INVITEs get 503.
     draining: bool,
+    /// Facts for the other instances of a cluster, until the edge takes them.
+    shared_out: VecDeque<SharedFact>,
     /// Tags, branches, CSeqs and Call-IDs: seeded from the OS, or by a test that wants to
     /// replay a run.
     rng: StdRng,
@@ -130,6 +133,7 @@ impl Endpoint {
             max_calls: config.calls.max_calls,
             limit_response: config.calls.limit_response.code(),
             draining: false,
+            shared_out: VecDeque::new(),
             rng: StdRng::from_entropy(),
         })
     }
@@ -245,6 +249,16 @@ impl Endpoint {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// A fact from another instance: a trunk's registration, a ban.
+    pub fn import(&mut self, fact: SharedFact, now: Instant) {
+        let _ = (fact, now);
+    }
+
+    /// The next fact to share with the other instances.
+    pub fn poll_shared(&mut self) -> Option<SharedFact> {
+        self.shared_out.pop_front()
     }
 
     /// Runs every timer due at `now`: retransmissions, transaction timeouts, dialog timers, ban
