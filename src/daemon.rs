@@ -117,6 +117,9 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
     info!(listen = %local, advertise = %advertise, status = %status_addr, cdr = %config.cdr.path.display(),
           "trunkgate {} ready: {}", env!("CARGO_PKG_VERSION"), config.summary());
 
+    if let Some(c) = ctx.carrier.clone() {
+        tokio::spawn(watch_carrier(c, control_tx.clone(), stop_rx.clone()));
+    }
     let router = CallRouter::new(ctx.clone());
     let sip = tokio::spawn(transport::serve(
         socket,
@@ -465,6 +468,35 @@ async fn start_carrier(cfg: &CarrierConfig) -> anyhow::Result<CarrierParts> {
 }
 
 /// Each carrier-originated call becomes an inbound call task.
+/// Tells the SIP loop whether some carrier account is subscribed, so its OPTIONS answer the
+/// dispatcher truthfully (503 while no call could leave).
+async fn watch_carrier(
+    carrier: Arc<Carrier>,
+    control: mpsc::UnboundedSender<Control>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut told = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let ready = carrier.subscribed();
+        if told != Some(ready) {
+            if ready {
+                info!("a carrier account is subscribed: OPTIONS answer 200");
+            } else if told == Some(true) {
+                warn!("no carrier account subscribed any more: OPTIONS answer 503 until one is");
+            }
+            told = Some(ready);
+            if control.send(Control::CarrierReady(ready)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 async fn accept_inbound(ctx: Arc<CallContext>, mut inbound: mpsc::Receiver<CarrierCall>) {
     while let Some(call) = inbound.recv().await {
         let id = ctx.refs.next();

@@ -125,6 +125,7 @@ pub fn invite(sdp: Option<&str>, timer: TimerHeaders) -> AdmittedInvite {
         },
         from_uri: "sip:100@pbx".into(),
         source: "192.0.2.20:5060".parse().expect("address"),
+        nonce: None,
         sdp: sdp.map(str::to_owned),
         timer,
     }

@@ -174,6 +174,8 @@ async fn status(State(s): State<Arc<OpsState>>) -> Response {
                 "registered": reg.is_registered(),
                 "contact": primary.as_ref().map(|b| b.uri.clone()),
                 "source": primary.as_ref().map(|b| b.source.to_string()),
+                "pbx": primary.as_ref().map(|b| b.pbx.to_string()),
+                "path": primary.as_ref().map(|b| b.path.clone()).unwrap_or_default(),
                 "expires_in": primary.as_ref().map(|b| b.expires_at.saturating_duration_since(now).as_secs()),
                 "active_calls": calls.iter().filter(|(_, c)| c.trunk.as_deref() == Some(name)).count(),
             })

@@ -32,8 +32,9 @@ use tracing::{debug, info, warn};
 use super::auth::{self, AuthOutcome, Authenticator};
 use super::message::{Method, Request, Response};
 use super::parse::{parse, ParseFailure, Parsed, RequestInfo};
-use super::registrar::{RegisterOutcome, Registrar, RegistrarLimits, Registrations};
+use super::registrar::{RegisterFrom, RegisterOutcome, Registrar, RegistrarLimits, Registrations};
 use super::response;
+use super::route::TrustedProxies;
 use super::security::{FailureKind, Guard, SecurityView, Source};
 use super::stats::{SipStats, SipTraffic};
 use super::transaction::{
@@ -42,7 +43,7 @@ use super::transaction::{
 };
 use crate::config::Config;
 use crate::numbers::{NumberPolicy, NumbersError};
-use crate::sip::shared::SharedFact;
+use crate::sip::shared::{NonceUse, SharedFact};
 use crate::sip::tu::{warning_header, CallRef, CallRefs, DialogEvent};
 use answer::Answer;
 use dialog::Dialogs;
@@ -80,6 +81,12 @@ pub struct Endpoint {
     limit_response: u16,
     /// Stopping: new INVITEs get 503.
     draining: bool,
+    /// Some carrier account is subscribed (always, without a `[carrier]`: a registrar only).
+    carrier_ready: bool,
+    /// Proxies whose Via and Path are believed (`[cluster] trusted_proxies`).
+    proxies: TrustedProxies,
+    /// This instance's name in what it shares.
+    node: String,
     /// Facts for the other instances of a cluster, until the edge takes them.
     shared_out: VecDeque<SharedFact>,
     /// Tags, branches, CSeqs and Call-IDs: seeded from the OS, or by a test that wants to
@@ -133,6 +140,9 @@ impl Endpoint {
             max_calls: config.calls.max_calls,
             limit_response: config.calls.limit_response.code(),
             draining: false,
+            carrier_ready: config.carrier.is_none(),
+            proxies: TrustedProxies::new(&config.cluster.trusted_proxies),
+            node: node_name(config),
             shared_out: VecDeque::new(),
             rng: StdRng::from_entropy(),
         })
@@ -163,6 +173,7 @@ impl Endpoint {
             max_contacts: s.max_contacts_per_trunk,
         });
         self.force_rport = s.force_rport;
+        self.proxies = TrustedProxies::new(&config.cluster.trusted_proxies);
         self.server_header = s.server_header.clone();
         self.max_message_size = s.max_message_size;
         self.max_calls = config.calls.max_calls;
@@ -251,13 +262,40 @@ impl Endpoint {
         .min()
     }
 
+    /// Whether some carrier account is subscribed: OPTIONS says 503 while none is.
+    pub fn set_carrier_ready(&mut self, ready: bool) {
+        self.carrier_ready = ready;
+    }
+
     /// A fact from another instance: a trunk's registration, a ban.
     pub fn import(&mut self, fact: SharedFact, now: Instant) {
-        let _ = (fact, now);
+        let wall = std::time::SystemTime::now();
+        match fact {
+            SharedFact::Registration(reg) => {
+                if self.registrar.import(&reg, now, wall) {
+                    debug!(trunk = %reg.trunk, node = %reg.node, bindings = reg.bindings.len(),
+                           "registration taken from another instance");
+                }
+            }
+            SharedFact::Ban { ip, until_unix_ms } => {
+                let left = until_unix_ms.saturating_sub(super::shared::unix_ms(wall));
+                if left > 0 {
+                    self.guard
+                        .import_ban(ip, now + std::time::Duration::from_millis(left), now);
+                }
+            }
+        }
     }
 
     /// The next fact to share with the other instances.
     pub fn poll_shared(&mut self) -> Option<SharedFact> {
+        let wall = std::time::SystemTime::now();
+        for (source, length) in self.guard.take_started() {
+            self.shared_out.push_back(SharedFact::Ban {
+                ip: source.ip(),
+                until_unix_ms: super::shared::unix_ms(wall + length),
+            });
+        }
         self.shared_out.pop_front()
     }
 
@@ -295,17 +333,23 @@ impl Endpoint {
     /// `poll_transmit` and `poll_event`.
     pub fn handle_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
         SipStats::inc(&self.stats.datagrams_received);
-        // A banned source costs one lookup: not even a parse.
-        if self.guard.is_banned(src.ip(), now) {
+        // A banned source costs one lookup: not even a parse. A trusted proxy is never banned
+        // itself: the PBX behind it is judged once the request is read.
+        let proxied = self.proxies.contains(src.ip());
+        if !proxied && self.guard.is_banned(src.ip(), now) {
             return;
         }
         match parse(data, self.max_message_size) {
             Ok(Parsed::Request(req, info)) => {
-                let ua = req.headers.get("User-Agent");
-                if self.guard.screen_user_agent(src.ip(), ua, now) {
+                let peer = self.proxies.pbx_address(&req, src);
+                if proxied && self.guard.is_banned(peer.ip(), now) {
                     return;
                 }
-                self.on_request(req, info, src, now)
+                let ua = req.headers.get("User-Agent");
+                if self.guard.screen_user_agent(peer.ip(), ua, now) {
+                    return;
+                }
+                self.on_request(req, info, Peer { src, pbx: peer }, now)
             }
             Ok(Parsed::Response(resp, info)) => {
                 let rx = TxKey::for_response(&info.top_via, &info.cseq)
@@ -326,8 +370,9 @@ impl Endpoint {
                 partial,
             }) => {
                 SipStats::inc(&self.stats.parse_errors);
+                let peer = self.proxies.pbx_address(&partial, src);
                 let ua = partial.headers.get("User-Agent");
-                if self.guard.screen_user_agent(src.ip(), ua, now) {
+                if self.guard.screen_user_agent(peer.ip(), ua, now) {
                     return;
                 }
                 // Never answer an ACK (RFC 3261 17.2.1: ACK gets no response), nor a source
@@ -336,10 +381,10 @@ impl Endpoint {
                     SipStats::inc(&self.stats.dropped);
                     return;
                 }
-                if !self.guard.charge(src.ip(), now) {
+                if !self.guard.charge(peer.ip(), now) {
                     return;
                 }
-                debug!(%src, error = %error, code, "malformed request rejected");
+                debug!(%src, %peer, error = %error, code, "malformed request rejected");
                 let tag = self.new_tag();
                 let mut r = response::build(
                     &partial,
@@ -357,7 +402,8 @@ impl Endpoint {
         }
     }
 
-    fn on_request(&mut self, req: Request, info: RequestInfo, src: SocketAddr, now: Instant) {
+    fn on_request(&mut self, req: Request, info: RequestInfo, peer: Peer, now: Instant) {
+        let src = peer.src;
         let key = TxKey::for_request(
             &req.method,
             &info.top_via,
@@ -385,7 +431,7 @@ impl Endpoint {
         // A request bound to a live dialog (or a CANCEL of a live INVITE) is a known peer's; any
         // other spends the source's budget of unauthenticated requests.
         let bound = self.bound_to_state(&req, &info);
-        if !bound && !self.guard.charge(src.ip(), now) {
+        if !bound && !self.guard.charge(peer.pbx.ip(), now) {
             return;
         }
         SipStats::inc(&self.stats.requests_received);
@@ -395,7 +441,13 @@ impl Endpoint {
         }
         let work = match req.method {
             Method::Options => {
-                let a = Answer::new(200)
+                let a = match self.unavailable() {
+                    Some((reason, retry)) => {
+                        Answer::new(503).reason(reason).header("Retry-After", retry)
+                    }
+                    None => Answer::new(200),
+                };
+                let a = a
                     .header("Allow", ALLOW)
                     .header("Accept", "application/sdp")
                     .header("Supported", SUPPORTED.join(", "));
@@ -416,20 +468,22 @@ impl Endpoint {
                 return self.reply_stateless(&req, &info, src, a);
             }
             _ if bound => Work::Bound,
-            _ => match self.authenticate(&req, &info, src, now) {
+            _ => match self.authenticate(&req, &info, peer.pbx, now) {
                 Ok(trunk) => {
-                    self.guard.refund(src.ip());
-                    Work::Authenticated(trunk)
+                    self.guard.refund(peer.pbx.ip());
+                    Work::Authenticated(trunk, self.auth.take_nonce_use())
                 }
                 Err(a) => return self.reply_stateless(&req, &info, src, a),
             },
         };
         let id = self.server.open(key);
         let answer = match (work, &req.method) {
-            (Work::Authenticated(trunk), Method::Register) => {
-                Some(self.register(trunk, &req, &info, src, now))
+            (Work::Authenticated(trunk, _), Method::Register) => {
+                Some(self.register(trunk, &req, &info, peer, now))
             }
-            (Work::Authenticated(trunk), _) => self.new_call(id, trunk, &req, &info, src, now),
+            (Work::Authenticated(trunk, nonce), _) => {
+                self.new_call(id, trunk, &req, &info, peer, nonce, now)
+            }
             (Work::Bound, Method::Cancel) => Some(self.cancel(&info)),
             (Work::Bound, _) => self.in_dialog(id, &req, &info, src),
         };
@@ -448,6 +502,20 @@ impl Endpoint {
             self.out.push_back(t);
         }
         self.finish_cancel(now);
+    }
+
+    /// Why a new call would be refused now, with the Retry-After to give: what OPTIONS tells a
+    /// dispatcher probing this instance (RFC 3261 11.2: the answer an INVITE would get).
+    fn unavailable(&self) -> Option<(&'static str, &'static str)> {
+        if self.draining {
+            Some(("Shutting Down", "60"))
+        } else if !self.carrier_ready {
+            Some(("No Carrier Subscribed", "10"))
+        } else if self.dialogs.active() >= self.max_calls {
+            Some(("Call Limit Reached", "5"))
+        } else {
+            None
+        }
     }
 
     /// An INVITE that starts a dialog (no To tag).
@@ -571,14 +639,31 @@ impl Endpoint {
         trunk: usize,
         req: &Request,
         info: &RequestInfo,
-        src: SocketAddr,
+        peer: Peer,
         now: Instant,
     ) -> Answer {
         let name = self.auth.trunks()[trunk].name.clone();
-        match self.registrar.register(&name, req, info, src, now) {
+        // A Path is believed from a trusted proxy only: from anyone else it would let the
+        // sender route the trunk's calls wherever it likes.
+        let path = if self.proxies.contains(peer.src.ip()) {
+            req.headers.list_items("Path").map(str::to_owned).collect()
+        } else {
+            Vec::new()
+        };
+        let from = RegisterFrom {
+            source: peer.src,
+            pbx: peer.pbx,
+            path,
+        };
+        match self.registrar.register(&name, req, info, &from, now) {
             RegisterOutcome::Ok(contacts) => {
                 SipStats::inc(&self.stats.registrations);
-                debug!(trunk = %name, %src, contacts = contacts.len(), "registered");
+                debug!(trunk = %name, src = %peer.src, pbx = %peer.pbx, path = ?from.path,
+                       contacts = contacts.len(), "registered");
+                if req.headers.get("Contact").is_some() {
+                    let reg = self.registrar.shared(&name, &self.node);
+                    self.shared_out.push_back(SharedFact::Registration(reg));
+                }
                 let mut a = Answer::new(200);
                 for (uri, secs) in contacts {
                     a = a.header("Contact", format!("<{uri}>;expires={secs}"));
@@ -593,9 +678,27 @@ impl Endpoint {
     }
 }
 
+/// Who sent a request: the address it came from, and the PBX behind it (the same, unless a
+/// trusted proxy relayed it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Peer {
+    pub src: SocketAddr,
+    pub pbx: SocketAddr,
+}
+
+/// This instance's name in shared state: `[cluster] node`, else its SIP listen address.
+fn node_name(config: &Config) -> String {
+    if config.cluster.node.is_empty() {
+        config.sip.listen.to_string()
+    } else {
+        config.cluster.node.clone()
+    }
+}
+
 /// What a request that keeps state is: authenticated (as a trunk) or bound to a dialog.
 enum Work {
-    Authenticated(usize),
+    /// As trunk number n, with the nonce use its digest spent.
+    Authenticated(usize, Option<NonceUse>),
     Bound,
 }
 
