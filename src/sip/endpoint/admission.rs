@@ -24,6 +24,14 @@ use crate::sip::tu::{
     reason_header, warning_header, AdmittedInvite, CallRef, DialogEvent, RefusedInvite, Reply,
 };
 
+/// Who an authenticated INVITE is from: the trunk (its index), where it came from, and the
+/// nonce use its digest spent.
+pub(super) struct Authenticated {
+    pub trunk: usize,
+    pub peer: Peer,
+    pub nonce: Option<NonceUse>,
+}
+
 impl Endpoint {
     /// Whether one more call on `trunk` (its index) would pass a concurrent call limit.
     pub(super) fn over_limit(&self, trunk: usize) -> bool {
@@ -37,13 +45,12 @@ impl Endpoint {
     pub(super) fn new_call(
         &mut self,
         id: TxId,
-        trunk: usize,
+        caller: Authenticated,
         req: &Request,
         info: &RequestInfo,
-        peer: Peer,
-        nonce: Option<NonceUse>,
         now: Instant,
     ) -> Option<Answer> {
+        let Authenticated { trunk, peer, nonce } = caller;
         let name = self.auth.trunks()[trunk].name.clone();
         let call = self.next_call.next();
         let dialled = if info.request_uri.user.is_some() {

@@ -45,6 +45,7 @@ use crate::config::Config;
 use crate::numbers::{NumberPolicy, NumbersError};
 use crate::sip::shared::{NonceUse, SharedFact};
 use crate::sip::tu::{warning_header, CallRef, CallRefs, DialogEvent};
+use admission::Authenticated;
 use answer::Answer;
 use dialog::Dialogs;
 
@@ -482,7 +483,8 @@ impl Endpoint {
                 Some(self.register(trunk, &req, &info, peer, now))
             }
             (Work::Authenticated(trunk, nonce), _) => {
-                self.new_call(id, trunk, &req, &info, peer, nonce, now)
+                let caller = Authenticated { trunk, peer, nonce };
+                self.new_call(id, caller, &req, &info, now)
             }
             (Work::Bound, Method::Cancel) => Some(self.cancel(&info)),
             (Work::Bound, _) => self.in_dialog(id, &req, &info, src),
