@@ -9,6 +9,7 @@
 mod admission;
 mod answer;
 mod answering;
+mod authenticating;
 mod dialog;
 #[cfg(test)]
 mod dialogs_tests;
@@ -19,6 +20,8 @@ mod our_requests;
 #[cfg(test)]
 mod pbx_harness;
 mod precheck;
+mod registering;
+mod sharing;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -29,13 +32,13 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tracing::{debug, info, warn};
 
-use super::auth::{self, AuthOutcome, Authenticator};
+use super::auth::Authenticator;
 use super::message::{Method, Request, Response};
 use super::parse::{parse, ParseFailure, Parsed, RequestInfo};
-use super::registrar::{RegisterFrom, RegisterOutcome, Registrar, RegistrarLimits, Registrations};
+use super::registrar::{Registrar, RegistrarLimits, Registrations};
 use super::response;
 use super::route::TrustedProxies;
-use super::security::{FailureKind, Guard, SecurityView, Source};
+use super::security::{Guard, SecurityView, Source};
 use super::stats::{SipStats, SipTraffic};
 use super::transaction::{
     ClientRx, ClientTransactions, ServerRx, ServerTransactions, TransactionTimers, Transmit,
@@ -143,7 +146,7 @@ impl Endpoint {
             draining: false,
             carrier_ready: config.carrier.is_none(),
             proxies: TrustedProxies::new(&config.cluster.trusted_proxies),
-            node: node_name(config),
+            node: sharing::node_name(config),
             shared_out: VecDeque::new(),
             rng: StdRng::from_entropy(),
         })
@@ -266,38 +269,6 @@ impl Endpoint {
     /// Whether some carrier account is subscribed: OPTIONS says 503 while none is.
     pub fn set_carrier_ready(&mut self, ready: bool) {
         self.carrier_ready = ready;
-    }
-
-    /// A fact from another instance: a trunk's registration, a ban.
-    pub fn import(&mut self, fact: SharedFact, now: Instant) {
-        let wall = std::time::SystemTime::now();
-        match fact {
-            SharedFact::Registration(reg) => {
-                if self.registrar.import(&reg, now, wall) {
-                    debug!(trunk = %reg.trunk, node = %reg.node, bindings = reg.bindings.len(),
-                           "registration taken from another instance");
-                }
-            }
-            SharedFact::Ban { ip, until_unix_ms } => {
-                let left = until_unix_ms.saturating_sub(super::shared::unix_ms(wall));
-                if left > 0 {
-                    self.guard
-                        .import_ban(ip, now + std::time::Duration::from_millis(left), now);
-                }
-            }
-        }
-    }
-
-    /// The next fact to share with the other instances.
-    pub fn poll_shared(&mut self) -> Option<SharedFact> {
-        let wall = std::time::SystemTime::now();
-        for (source, length) in self.guard.take_started() {
-            self.shared_out.push_back(SharedFact::Ban {
-                ip: source.ip(),
-                until_unix_ms: super::shared::unix_ms(wall + length),
-            });
-        }
-        self.shared_out.pop_front()
     }
 
     /// Runs every timer due at `now`: retransmissions, transaction timeouts, dialog timers, ban
@@ -577,107 +548,6 @@ impl Endpoint {
         }
         r
     }
-
-    /// Authentication shared by REGISTER (401) and other requests (407). Every failure is
-    /// counted by kind and told to the guard, which bans and writes the summary line; the
-    /// per-request detail (with the username, never a password or response) is debug.
-    fn authenticate(
-        &mut self,
-        req: &Request,
-        info: &RequestInfo,
-        src: SocketAddr,
-        now: Instant,
-    ) -> Result<usize, Answer> {
-        let (code, header) = if req.method == Method::Register {
-            (401, "WWW-Authenticate")
-        } else {
-            (407, "Proxy-Authenticate")
-        };
-        if !self.auth.source_possible(src.ip()) {
-            self.source_refused(src, now);
-            debug!(%src, method = %req.method, "request from a source no trunk allows");
-            return Err(Answer::new(403).reason("Source Not Allowed"));
-        }
-        let (failure, answer) = match self.auth.check(req, &info.request_uri, src.ip(), now) {
-            AuthOutcome::Authenticated { trunk } => {
-                let t = &self.auth.trunks()[trunk];
-                if !auth::source_allowed(t, src.ip()) {
-                    debug!(%src, trunk = %t.name, "trunk credentials used from a source it does not allow");
-                    self.source_refused(src, now);
-                    return Err(Answer::new(403).reason("Source Not Allowed"));
-                }
-                return Ok(trunk);
-            }
-            AuthOutcome::Challenge { failure, stale } => {
-                let mut a = Answer::new(code);
-                for c in self.auth.challenges(now, src.ip(), stale) {
-                    a = a.header(header, c);
-                }
-                (failure, a)
-            }
-            AuthOutcome::Refuse { failure, code } => (
-                failure,
-                Answer::new(code).reason("Credentials Not For This Request"),
-            ),
-        };
-        if let Some(kind) = failure.kind() {
-            if kind != FailureKind::Stale {
-                SipStats::inc(&self.stats.auth_failures);
-            }
-            debug!(%src, method = %req.method, reason = %failure, "authentication failed");
-            self.guard.failure(src.ip(), kind, now);
-        }
-        Err(answer)
-    }
-
-    fn source_refused(&mut self, src: SocketAddr, now: Instant) {
-        SipStats::inc(&self.stats.source_refusals);
-        self.guard
-            .failure(src.ip(), FailureKind::SourceNotAllowed, now);
-    }
-
-    fn register(
-        &mut self,
-        trunk: usize,
-        req: &Request,
-        info: &RequestInfo,
-        peer: Peer,
-        now: Instant,
-    ) -> Answer {
-        let name = self.auth.trunks()[trunk].name.clone();
-        // A Path is believed from a trusted proxy only: from anyone else it would let the
-        // sender route the trunk's calls wherever it likes.
-        let path = if self.proxies.contains(peer.src.ip()) {
-            req.headers.list_items("Path").map(str::to_owned).collect()
-        } else {
-            Vec::new()
-        };
-        let from = RegisterFrom {
-            source: peer.src,
-            pbx: peer.pbx,
-            path,
-        };
-        match self.registrar.register(&name, req, info, &from, now) {
-            RegisterOutcome::Ok(contacts) => {
-                SipStats::inc(&self.stats.registrations);
-                debug!(trunk = %name, src = %peer.src, pbx = %peer.pbx, path = ?from.path,
-                       contacts = contacts.len(), "registered");
-                if req.headers.get("Contact").is_some() {
-                    let reg = self.registrar.shared(&name, &self.node);
-                    self.shared_out.push_back(SharedFact::Registration(reg));
-                }
-                let mut a = Answer::new(200);
-                for (uri, secs) in contacts {
-                    a = a.header("Contact", format!("<{uri}>;expires={secs}"));
-                }
-                a
-            }
-            RegisterOutcome::IntervalTooBrief(min) => {
-                Answer::new(423).header("Min-Expires", min.to_string())
-            }
-            RegisterOutcome::BadRequest(why) => Answer::new(400).reason(why),
-        }
-    }
 }
 
 /// Who sent a request: the address it came from, and the PBX behind it (the same, unless a
@@ -686,15 +556,6 @@ impl Endpoint {
 pub(super) struct Peer {
     pub src: SocketAddr,
     pub pbx: SocketAddr,
-}
-
-/// This instance's name in shared state: `[cluster] node`, else its SIP listen address.
-fn node_name(config: &Config) -> String {
-    if config.cluster.node.is_empty() {
-        config.sip.listen.to_string()
-    } else {
-        config.cluster.node.clone()
-    }
 }
 
 /// What a request that keeps state is: authenticated (as a trunk) or bound to a dialog.
