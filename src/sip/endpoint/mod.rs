@@ -146,7 +146,7 @@ impl Endpoint {
             draining: false,
             carrier_ready: config.carrier.is_none(),
             proxies: TrustedProxies::new(&config.cluster.trusted_proxies),
-            node: sharing::node_name(config),
+            node: config.cluster.node_name(s.listen),
             shared_out: VecDeque::new(),
             rng: StdRng::from_entropy(),
         })

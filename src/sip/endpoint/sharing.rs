@@ -6,7 +6,6 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::debug;
 
 use super::Endpoint;
-use crate::config::Config;
 use crate::sip::shared::{unix_ms, SharedFact};
 
 impl Endpoint {
@@ -40,14 +39,5 @@ impl Endpoint {
             });
         }
         self.shared_out.pop_front()
-    }
-}
-
-/// This instance's name in shared state: `[cluster] node`, else its SIP listen address.
-pub(super) fn node_name(config: &Config) -> String {
-    if config.cluster.node.is_empty() {
-        config.sip.listen.to_string()
-    } else {
-        config.cluster.node.clone()
     }
 }
