@@ -44,7 +44,15 @@ fn two_instances_share_registrations_and_refuse_a_replayed_digest() {
 
     // A REGISTER to a is b's registration too.
     let pbx = SipClient::new(a.sip);
-    let r = pbx.register_trunk("user0", "secret").expect("registered");
+    let first = pbx.register("user0", &[]);
+    let r = pbx.exchange(&first).expect("a challenge");
+    assert_eq!(status_code(&r), 401, "{r}");
+    let creds = find_challenge(&r, "WWW-Authenticate", Algorithm::Md5)
+        .expect("an MD5 challenge")
+        .answer("user0", "secret", "REGISTER", &first.uri);
+    let r = pbx
+        .exchange(&pbx.register("user0", &[("Authorization", &creds)]))
+        .expect("an answer");
     assert_eq!(status_code(&r), 200, "{r}");
     let shared = wait_until(Duration::from_secs(5), || {
         let t = b.status()["trunks"][0].clone();
@@ -53,6 +61,29 @@ fn two_instances_share_registrations_and_refuse_a_replayed_digest() {
     .unwrap_or_else(|| panic!("b never saw the registration: {}", b.status()));
     assert_eq!(shared["contact"], pbx.contact("user0").as_str(), "{shared}");
     assert_eq!(shared["pbx"], pbx.addr().to_string(), "{shared}");
+
+    // The same answer replayed to b by someone else, for their own contact: b's own check
+    // passes it, the cluster finds it spent, and b puts the registration back as it was.
+    let thief = SipClient::new(a.sip);
+    let replay = thief.register("user0", &[("Authorization", &creds)]);
+    let to_b = SipClient::new(b.sip);
+    to_b.send_raw(replay.text.as_bytes());
+    let r = to_b
+        .final_response(Some(&replay.branch), Duration::from_secs(5))
+        .expect("an answer at b");
+    assert_eq!(status_code(&r), 200, "{r}");
+    let reverted = wait_until(Duration::from_secs(5), || {
+        let s = b.status();
+        (s["cluster"]["replays_refused"] == 1 && s["trunks"][0]["contact"] == pbx.contact("user0"))
+            .then_some(())
+    });
+    assert!(
+        reverted.is_some(),
+        "b kept the replayed binding: {}",
+        b.status()
+    );
+    assert!(b.log().contains("put back"), "{}", tail(&b.log(), 20));
+    assert_eq!(a.status()["trunks"][0]["contact"], pbx.contact("user0"));
 
     // An INVITE authenticated at a; the same answer (no qop: one use per nonce) in a new call
     // sent to b: b's own check passes it, the cluster refuses it.
@@ -69,14 +100,13 @@ fn two_instances_share_registrations_and_refuse_a_replayed_digest() {
     pbx.ack(&second, &r);
 
     let replay = pbx.invite("0501234567", &[("Proxy-Authorization", &creds)]);
-    let to_b = SipClient::new(b.sip);
     to_b.send_raw(replay.text.as_bytes());
     let r = to_b
         .final_response(Some(&replay.branch), Duration::from_secs(5))
         .expect("a final response at b");
     assert_eq!(status_code(&r), 403, "{r}");
     assert!(r.contains("Credentials Already Used"), "{r}");
-    assert_eq!(b.status()["cluster"]["replays_refused"], 1);
+    assert_eq!(b.status()["cluster"]["replays_refused"], 2);
     let records = wait_until(Duration::from_secs(5), || {
         let c = b.cdrs();
         (!c.is_empty()).then_some(c)
