@@ -231,6 +231,9 @@ impl InboundSetup {
                         480 if reason.contains("Not Registered") => {
                             warn!("inbound carrier call rejected: trunk is not registered")
                         }
+                        480 if reason.contains("Unreachable") => {
+                            warn!("inbound carrier call rejected: the PBX does not answer OPTIONS")
+                        }
                         _ => info!(code, %reason, "the PBX refused the call"),
                     }
                     base.facts.ended_by = EndedBy::Pbx;

@@ -22,7 +22,8 @@ use crate::call::settings::LiveSettings;
 use crate::carrier::{AccountStatus, Carrier};
 use crate::cluster::Cluster;
 use crate::media::relay::RelayCounters;
-use crate::sip::registrar::Registrations;
+use crate::sip::qualify::Reach;
+use crate::sip::registrar::{Binding, Registrations};
 use crate::sip::security::{BanView, SecurityView, Source};
 use crate::sip::stats::{SipStats, SipTraffic};
 use crate::sip::transport::{Control, LoopHealth};
@@ -93,6 +94,29 @@ async fn healthz(State(s): State<Arc<OpsState>>) -> Response {
     } else {
         (StatusCode::OK, "ok\n").into_response()
     }
+}
+
+/// A registered contact as JSON: where requests to it go and what qualifying found.
+fn contact_json(b: &Binding, reach: Reach, now: Instant) -> Value {
+    let (state, rtt_ms, since) = match reach {
+        Reach::Unknown => ("unknown", None, None),
+        Reach::Reachable { rtt } => ("reachable", Some(rtt.as_millis() as u64), None),
+        Reach::Unreachable { since } => (
+            "unreachable",
+            None,
+            Some(humantime::format_rfc3339_seconds(since).to_string()),
+        ),
+    };
+    json!({
+        "uri": b.uri,
+        "source": b.source.to_string(),
+        "pbx": b.pbx.to_string(),
+        "path": b.path,
+        "expires_in": b.expires_at.saturating_duration_since(now).as_secs(),
+        "qualify": state,
+        "rtt_ms": rtt_ms,
+        "unreachable_since": since,
+    })
 }
 
 /// A ban as JSON, its times on the wall clock.
@@ -179,6 +203,8 @@ async fn status(State(s): State<Arc<OpsState>>) -> Response {
                 "source": primary.as_ref().map(|b| b.source.to_string()),
                 "pbx": primary.as_ref().map(|b| b.pbx.to_string()),
                 "path": primary.as_ref().map(|b| b.path.clone()).unwrap_or_default(),
+                "reachable": reg.is_reachable(),
+                "contacts": reg.bindings.iter().map(|b| contact_json(b, reg.reach_of(&b.uri), now)).collect::<Vec<_>>(),
                 "expires_in": primary.as_ref().map(|b| b.expires_at.saturating_duration_since(now).as_secs()),
                 "active_calls": calls.iter().filter(|(_, c)| c.trunk.as_deref() == Some(name)).count(),
             })
@@ -283,6 +309,19 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
         "Trunks with at least one live registration.",
         registered as f64,
     );
+    e.family(
+        "trunkgate_trunk_reachable",
+        "gauge",
+        "1 while the trunk is registered and some contact answers OPTIONS (or was not asked yet).",
+    );
+    for t in s.settings.current().trunks.iter() {
+        let up = s.registrations.get(t).is_reachable();
+        e.sample(
+            "trunkgate_trunk_reachable",
+            &[("trunk", t)],
+            f64::from(u8::from(up)),
+        );
+    }
     // Calls.
     let calls = s.calls.snapshot();
     e.family(

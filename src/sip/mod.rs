@@ -10,6 +10,7 @@ pub(crate) mod grammar;
 pub(crate) mod message;
 pub(crate) mod nonce;
 pub mod parse;
+pub(crate) mod qualify;
 pub mod registrar;
 pub(crate) mod response;
 pub(crate) mod route;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::grammar::{NameAddr, Scheme};
 use super::message::Request;
 use super::parse::RequestInfo;
+use super::qualify::Reach;
 use super::shared::{unix_ms, SharedBinding, SharedRegistration};
 
 /// One registered contact of a trunk.
@@ -65,11 +66,22 @@ pub(crate) struct RegisterFrom {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct TrunkRegistration {
     pub bindings: Vec<Binding>,
+    /// What qualifying found of each contact (by URI); absent: not asked yet.
+    pub reach: HashMap<String, Reach>,
 }
 
 impl TrunkRegistration {
     pub fn is_registered(&self) -> bool {
         !self.bindings.is_empty()
+    }
+
+    pub fn reach_of(&self, uri: &str) -> Reach {
+        self.reach.get(uri).copied().unwrap_or(Reach::Unknown)
+    }
+
+    /// Registered, and some contact not known to be unreachable.
+    pub fn is_reachable(&self) -> bool {
+        self.bindings.iter().any(|b| self.reach_of(&b.uri).usable())
     }
 
     /// The binding to send requests to: the most recently refreshed one.
@@ -96,12 +108,22 @@ impl Registrations {
 
     fn publish(&self, trunk: &str, reg: &[Binding]) {
         if let Ok(mut m) = self.0.write() {
-            m.insert(
-                trunk.to_string(),
-                TrunkRegistration {
-                    bindings: reg.to_vec(),
-                },
-            );
+            let entry = m.entry(trunk.to_string()).or_default();
+            entry.bindings = reg.to_vec();
+            entry
+                .reach
+                .retain(|uri, _| reg.iter().any(|b| &b.uri == uri));
+        }
+    }
+
+    /// What qualifying found of one of `trunk`'s contacts.
+    pub(crate) fn publish_reach(&self, trunk: &str, uri: &str, reach: Reach) {
+        if let Ok(mut m) = self.0.write() {
+            if let Some(entry) = m.get_mut(trunk) {
+                if entry.bindings.iter().any(|b| b.uri == uri) {
+                    entry.reach.insert(uri.to_string(), reach);
+                }
+            }
         }
     }
 }

@@ -50,6 +50,10 @@ counters! {
     call_limit_refusals,
     /// Requests we originated (first transmissions: INVITE, re-INVITE, BYE, CANCEL).
     requests_sent,
+    /// OPTIONS sent to registered PBX contacts (qualifying).
+    qualify_requests,
+    /// Of those, the ones that got no answer at all.
+    qualify_timeouts,
 }
 
 impl SipStats {

@@ -19,6 +19,7 @@ mod coturn;
 mod media_engine;
 
 mod numbers;
+mod qualify;
 mod ops;
 mod register_sipp;
 mod reload;

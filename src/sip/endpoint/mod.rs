@@ -20,6 +20,7 @@ mod our_requests;
 #[cfg(test)]
 mod pbx_harness;
 mod precheck;
+mod qualifying;
 mod registering;
 mod sharing;
 
@@ -35,6 +36,7 @@ use tracing::{debug, info, warn};
 use super::auth::Authenticator;
 use super::message::{Method, Request, Response};
 use super::parse::{parse, ParseFailure, Parsed, RequestInfo};
+use super::qualify::Qualifier;
 use super::registrar::{Registrar, RegistrarLimits, Registrations};
 use super::response;
 use super::route::TrustedProxies;
@@ -87,6 +89,8 @@ pub struct Endpoint {
     draining: bool,
     /// Some carrier account is subscribed (always, without a `[carrier]`: a registrar only).
     carrier_ready: bool,
+    /// When each registered contact is sent an OPTIONS, and what it answered.
+    qualify: Qualifier,
     /// Proxies whose Via and Path are believed (`[cluster] trusted_proxies`).
     proxies: TrustedProxies,
     /// This instance's name in what it shares.
@@ -145,6 +149,7 @@ impl Endpoint {
             limit_response: config.calls.limit_response.code(),
             draining: false,
             carrier_ready: config.carrier.is_none(),
+            qualify: Qualifier::new(s.qualify_interval),
             proxies: TrustedProxies::new(&config.cluster.trusted_proxies),
             node: config.cluster.node_name(s.listen),
             shared_out: VecDeque::new(),
@@ -178,6 +183,7 @@ impl Endpoint {
         });
         self.force_rport = s.force_rport;
         self.proxies = TrustedProxies::new(&config.cluster.trusted_proxies);
+        self.qualify.set_interval(s.qualify_interval);
         self.server_header = s.server_header.clone();
         self.max_message_size = s.max_message_size;
         self.max_calls = config.calls.max_calls;
@@ -260,6 +266,7 @@ impl Endpoint {
             self.registrar.poll_timeout(),
             self.dialogs.poll_timeout(),
             self.guard.poll_timeout(),
+            self.qualify.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -298,7 +305,9 @@ impl Endpoint {
                 .registrations_expired
                 .fetch_add(expired as u64, std::sync::atomic::Ordering::Relaxed);
             info!(expired, "registration bindings expired");
+            self.sync_qualify_all(now);
         }
+        self.send_qualify(now);
     }
 
     /// Handles one datagram from `src` received at `now`; answers and other output come out of

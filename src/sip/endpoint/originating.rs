@@ -50,14 +50,22 @@ impl Endpoint {
         if self.over_limit(trunk) {
             return fail(self, 486, "Call Limit Reached");
         }
-        let Some(binding) = self
-            .registrar
-            .bindings(&inv.trunk)
+        let bindings = self.registrar.bindings(&inv.trunk);
+        if bindings.is_empty() {
+            return fail(self, 480, "Trunk Not Registered");
+        }
+        // The most recently refreshed contact that is not known to be gone: a PBX that stopped
+        // answering OPTIONS would only let the INVITE time out.
+        let Some(binding) = bindings
             .iter()
+            .filter(|b| {
+                let key = (inv.trunk.clone(), b.uri.clone());
+                self.qualify.reach(&key).usable()
+            })
             .max_by_key(|b| b.expires_at)
             .cloned()
         else {
-            return fail(self, 480, "Trunk Not Registered");
+            return fail(self, 480, "PBX Unreachable");
         };
         let Some(request_uri) = with_user(&binding.uri, &inv.did) else {
             return fail(self, 480, "Unusable Contact");

@@ -257,6 +257,9 @@ impl Endpoint {
 
     /// A client transaction gave up (Timer B/F): the call hears a 408.
     pub(super) fn call_client_timeout(&mut self, id: TxId) {
+        if self.qualify_timeout(id) {
+            return;
+        }
         let Some((call, purpose)) = self.dialogs.client_owner.remove(&id) else {
             return;
         };
@@ -284,6 +287,11 @@ impl Endpoint {
         info: &ResponseInfo,
         now: Instant,
     ) {
+        if let ClientRx::Deliver(id) | ClientRx::DeliverNeedsAck(id) = rx {
+            if self.qualify_answer(id, now) {
+                return;
+            }
+        }
         match rx {
             ClientRx::Deliver(id)
                 if (200..300).contains(&resp.code)

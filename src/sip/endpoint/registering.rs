@@ -48,6 +48,7 @@ impl Endpoint {
                             nonce,
                         });
                     }
+                    self.sync_qualify(&name, now);
                     let reg = self.registrar.shared(&name, &self.node);
                     self.shared_out.push_back(SharedFact::Registration(reg));
                 }

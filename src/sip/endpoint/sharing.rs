@@ -15,6 +15,7 @@ impl Endpoint {
         match fact {
             SharedFact::Registration(reg) => {
                 if self.registrar.import(&reg, now, wall) {
+                    self.sync_qualify(&reg.trunk, now);
                     debug!(trunk = %reg.trunk, node = %reg.node, bindings = reg.bindings.len(),
                            "registration taken from another instance");
                 }
@@ -23,6 +24,7 @@ impl Endpoint {
                 warn!(trunk = %reg.trunk, "a REGISTER taken here was a replay of one another instance saw: \
                       the trunk's registration is put back as it was");
                 self.registrar.replace(&reg, now, wall);
+                self.sync_qualify(&reg.trunk, now);
             }
             SharedFact::NonceSpent { .. } => {}
             SharedFact::Ban { ip, until_unix_ms } => {
