@@ -17,6 +17,7 @@ use crate::call::record::{RecordSink, Records};
 use crate::call::router::CallRouter;
 use crate::call::settings::{CallSettings, LiveSettings};
 use crate::carrier::{Carrier, CarrierCall, Overrides};
+use crate::cluster::Cluster;
 use crate::config::{CarrierAccount, CarrierConfig, Config, Secret};
 use crate::media::engine::{EngineConfig, MediaEngine};
 use crate::media::rtp_leg::PortPool;
@@ -82,16 +83,19 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
         }
     };
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let (facts_tx, facts_rx) = mpsc::unbounded_channel();
+    let node = config.cluster.node_name(config.sip.listen);
+    let cluster = Cluster::start(&config.cluster, &node, control_tx.clone(), facts_rx)?;
     let ctx = Arc::new(call_context(
         &config,
         advertise.ip(),
-        carrier.as_ref().map(|c| c.0.clone()),
+        (carrier.as_ref().map(|c| c.0.clone()), cluster.clone()),
         cmd_tx,
         endpoint.call_refs(),
         records,
     )?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let health = Arc::new(transport::LoopHealth::default());
     let ops = Arc::new(OpsState {
         started: Instant::now(),
@@ -106,6 +110,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
         security: endpoint.security().clone(),
         control: control_tx.clone(),
         sip_loop: health.clone(),
+        cluster: cluster.clone(),
         media: ctx.media.counters().clone(),
     });
     let status_addr = status_listener.local_addr()?;
@@ -117,6 +122,9 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
     info!(listen = %local, advertise = %advertise, status = %status_addr, cdr = %config.cdr.path.display(),
           "trunkgate {} ready: {}", env!("CARGO_PKG_VERSION"), config.summary());
 
+    if let Some(c) = ctx.carrier.clone() {
+        tokio::spawn(watch_carrier(c, control_tx.clone(), stop_rx.clone()));
+    }
     let router = CallRouter::new(ctx.clone());
     let sip = tokio::spawn(transport::serve(
         socket,
@@ -125,7 +133,7 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
             commands: cmd_rx,
             control: control_rx,
             tu: router,
-            shared: None,
+            shared: cluster.is_some().then_some(facts_tx),
             health: health.clone(),
             shutdown: stop_rx,
         },
@@ -192,6 +200,9 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
     drain(&ctx, &control_tx, running.calls.drain_grace, &mut signals).await;
     let _ = stop_tx.send(true);
     let _ = sip.await;
+    if let Some(cluster) = &ctx.cluster {
+        cluster.stop().await;
+    }
     let _ = http.await;
     if let Some(inbound) = inbound {
         inbound.abort();
@@ -369,7 +380,7 @@ fn advertised_ip(config: &Config, local: SocketAddr) -> anyhow::Result<IpAddr> {
 fn call_context(
     config: &Config,
     sdp_ip: IpAddr,
-    carrier: Option<Arc<Carrier>>,
+    (carrier, cluster): (Option<Arc<Carrier>>, Option<Cluster>),
     cmds: mpsc::UnboundedSender<crate::sip::tu::DialogCommand>,
     refs: Arc<crate::sip::tu::CallRefs>,
     records: Records,
@@ -410,6 +421,7 @@ fn call_context(
         refs,
         registry: Arc::new(crate::call::registry::Registry::default()),
         draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        cluster,
     })
 }
 
@@ -465,6 +477,35 @@ async fn start_carrier(cfg: &CarrierConfig) -> anyhow::Result<CarrierParts> {
 }
 
 /// Each carrier-originated call becomes an inbound call task.
+/// Tells the SIP loop whether some carrier account is subscribed, so its OPTIONS answer the
+/// dispatcher truthfully (503 while no call could leave).
+async fn watch_carrier(
+    carrier: Arc<Carrier>,
+    control: mpsc::UnboundedSender<Control>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut told = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let ready = carrier.subscribed();
+        if told != Some(ready) {
+            if ready {
+                info!("a carrier account is subscribed: OPTIONS answer 200");
+            } else if told == Some(true) {
+                warn!("no carrier account subscribed any more: OPTIONS answer 503 until one is");
+            }
+            told = Some(ready);
+            if control.send(Control::CarrierReady(ready)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 async fn accept_inbound(ctx: Arc<CallContext>, mut inbound: mpsc::Receiver<CarrierCall>) {
     while let Some(call) = inbound.recv().await {
         let id = ctx.refs.next();

@@ -13,6 +13,7 @@
 
 pub(crate) mod call;
 pub(crate) mod carrier;
+pub(crate) mod cluster;
 pub mod config;
 pub mod daemon;
 #[doc(hidden)]

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use super::record::Records;
 use super::settings::LiveSettings;
 use crate::carrier::Carrier;
+use crate::cluster::Cluster;
 use crate::media::rtp_leg::PortPool;
 use crate::media::PeerSettings;
 use crate::sip::tu::{CallRef, CallRefs, DialogCommand};
@@ -31,6 +32,8 @@ pub struct CallContext {
     pub registry: Arc<super::registry::Registry>,
     /// Stopping: no new calls.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The other instances (nonce use, call counts), when `[cluster] redis` is set.
+    pub cluster: Option<Cluster>,
 }
 
 impl CallContext {

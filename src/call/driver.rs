@@ -17,9 +17,11 @@ use super::facts::CallFacts;
 use super::io::{CarrierOp, Done, EffectError, Input, MediaOp, Output};
 use super::machine::{CallMachine, CallStart};
 use crate::carrier::{CarrierCall, Reservation};
+use crate::cluster::{Claim, Cluster, Slot};
 use crate::media::engine::{FarEnd, MediaCall};
 use crate::media::rtp_leg::RtpLeg;
 use crate::media::PeerState;
+use crate::sip::shared::NonceUse;
 use crate::sip::tu::{AdmittedInvite, CallRef, DialogEvent};
 
 /// Runs a PBX's admitted INVITE (already in the registry as `facts` say) to its end.
@@ -33,7 +35,9 @@ pub async fn run_outbound(
     let span = tracing::info_span!("call", call = call.0, call_id = %inv.call_id, session = tracing::field::Empty);
     async move {
         let machine = CallMachine::outbound(start(&ctx, facts), &inv);
-        Driver::new(ctx, call, rx, None).run(machine).await;
+        let mut driver = Driver::new(ctx, call, rx, None);
+        driver.nonce = inv.nonce.clone();
+        driver.run(machine).await;
     }
     .instrument(span)
     .await
@@ -82,6 +86,10 @@ struct Driver {
     rtp: Option<RtpLeg>,
     media: Option<MediaCall>,
     peer_state: Option<watch::Receiver<PeerState>>,
+    /// A PBX INVITE's digest nonce use, spent cluster-wide at admission.
+    nonce: Option<NonceUse>,
+    /// Where the call is counted across the cluster: released when it ends.
+    slot: Option<(Cluster, String, String)>,
 }
 
 impl Driver {
@@ -101,6 +109,8 @@ impl Driver {
             rtp: None,
             media: None,
             peer_state: None,
+            nonce: None,
+            slot: None,
         }
     }
 
@@ -149,6 +159,7 @@ impl Driver {
                 self.ctx.registry.update(self.call, |v| *v = live);
                 Ok(None)
             }
+            Output::Admit { emergency } => self.admit(emergency, machine).await.map(Some),
             Output::Reserve { emergency } => self.reserve(emergency).map(Some),
             Output::AllocatePort => match self.ctx.ports.allocate() {
                 Ok(leg) => {
@@ -166,6 +177,38 @@ impl Driver {
         match result {
             Ok(done) => done.map(Input::Done),
             Err(e) => Some(Input::Failed(e)),
+        }
+    }
+
+    /// The call counted against its trunk on every instance, and a PBX INVITE's nonce use
+    /// spent cluster-wide. Redis unreachable: the local checks the SIP core made stand.
+    async fn admit(&mut self, emergency: bool, machine: &CallMachine) -> Result<Done, EffectError> {
+        let Some(cluster) = self.ctx.cluster.clone() else {
+            return Ok(Done::Admitted);
+        };
+        let Some(trunk) = machine.facts().trunk.clone() else {
+            return Ok(Done::Admitted);
+        };
+        if let Some(nonce) = &self.nonce {
+            match cluster.claim_nonce(nonce).await {
+                Claim::Replayed => return Err(EffectError::Replayed),
+                Claim::Unknown => {
+                    tracing::debug!("nonce use not checked across the cluster: Redis unreachable")
+                }
+                Claim::Fresh => {}
+            }
+        }
+        let max = self.ctx.settings.current().trunk_max_calls(&trunk);
+        let key = self.call.0.to_string();
+        match cluster
+            .acquire_call(&trunk, &key, max.filter(|_| !emergency))
+            .await
+        {
+            Slot::Full => Err(EffectError::TrunkFull(max.unwrap_or(0))),
+            Slot::Granted | Slot::Unknown => {
+                self.slot = Some((cluster, trunk, key));
+                Ok(Done::Admitted)
+            }
         }
     }
 
@@ -314,6 +357,9 @@ impl Driver {
         info!(code = record.sip_code, ended_by = ?record.ended_by,
               from_pbx = record.rtp_packets_from_pbx, to_pbx = record.rtp_packets_to_pbx,
               "call ended");
+        if let Some((cluster, trunk, key)) = &self.slot {
+            cluster.release_call(trunk, key);
+        }
         self.ctx.done(self.call);
         self.ctx.records.record(record);
     }

@@ -25,6 +25,8 @@ use crate::sip::tu::{
 /// Where the set-up stands.
 #[derive(Debug)]
 enum Phase {
+    /// Counted against the trunk across the cluster, or refused.
+    Admitting,
     Allocating,
     /// Our INVITE is out; the no-answer timer runs.
     Inviting {
@@ -78,8 +80,8 @@ impl InboundSetup {
         };
         match setup.route(base, incoming, draining) {
             Ok(()) => {
-                base.push(Output::AllocatePort);
-                setup.phase = Phase::Allocating;
+                base.push(Output::Admit { emergency: false });
+                setup.phase = Phase::Admitting;
             }
             Err((code, why)) => reject(base, code, why),
         }
@@ -292,6 +294,10 @@ impl InboundSetup {
     fn on_done(&mut self, base: &mut CallBase, done: Done, now: Instant) {
         let phase = std::mem::replace(&mut self.phase, Phase::Over);
         self.phase = match (phase, done) {
+            (Phase::Admitting, Done::Admitted) => {
+                base.push(Output::AllocatePort);
+                Phase::Allocating
+            }
             (Phase::Allocating, Done::PortReady { port }) => self.invite(base, port, now),
             (Phase::MediaAnswering { answer, timer }, Done::MediaAnswered { sdp, format }) => {
                 let Some(media) = pbx_media(&answer, format.codec) else {
@@ -340,6 +346,19 @@ impl InboundSetup {
 
     fn on_failed(&mut self, base: &mut CallBase, e: EffectError) {
         match (&self.phase, e) {
+            (Phase::Admitting, EffectError::TrunkFull(max)) => {
+                warn!(
+                    max_calls = max,
+                    "inbound carrier call rejected: the trunk's calls are up across the cluster"
+                );
+                reject(base, 486, "Call Limit Reached");
+                self.phase = Phase::Over;
+            }
+            (Phase::Admitting, e) => {
+                warn!(error = %e, "inbound carrier call rejected: not admitted");
+                reject(base, 503, "Not Admitted");
+                self.phase = Phase::Over;
+            }
             (Phase::Allocating, e) => {
                 warn!(error = %e, "inbound carrier call rejected: no RTP port");
                 reject(base, 503, "No RTP Port");

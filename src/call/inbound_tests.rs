@@ -16,6 +16,7 @@ const SETTINGS: &str = "no_answer_timeout = \"20s\"\nrtp_timeout = \"0s\"";
 fn inviting() -> Harness {
     let offer = carrier_sdp("sendrecv");
     let (mut h, _) = Harness::inbound(&incoming(Some(&offer)), settings(SETTINGS), false);
+    h.feed(done(Done::Admitted));
     h.feed(done(Done::PortReady { port: 40002 }));
     h
 }
@@ -50,7 +51,8 @@ fn answering(session_expires: Option<&str>) -> Harness {
 fn a_routed_call_invites_the_trunk_with_every_g711_the_carrier_offered() {
     let offer = carrier_sdp("sendrecv");
     let (mut h, start) = Harness::inbound(&incoming(Some(&offer)), settings(SETTINGS), false);
-    assert_eq!(start, ["publish", "port"]);
+    assert_eq!(start, ["publish", "admit"]);
+    assert_eq!(h.feed(done(Done::Admitted)), ["port"]);
     assert_eq!(
         h.feed(done(Done::PortReady { port: 40002 })),
         [
@@ -262,6 +264,7 @@ fn pbx_answers_the_call_cannot_use_end_both_legs() {
     }
     // The carrier offered PCMA only; the PBX answers PCMU.
     let (mut h, _) = Harness::inbound(&incoming(Some(pcma_carrier)), settings(SETTINGS), false);
+    h.feed(done(Done::Admitted));
     h.feed(done(Done::PortReady { port: 40002 }));
     let pcmu = PBX_OFFER.replace("RTP/AVP 0 8 101", "RTP/AVP 0 101");
     assert_eq!(
@@ -318,4 +321,16 @@ fn media_or_carrier_failures_after_the_pbx_answered_end_both_legs() {
 fn the_sip_core_going_away_ends_the_call() {
     let mut h = inviting();
     assert_eq!(h.feed(Input::DialogGone), ["finished"]);
+}
+
+#[test]
+fn a_trunk_full_across_the_cluster_rejects_the_carrier_call_at_once() {
+    let offer = carrier_sdp("sendrecv");
+    let (mut h, start) = Harness::inbound(&incoming(Some(&offer)), settings(SETTINGS), false);
+    assert_eq!(start, ["publish", "admit"]);
+    assert_eq!(
+        h.feed(Input::Failed(EffectError::TrunkFull(1))),
+        ["carrier reject", "finished"]
+    );
+    assert_eq!(h.record().sip_code, 486);
 }

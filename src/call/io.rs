@@ -40,6 +40,8 @@ pub enum Input {
 /// What a successful output yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Done {
+    /// [`Output::Admit`]: the call counts against its trunk on every instance.
+    Admitted,
     /// [`Output::Reserve`]: capacity on `account`.
     Reserved { account: String },
     /// [`Output::AllocatePort`]: the PBX-side RTP port.
@@ -132,6 +134,10 @@ pub enum MediaOp {
 pub enum Output {
     /// Send to the SIP core.
     Sip(DialogCommand),
+    /// Count the call against its trunk's `max_calls` on every instance of a cluster and, for
+    /// a PBX's INVITE, spend its digest nonce use cluster-wide (a replay elsewhere is refused).
+    /// An emergency call is counted but never refused. Alone, there is nothing to ask.
+    Admit { emergency: bool },
     /// Take capacity on a carrier account (emergency calls may exceed `max_calls`).
     Reserve { emergency: bool },
     /// Take an RTP port pair toward the PBX.
@@ -151,6 +157,12 @@ pub enum Output {
 /// Why an output failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EffectError {
+    /// The INVITE's digest nonce count was already used on another instance: a replay.
+    #[error("digest nonce already used on another instance")]
+    Replayed,
+    /// The trunk has `max_calls` calls up across the cluster.
+    #[error("the trunk's max_calls ({0}) are up across the cluster")]
+    TrunkFull(usize),
     /// No carrier is configured.
     #[error("no carrier is configured")]
     NoCarrier,

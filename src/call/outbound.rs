@@ -38,6 +38,9 @@ fn unavailable() -> Reply {
 /// Where the set-up stands. Each set-up step waits for the result of one request.
 #[derive(Debug)]
 enum Phase {
+    Admitting {
+        emergency: bool,
+    },
     Reserving,
     Allocating,
     Offering,
@@ -104,8 +107,8 @@ impl OutboundSetup {
             return setup;
         }
         let emergency = inv.destination.special == Some(crate::numbers::Special::Emergency);
-        base.push(Output::Reserve { emergency });
-        setup.phase = Phase::Reserving;
+        base.push(Output::Admit { emergency });
+        setup.phase = Phase::Admitting { emergency };
         setup
     }
 
@@ -184,6 +187,10 @@ impl OutboundSetup {
     fn on_done(&mut self, base: &mut CallBase, done: Done, now: Instant) {
         let phase = std::mem::replace(&mut self.phase, Phase::Over);
         self.phase = match (phase, done) {
+            (Phase::Admitting { emergency }, Done::Admitted) => {
+                base.push(Output::Reserve { emergency });
+                Phase::Reserving
+            }
             (Phase::Reserving, Done::Reserved { account }) => {
                 base.facts.carrier_account = Some(account);
                 base.push(Output::AllocatePort);
@@ -243,6 +250,31 @@ impl OutboundSetup {
     fn on_failed(&mut self, base: &mut CallBase, e: EffectError, now: Instant) {
         let phase = std::mem::replace(&mut self.phase, Phase::Over);
         self.phase = match (phase, e) {
+            (Phase::Admitting { .. }, EffectError::Replayed) => {
+                warn!(
+                    "INVITE refused: its digest nonce count was already used on another instance"
+                );
+                base.refuse(Reply::new(403).reason("Credentials Already Used"));
+                Phase::Over
+            }
+            (Phase::Admitting { .. }, EffectError::TrunkFull(max)) => {
+                warn!(
+                    max_calls = max,
+                    "INVITE refused: the trunk's calls are up across the cluster"
+                );
+                let code = base.settings.current().calls.limit_response.code();
+                let mut reply = Reply::new(code).reason("Call Limit Reached");
+                if code == 503 {
+                    reply = reply.header("Retry-After", "5");
+                }
+                base.refuse(reply);
+                Phase::Over
+            }
+            (Phase::Admitting { .. }, e) => {
+                warn!(error = %e, "INVITE refused: not admitted");
+                base.refuse(unavailable());
+                Phase::Over
+            }
             (Phase::Reserving, EffectError::NoCarrier) => {
                 base.refuse(
                     Reply::new(503)
@@ -324,7 +356,11 @@ impl OutboundSetup {
     /// completes (a `callStart` in flight makes one only when it succeeds).
     fn in_flight(&self) -> Option<bool> {
         match &self.phase {
-            Phase::Reserving | Phase::Allocating | Phase::Offering | Phase::Starting => Some(false),
+            Phase::Admitting { .. }
+            | Phase::Reserving
+            | Phase::Allocating
+            | Phase::Offering
+            | Phase::Starting => Some(false),
             Phase::Attaching | Phase::Accepting => Some(true),
             Phase::Early(e) if matches!(e.media, EarlyMedia::Accepting { .. }) => Some(true),
             _ => None,

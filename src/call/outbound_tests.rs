@@ -90,8 +90,9 @@ fn invites_we_cannot_take_are_refused_before_the_carrier_hears_of_them() {
 #[test]
 fn set_up_reserves_takes_a_port_offers_starts_and_attaches_in_order() {
     let (mut h, start) = Harness::outbound(&plain_invite(), settings(SETTINGS));
-    assert_eq!(start, ["reserve"]);
-    let lines: [&[&str]; 5] = [
+    assert_eq!(start, ["admit"]);
+    let lines: [&[&str]; 6] = [
+        &["reserve"],
         &["port"],
         &["media offer [Pcmu, Pcma]"],
         &["start-call +971501234567 OFFER"],
@@ -108,8 +109,9 @@ fn set_up_reserves_takes_a_port_offers_starts_and_attaches_in_order() {
 
     let mut emergency = plain_invite();
     emergency.destination.special = Some(crate::numbers::Special::Emergency);
-    let (_, start) = Harness::outbound(&emergency, settings(SETTINGS));
-    assert_eq!(start, ["reserve emergency"]);
+    let (mut h, start) = Harness::outbound(&emergency, settings(SETTINGS));
+    assert_eq!(start, ["admit emergency"]);
+    assert_eq!(h.feed(done(Done::Admitted)), ["reserve emergency"]);
 }
 
 #[test]
@@ -119,26 +121,26 @@ fn set_up_failures_are_503_for_the_pbx_to_fail_over() {
     let rest = || RestError::Transport("down".into());
     // (results fed before the failure, the failure, the lines it gives)
     let cases: Vec<(usize, EffectError, Vec<&str>)> = vec![
-        (0, EffectError::NoCarrier, vec![no_carrier]),
+        (1, EffectError::NoCarrier, vec![no_carrier]),
         (
-            0,
+            1,
             EffectError::Capacity(Unavailable::NotSubscribed),
             vec![no_carrier],
         ),
         (
-            0,
+            1,
             EffectError::Capacity(Unavailable::AtCapacity),
             vec!["respond 503 No Carrier Available [Retry-After: 5]"],
         ),
         (
-            1,
+            2,
             EffectError::Port(RtpLegError::Exhausted { first: 1, last: 2 }),
             vec![retry5],
         ),
-        (2, EffectError::Offer(PeerError::EngineGone), vec![retry5]),
-        (3, EffectError::StartCall(rest()), vec![retry5]),
+        (3, EffectError::Offer(PeerError::EngineGone), vec![retry5]),
+        (4, EffectError::StartCall(rest()), vec![retry5]),
         (
-            4,
+            5,
             EffectError::Attach(PeerError::EngineGone),
             vec!["carrier end media failure", retry5],
         ),
@@ -150,6 +152,38 @@ fn set_up_failures_are_503_for_the_pbx_to_fail_over() {
         assert_eq!(h.feed(Input::Failed(failure)), lines, "{what}");
         assert_eq!(h.record().sip_code, 503, "{what}");
     }
+}
+
+#[test]
+fn not_admitted_across_the_cluster_is_refused_before_the_carrier_is_asked() {
+    // (the failure, the response, its code)
+    let cases = [
+        (
+            EffectError::Replayed,
+            "respond 403 Credentials Already Used",
+            403,
+        ),
+        (
+            EffectError::TrunkFull(2),
+            "respond 503 Call Limit Reached [Retry-After: 5]",
+            503,
+        ),
+    ];
+    for (failure, line, code) in cases {
+        let (mut h, start) = Harness::outbound(&plain_invite(), settings(SETTINGS));
+        assert_eq!(start, ["admit"]);
+        let what = failure.to_string();
+        assert_eq!(h.feed(Input::Failed(failure)), [line, "finished"], "{what}");
+        assert_eq!(h.record().sip_code, code, "{what}");
+        assert_eq!(h.record().carrier_session, None, "{what}");
+    }
+    // limit_response = 486: busy, as the SIP core answers its own limit
+    let s = settings(&format!("{SETTINGS}\nlimit_response = 486"));
+    let (mut h, _) = Harness::outbound(&plain_invite(), s);
+    assert_eq!(
+        h.feed(Input::Failed(EffectError::TrunkFull(1))),
+        ["respond 486 Call Limit Reached", "finished"]
+    );
 }
 
 #[test]
@@ -261,7 +295,7 @@ fn an_offerless_invite_gets_our_offer_in_the_200_and_no_early_media() {
     let inv = invite(None, TimerHeaders::default());
     let mut h = set_up_outbound(&inv, settings(SETTINGS));
     assert_eq!(
-        h.outputs.iter().map(describe).collect::<Vec<_>>()[2..],
+        h.outputs.iter().map(describe).collect::<Vec<_>>()[3..],
         [
             "media offer [Pcmu, Pcma]",
             "start-call +971501234567 OFFER",
@@ -377,7 +411,7 @@ fn pbx_cancel_during_set_up_lets_the_request_finish_then_ends_what_it_made() {
         assert_eq!(h.record().sip_code, 487);
     }
     // A callStart that fails leaves nothing to end.
-    let mut h = outbound_after(&plain_invite(), settings(SETTINGS), 3);
+    let mut h = outbound_after(&plain_invite(), settings(SETTINGS), 4);
     h.feed(dialog(DialogEvent::Cancelled));
     let failed = Input::Failed(EffectError::StartCall(RestError::Transport("x".into())));
     assert_eq!(h.feed(failed), ["finished"]);
@@ -393,7 +427,7 @@ fn shutdown_answers_503_and_ends_the_carrier_session() {
     );
     assert_eq!(h.record().ended_by, EndedBy::Gateway);
     // During set-up: the PBX hears at once, the carrier session ends once it exists.
-    let mut h = outbound_after(&plain_invite(), settings(SETTINGS), 3);
+    let mut h = outbound_after(&plain_invite(), settings(SETTINGS), 4);
     assert_eq!(h.feed(dialog(DialogEvent::Shutdown)), [shutting]);
     assert_eq!(
         h.feed(done(Done::CarrierStarted {

@@ -36,6 +36,8 @@ pub struct CallSettings {
     pub trunks: Vec<String>,
     /// The global number plan, for writing carrier numbers toward the PBX.
     pub numbers: NumberPolicy,
+    /// Each trunk's `max_calls`, held across the cluster.
+    trunk_limits: Vec<(String, Option<usize>)>,
 }
 
 impl CallSettings {
@@ -47,7 +49,20 @@ impl CallSettings {
             inbound: config.inbound.clone(),
             trunks: config.trunks.iter().map(|t| t.name.clone()).collect(),
             numbers: NumberPolicy::new(&config.numbers)?,
+            trunk_limits: config
+                .trunks
+                .iter()
+                .map(|t| (t.name.clone(), t.max_calls))
+                .collect(),
         })
+    }
+
+    /// The trunk's `max_calls`, if it has one.
+    pub fn trunk_max_calls(&self, trunk: &str) -> Option<usize> {
+        self.trunk_limits
+            .iter()
+            .find(|(name, _)| name == trunk)
+            .and_then(|(_, max)| *max)
     }
 
     /// The trunk a carrier call to `did` (E.164) goes to.

@@ -66,6 +66,7 @@ pub const NO_RTP_CHECK: &str = "rtp_timeout = \"0s\"";
 /// `callStart`, attach.
 pub fn set_up_results() -> Vec<Done> {
     vec![
+        Done::Admitted,
         Done::Reserved {
             account: "acct".into(),
         },
@@ -90,7 +91,7 @@ pub fn outbound_after(inv: &AdmittedInvite, settings: LiveSettings, n: usize) ->
 
 /// An outbound call set up and waiting for the carrier's answer.
 pub fn set_up_outbound(inv: &AdmittedInvite, settings: LiveSettings) -> Harness {
-    outbound_after(inv, settings, 5)
+    outbound_after(inv, settings, 6)
 }
 
 /// An outbound call for `inv`, answered by the carrier with PCMU: a confirmed call.
@@ -125,6 +126,7 @@ pub fn invite(sdp: Option<&str>, timer: TimerHeaders) -> AdmittedInvite {
         },
         from_uri: "sip:100@pbx".into(),
         source: "192.0.2.20:5060".parse().expect("address"),
+        nonce: None,
         sdp: sdp.map(str::to_owned),
         timer,
     }
@@ -326,6 +328,8 @@ pub fn describe(out: &Output) -> String {
         Output::Reserve { emergency: false } => "reserve".into(),
         Output::Reserve { emergency: true } => "reserve emergency".into(),
         Output::AllocatePort => "port".into(),
+        Output::Admit { emergency: false } => "admit".into(),
+        Output::Admit { emergency: true } => "admit emergency".into(),
         Output::StartCall { e164, sdp } => format!("start-call {e164} {sdp}"),
         Output::Carrier(op) => match op {
             CarrierOp::Ringing => "carrier ringing".into(),

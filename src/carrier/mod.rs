@@ -186,6 +186,11 @@ impl Carrier {
         self.tls.clone()
     }
 
+    /// Some account is subscribed: calls can leave.
+    pub fn subscribed(&self) -> bool {
+        self.accounts.iter().any(|a| a.usable())
+    }
+
     /// Takes capacity on the subscribed account with the most room.
     pub fn reserve(&self) -> Result<Reservation, Unavailable> {
         let mut usable: Vec<&Arc<Account>> = self.accounts.iter().filter(|a| a.usable()).collect();

@@ -84,6 +84,15 @@ impl ClusterConfig {
         errs
     }
 
+    /// This instance's name: `node`, else the SIP listen address.
+    pub fn node_name(&self, listen: std::net::SocketAddr) -> String {
+        if self.node.is_empty() {
+            listen.to_string()
+        } else {
+            self.node.clone()
+        }
+    }
+
     /// The proxies whose Via and Path are believed include `ip`.
     pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
         let ip = ip.to_canonical();

@@ -20,6 +20,7 @@ use crate::call::record::CallDirection;
 use crate::call::registry::{LiveCall, Registry};
 use crate::call::settings::LiveSettings;
 use crate::carrier::{AccountStatus, Carrier};
+use crate::cluster::Cluster;
 use crate::media::relay::RelayCounters;
 use crate::sip::registrar::Registrations;
 use crate::sip::security::{BanView, SecurityView, Source};
@@ -45,6 +46,8 @@ pub struct OpsState {
     pub control: mpsc::UnboundedSender<Control>,
     /// The SIP loop's own gauges.
     pub sip_loop: Arc<LoopHealth>,
+    /// The other instances, when `[cluster] redis` is set.
+    pub cluster: Option<Cluster>,
     /// The media engine's own counters (datagrams, syscalls, strangers' datagrams by reason).
     pub media: Arc<crate::media::engine::EngineCounters>,
 }
@@ -174,6 +177,8 @@ async fn status(State(s): State<Arc<OpsState>>) -> Response {
                 "registered": reg.is_registered(),
                 "contact": primary.as_ref().map(|b| b.uri.clone()),
                 "source": primary.as_ref().map(|b| b.source.to_string()),
+                "pbx": primary.as_ref().map(|b| b.pbx.to_string()),
+                "path": primary.as_ref().map(|b| b.path.clone()).unwrap_or_default(),
                 "expires_in": primary.as_ref().map(|b| b.expires_at.saturating_duration_since(now).as_secs()),
                 "active_calls": calls.iter().filter(|(_, c)| c.trunk.as_deref() == Some(name)).count(),
             })
@@ -225,6 +230,7 @@ async fn status(State(s): State<Arc<OpsState>>) -> Response {
         "active_calls": active,
         "bans": live_bans(&s, now).iter().map(|b| ban_json(b, now)).collect::<Vec<_>>(),
         "server_transactions": s.sip_loop.server_transactions(),
+        "cluster": super::cluster::status_json(s.cluster.as_ref().map(Cluster::status).as_ref()),
     }))
     .into_response()
 }
@@ -237,6 +243,7 @@ async fn metrics(State(s): State<Arc<OpsState>>) -> Response {
         "Seconds since start.",
         s.started.elapsed().as_secs_f64(),
     );
+    super::cluster::write_metrics(&mut e, s.cluster.as_ref().map(Cluster::status).as_ref());
     // SIP core counters, one family each.
     for (name, value) in s.stats.snapshot() {
         let family = format!("trunkgate_sip_{name}_total");

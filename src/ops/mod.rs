@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod bans;
 pub(crate) mod cdr;
+pub(crate) mod cluster;
 pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod systemd;

@@ -14,7 +14,9 @@ use super::grammar::{Scheme, Uri};
 use super::message::Request;
 use super::nonce::{NcTracker, NonceFactory, NonceStatus};
 use super::security::FailureKind;
+use super::shared::NonceUse;
 use crate::config::{Config, TrunkConfig};
+use sha2::Sha256;
 
 /// Why a request was not authenticated. The username, where one was given, is for the debug
 /// log; what is counted and summarised is its [`FailureKind`].
@@ -106,6 +108,18 @@ pub struct Authenticator {
     any_source: bool,
     nonces: NonceFactory,
     nc: NcTracker,
+    /// Set by a successful `check`, taken by the endpoint.
+    last_use: Option<NonceUse>,
+}
+
+/// The nonce key from `[cluster] secret`: a hash of it, so any length of secret gives the
+/// HMAC a full key, kept apart from any other use of the same text.
+fn nonce_key(secret: &crate::config::Secret) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = Sha256::new();
+    h.update(b"trunkgate digest nonce key v1\0");
+    h.update(secret.expose().as_bytes());
+    h.finalize().into()
 }
 
 /// The challenge algorithms `sip.digest_algorithms` lists (validation refused any other).
@@ -144,9 +158,21 @@ impl Authenticator {
                 .map(|(i, t)| (t.auth_username.clone(), i))
                 .collect(),
             any_source: config.trunks.iter().any(|t| t.allowed_sources.is_empty()),
-            nonces: NonceFactory::new(epoch, config.sip.nonce_lifetime),
+            nonces: match &config.cluster.secret {
+                Some(secret) => {
+                    NonceFactory::with_secret(epoch, config.sip.nonce_lifetime, nonce_key(secret))
+                }
+                None => NonceFactory::new(epoch, config.sip.nonce_lifetime),
+            },
             nc: NcTracker::new(100_000),
+            last_use: None,
         }
+    }
+
+    /// The nonce use of the latest request that authenticated, for refusing its replay on the
+    /// other instances of a cluster.
+    pub fn take_nonce_use(&mut self) -> Option<NonceUse> {
+        self.last_use.take()
     }
 
     /// A reloaded configuration: new trunks, secrets and challenge settings. Nonces already
@@ -187,6 +213,7 @@ impl Authenticator {
         client: IpAddr,
         now: Instant,
     ) -> AuthOutcome {
+        self.last_use = None;
         let mut unusable = AuthFailure::NoCredentials;
         let mut creds = None;
         for value in req
@@ -261,6 +288,15 @@ impl Authenticator {
         if !self.nc.accept(&creds.nonce, nc, now, until) {
             return challenge(AuthFailure::ReplayedNonce(user()), stale);
         }
+        let valid_for = until.saturating_duration_since(now);
+        self.last_use = Some(NonceUse {
+            nonce: creds.nonce.clone(),
+            nc,
+            valid_until_unix_ms: self
+                .nonces
+                .wall_ms(now)
+                .saturating_add(u64::try_from(valid_for.as_millis()).unwrap_or(u64::MAX)),
+        });
         AuthOutcome::Authenticated { trunk }
     }
 

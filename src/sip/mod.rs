@@ -12,6 +12,7 @@ pub(crate) mod nonce;
 pub mod parse;
 pub mod registrar;
 pub(crate) mod response;
+pub(crate) mod route;
 pub(crate) mod security;
 pub(crate) mod shared;
 pub mod stats;

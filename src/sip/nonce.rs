@@ -1,14 +1,16 @@
 //! Digest nonces that need no server-side table, plus the small bounded table that `qop=auth`
 //! replay protection does need.
 //!
-//! A nonce is `base64url(no pad)` of `issued_at_ms (u64 BE, since the factory's epoch) ||
+//! A nonce is `base64url(no pad)` of `issued_at_ms (u64 BE, wall clock: since the Unix epoch) ||
 //! salt (6 random bytes) || HMAC-SHA256(secret, issued_at_ms || salt || client ip)[..16]`,
 //! 40 characters. The salt makes every challenge's nonce unique even when one client is
 //! challenged twice in the same millisecond; otherwise its fresh `nc=1` would look replayed.
 //! The server can check origin, binding to the client address and age of any nonce it handed
 //! out without remembering it, so challenges cost no memory and a flood of unauthenticated
-//! requests cannot grow state. The secret is per process: a restart makes outstanding nonces `Invalid`, and
-//! clients simply get a fresh challenge.
+//! requests cannot grow state. The secret is per process unless `[cluster] secret` gives one:
+//! then every instance of a cluster verifies every instance's nonces (the stamp is wall-clock
+//! time, so their clocks must agree within `CLOCK_SKEW`). Without it a restart makes outstanding
+//! nonces `Invalid`, and clients simply get a fresh challenge.
 //!
 //! Sans-IO: every time-dependent call takes `now`, so tests run on virtual time.
 
@@ -29,6 +31,8 @@ const STAMP_LEN: usize = 8;
 const SALT_LEN: usize = 6;
 const MAC_LEN: usize = 16;
 const RAW_LEN: usize = STAMP_LEN + SALT_LEN + MAC_LEN;
+/// How far in the future another instance's stamp may be (its wall clock ahead of ours).
+const CLOCK_SKEW: Duration = Duration::from_millis(500);
 /// base64 of 30 bytes without padding; checked before decoding so oversized input costs nothing.
 const ENCODED_LEN: usize = RAW_LEN * 4 / 3;
 
@@ -37,6 +41,8 @@ pub struct NonceFactory {
     /// Keyed once, cloned per use: saves re-deriving the HMAC pads on every nonce.
     mac: HmacSha256,
     epoch: Instant,
+    /// The wall clock at `epoch`, in ms since the Unix epoch: stamps are wall-clock times.
+    wall_epoch_ms: u64,
     lifetime: Duration,
 }
 
@@ -80,9 +86,13 @@ impl NonceFactory {
     /// Never: HMAC takes keys of any length.
     pub fn with_secret(epoch: Instant, lifetime: Duration, secret: [u8; 32]) -> Self {
         let mac = HmacSha256::new_from_slice(&secret).expect("HMAC accepts any key length");
+        let wall_epoch_ms = super::shared::unix_ms(
+            std::time::SystemTime::now() - Instant::now().saturating_duration_since(epoch),
+        );
         Self {
             mac,
             epoch,
+            wall_epoch_ms,
             lifetime,
         }
     }
@@ -113,12 +123,13 @@ impl NonceFactory {
         if !bool::from(expected.ct_eq(&tag)) {
             return NonceStatus::Invalid;
         }
-        let issued = Duration::from_millis(stamp);
-        let elapsed = now.saturating_duration_since(self.epoch);
-        // Only reachable with a genuine MAC, i.e. a caller passing a `now` that went backwards
-        // or a second process sharing the secret with a different epoch; neither is trusted.
-        let Some(age) = elapsed.checked_sub(issued) else {
-            return NonceStatus::Invalid;
+        let now_stamp = self.stamp_of(now);
+        // A genuine MAC from the future: another instance's clock ahead of ours (tolerated a
+        // little), or a caller passing a `now` that went backwards (not trusted).
+        let age = match now_stamp.checked_sub(stamp) {
+            Some(ms) => Duration::from_millis(ms),
+            None if Duration::from_millis(stamp - now_stamp) <= CLOCK_SKEW => Duration::ZERO,
+            None => return NonceStatus::Invalid,
         };
         if age <= self.lifetime {
             NonceStatus::Valid
@@ -134,14 +145,27 @@ impl NonceFactory {
     /// [`check`]: NonceFactory::check
     pub fn valid_until(&self, nonce: &str) -> Option<Instant> {
         let (stamp, _, _) = decode(nonce)?;
-        self.epoch
-            .checked_add(Duration::from_millis(stamp))?
-            .checked_add(self.lifetime)
+        let until = stamp.checked_add(u64::try_from(self.lifetime.as_millis()).ok()?)?;
+        match until.checked_sub(self.wall_epoch_ms) {
+            Some(after) => self.epoch.checked_add(Duration::from_millis(after)),
+            // issued by another instance before this one started
+            None => Some(
+                self.epoch
+                    .checked_sub(Duration::from_millis(self.wall_epoch_ms - until))
+                    .unwrap_or(self.epoch),
+            ),
+        }
     }
 
     fn stamp_of(&self, now: Instant) -> u64 {
         let ms = now.saturating_duration_since(self.epoch).as_millis();
-        u64::try_from(ms).unwrap_or(u64::MAX)
+        self.wall_epoch_ms
+            .saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    /// The wall-clock time (ms since the Unix epoch) of `now`, as nonces are stamped.
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        self.stamp_of(now)
     }
 
     fn tag(&self, stamp: u64, salt: &[u8; SALT_LEN], client: IpAddr) -> [u8; MAC_LEN] {

@@ -10,14 +10,20 @@ use std::time::{Duration, Instant, SystemTime};
 use super::grammar::{NameAddr, Scheme};
 use super::message::Request;
 use super::parse::RequestInfo;
+use super::shared::{unix_ms, SharedBinding, SharedRegistration};
 
 /// One registered contact of a trunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Binding {
     /// The Contact URI exactly as sent (all parameters, e.g. 3CX's `rinstance`).
     pub uri: String,
-    /// Where the REGISTER came from: requests to the PBX go here (NAT).
+    /// Where the REGISTER came from (the proxy, or the PBX itself behind its NAT).
     pub source: SocketAddr,
+    /// The PBX's own address (`source` unless a trusted proxy relayed the REGISTER).
+    pub pbx: SocketAddr,
+    /// The REGISTER's Path values (RFC 3327), from a trusted proxy only: the route set of
+    /// every request to this contact.
+    pub path: Vec<String>,
     pub call_id: String,
     pub cseq: u32,
     pub expires_at: Instant,
@@ -25,6 +31,34 @@ pub(crate) struct Binding {
     pub expires_at_wall: SystemTime,
     /// Comparison key (RFC 3261 19.1.4, simplified): scheme, user, host, port, parameters.
     key: String,
+}
+
+impl Binding {
+    /// Where requests to this contact are sent: along the Path when it names an address,
+    /// else back where the REGISTER came from (NAT).
+    pub fn next_hop(&self) -> SocketAddr {
+        super::route::next_hop(&self.path).unwrap_or(self.source)
+    }
+
+    fn shared(&self) -> SharedBinding {
+        SharedBinding {
+            uri: self.uri.clone(),
+            path: self.path.clone(),
+            source: self.source,
+            pbx: self.pbx,
+            call_id: self.call_id.clone(),
+            cseq: self.cseq,
+            expires_unix_ms: unix_ms(self.expires_at_wall),
+        }
+    }
+}
+
+/// Who sent a REGISTER: its source, the PBX behind it, and the Path it may carry.
+#[derive(Debug, Clone)]
+pub(crate) struct RegisterFrom {
+    pub source: SocketAddr,
+    pub pbx: SocketAddr,
+    pub path: Vec<String>,
 }
 
 /// What a trunk's registration looks like to other modules.
@@ -94,6 +128,9 @@ pub(crate) enum RegisterOutcome {
 pub(crate) struct Registrar {
     limits: RegistrarLimits,
     bindings: HashMap<String, Vec<Binding>>,
+    /// When each trunk's bindings last changed here or were imported (Unix ms): an import
+    /// older than this is stale.
+    updated: HashMap<String, u64>,
     view: Registrations,
 }
 
@@ -137,6 +174,7 @@ impl Registrar {
         Registrar {
             limits,
             bindings: HashMap::new(),
+            updated: HashMap::new(),
             view,
         }
     }
@@ -161,7 +199,7 @@ impl Registrar {
         trunk: &str,
         req: &Request,
         info: &RequestInfo,
-        source: SocketAddr,
+        from: &RegisterFrom,
         now: Instant,
     ) -> RegisterOutcome {
         let l = self.limits;
@@ -220,7 +258,9 @@ impl Registrar {
                 let secs = Duration::from_secs(u64::from(expires));
                 current.push(Binding {
                     uri,
-                    source,
+                    source: from.source,
+                    pbx: from.pbx,
+                    path: from.path.clone(),
                     call_id: info.call_id.clone(),
                     cseq: info.cseq.seq,
                     expires_at: now + secs,
@@ -245,14 +285,70 @@ impl Registrar {
             })
             .collect();
         if !contacts.is_empty() {
-            self.view.publish(trunk, &current);
-            if current.is_empty() {
-                self.bindings.remove(trunk);
-            } else {
-                self.bindings.insert(trunk.to_string(), current);
-            }
+            self.store(trunk, current, unix_ms(wall_now));
         }
         RegisterOutcome::Ok(listed)
+    }
+
+    fn store(&mut self, trunk: &str, bindings: Vec<Binding>, updated_unix_ms: u64) {
+        self.view.publish(trunk, &bindings);
+        self.updated.insert(trunk.to_string(), updated_unix_ms);
+        if bindings.is_empty() {
+            self.bindings.remove(trunk);
+        } else {
+            self.bindings.insert(trunk.to_string(), bindings);
+        }
+    }
+
+    /// A trunk's registration as the other instances take it.
+    pub fn shared(&self, trunk: &str, node: &str) -> SharedRegistration {
+        SharedRegistration {
+            trunk: trunk.to_string(),
+            node: node.to_string(),
+            updated_unix_ms: self.updated.get(trunk).copied().unwrap_or(0),
+            bindings: self.bindings(trunk).iter().map(Binding::shared).collect(),
+        }
+    }
+
+    /// Takes another instance's view of a trunk's registration, unless ours is as new. Wall
+    /// clock expiries become `Instant`s here; bindings already over are left out. Returns
+    /// whether anything was taken.
+    pub fn import(&mut self, reg: &SharedRegistration, now: Instant, wall_now: SystemTime) -> bool {
+        if self
+            .updated
+            .get(&reg.trunk)
+            .is_some_and(|t| *t >= reg.updated_unix_ms)
+        {
+            return false;
+        }
+        let wall_ms = unix_ms(wall_now);
+        let mut list = Vec::new();
+        for b in &reg.bindings {
+            let Ok(n) = NameAddr::parse(&format!("<{}>", b.uri)) else {
+                continue;
+            };
+            let Some(left) = b.expires_unix_ms.checked_sub(wall_ms).filter(|l| *l > 0) else {
+                continue;
+            };
+            let left = Duration::from_millis(left)
+                .min(Duration::from_secs(u64::from(self.limits.max_expires)));
+            list.push(Binding {
+                uri: b.uri.clone(),
+                source: b.source,
+                pbx: b.pbx,
+                path: b.path.clone(),
+                call_id: b.call_id.clone(),
+                cseq: b.cseq,
+                expires_at: now + left,
+                expires_at_wall: wall_now + left,
+                key: binding_key(&n),
+            });
+            if list.len() >= self.limits.max_contacts {
+                break;
+            }
+        }
+        self.store(&reg.trunk, list, reg.updated_unix_ms);
+        true
     }
 
     /// The earliest binding expiry.
@@ -318,8 +414,13 @@ mod tests {
         }
     }
 
-    fn src() -> SocketAddr {
-        "10.0.0.9:5060".parse().unwrap()
+    fn src() -> RegisterFrom {
+        let a: SocketAddr = "10.0.0.9:5060".parse().unwrap();
+        RegisterFrom {
+            source: a,
+            pbx: a,
+            path: Vec::new(),
+        }
     }
 
     #[test]
@@ -333,18 +434,18 @@ mod tests {
             Some("300"),
         );
         assert_eq!(
-            r.register("t", &q, &i, src(), t0),
+            r.register("t", &q, &i, &src(), t0),
             RegisterOutcome::Ok(vec![("sip:a@10.0.0.9;rinstance=x".into(), 120)])
         );
         let (q, i) = register(2, "c1", Some("<sip:a@10.0.0.9;rinstance=x>"), Some("300"));
         assert_eq!(
-            r.register("t", &q, &i, src(), t0),
+            r.register("t", &q, &i, &src(), t0),
             RegisterOutcome::Ok(vec![("sip:a@10.0.0.9;rinstance=x".into(), 300)])
         );
         // Asterisk sometimes sends neither: the default applies
         let (q, i) = register(3, "c1", Some("<sip:a@10.0.0.9;rinstance=x>"), None);
         assert_eq!(
-            r.register("t", &q, &i, src(), t0),
+            r.register("t", &q, &i, &src(), t0),
             RegisterOutcome::Ok(vec![("sip:a@10.0.0.9;rinstance=x".into(), 600)])
         );
         // above max: clamped
@@ -355,11 +456,11 @@ mod tests {
             Some("100000"),
         );
         assert_eq!(
-            r.register("t", &q, &i, src(), t0),
+            r.register("t", &q, &i, &src(), t0),
             RegisterOutcome::Ok(vec![("sip:a@10.0.0.9;rinstance=x".into(), 3600)])
         );
         assert!(r.view().get("t").is_registered());
-        assert_eq!(r.view().get("t").primary().unwrap().source, src());
+        assert_eq!(r.view().get("t").primary().unwrap().source, src().source);
     }
 
     #[test]
@@ -367,7 +468,7 @@ mod tests {
         let mut r = Registrar::new(limits(), Registrations::default());
         let (q, i) = register(1, "c1", Some("<sip:a@h>"), Some("30"));
         assert_eq!(
-            r.register("t", &q, &i, src(), Instant::now()),
+            r.register("t", &q, &i, &src(), Instant::now()),
             RegisterOutcome::IntervalTooBrief(60)
         );
         assert!(r.bindings("t").is_empty());
@@ -379,19 +480,19 @@ mod tests {
         let mut r = Registrar::new(limits(), Registrations::default());
         let (q, i) = register(5, "c1", Some("<sip:a@h>"), None);
         assert!(matches!(
-            r.register("t", &q, &i, src(), t0),
+            r.register("t", &q, &i, &src(), t0),
             RegisterOutcome::Ok(_)
         ));
         let (q, i) = register(5, "c1", Some("<sip:a@h>"), Some("0"));
         assert_eq!(
-            r.register("t", &q, &i, src(), t0),
+            r.register("t", &q, &i, &src(), t0),
             RegisterOutcome::BadRequest("CSeq out of order")
         );
         assert_eq!(r.bindings("t").len(), 1);
         // another Call-ID may carry any CSeq (a restarted PBX)
         let (q, i) = register(1, "c2", Some("<sip:a@h>"), Some("0"));
         assert_eq!(
-            r.register("t", &q, &i, src(), t0),
+            r.register("t", &q, &i, &src(), t0),
             RegisterOutcome::Ok(vec![])
         );
         assert!(!r.view().get("t").is_registered());
@@ -403,20 +504,20 @@ mod tests {
         let mut r = Registrar::new(limits(), Registrations::default());
         let (q, i) = register(1, "c1", Some("<sip:a@h>, <sip:b@h>"), None);
         assert!(
-            matches!(r.register("t", &q, &i, src(), t0), RegisterOutcome::Ok(v) if v.len() == 2)
+            matches!(r.register("t", &q, &i, &src(), t0), RegisterOutcome::Ok(v) if v.len() == 2)
         );
         let (q, i) = register(2, "c1", None, None);
         assert!(
-            matches!(r.register("t", &q, &i, src(), t0), RegisterOutcome::Ok(v) if v.len() == 2)
+            matches!(r.register("t", &q, &i, &src(), t0), RegisterOutcome::Ok(v) if v.len() == 2)
         );
         let (q, i) = register(3, "c1", Some("*"), Some("3600"));
         assert!(matches!(
-            r.register("t", &q, &i, src(), t0),
+            r.register("t", &q, &i, &src(), t0),
             RegisterOutcome::BadRequest(_)
         ));
         let (q, i) = register(3, "c1", Some("*"), Some("0"));
         assert_eq!(
-            r.register("t", &q, &i, src(), t0),
+            r.register("t", &q, &i, &src(), t0),
             RegisterOutcome::Ok(vec![])
         );
         assert!(r.bindings("t").is_empty());
@@ -433,7 +534,7 @@ mod tests {
                 Some(&format!("<sip:a@h;rinstance={inst}>")),
                 Some("100"),
             );
-            r.register("t", &q, &i, src(), t0 + Duration::from_secs(n as u64));
+            r.register("t", &q, &i, &src(), t0 + Duration::from_secs(n as u64));
         }
         let uris: Vec<_> = r.bindings("t").iter().map(|b| b.uri.clone()).collect();
         assert_eq!(uris.len(), 2);

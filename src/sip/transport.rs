@@ -33,6 +33,8 @@ pub enum Control {
     Drain,
     /// A reloaded, validated configuration.
     Reconfigure(Arc<Config>),
+    /// Whether some carrier account is subscribed (OPTIONS answers 503 while none is).
+    CarrierReady(bool),
     /// A fact from another instance of the cluster (a trunk's registration, a ban).
     Import(SharedFact),
     /// Lift a ban (the operator, through the status endpoint); the answer says whether there
@@ -148,6 +150,7 @@ pub async fn serve<T: TransactionUser>(
             Some(c) = control.recv() => match c {
                 Control::Drain => endpoint.drain(),
                 Control::Reconfigure(config) => endpoint.reconfigure(&config),
+                Control::CarrierReady(ready) => endpoint.set_carrier_ready(ready),
                 Control::Import(fact) => endpoint.import(fact, Instant::now()),
                 Control::Unban { source, reply } => {
                     let _ = reply.send(endpoint.unban(source, Instant::now()));

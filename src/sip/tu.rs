@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::numbers::{CallerId, Destination};
+use crate::sip::shared::NonceUse;
 
 /// Names one call for its whole life, in both directions (and its record's `id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -48,8 +49,11 @@ pub struct AdmittedInvite {
     pub caller: CallerId,
     /// The From URI as received.
     pub from_uri: String,
-    /// Where the INVITE came from.
+    /// The PBX's address (behind a trusted proxy, the one the proxy stamped).
     pub source: SocketAddr,
+    /// The digest nonce use that authenticated it: claimed cluster-wide before the carrier
+    /// is asked, so a replay on another instance is refused.
+    pub nonce: Option<NonceUse>,
     /// The SDP offer; `None` for an offerless INVITE (we offer in the 200, it answers in ACK).
     pub sdp: Option<String>,
     /// Its RFC 4028 headers.

@@ -52,9 +52,12 @@ fn wrong_carrier_password_is_logged_once_and_the_daemon_keeps_serving() {
     assert_eq!(log.matches("HTTP 401").count(), 1, "{}", tail(&log, 30));
     assert!(!log.contains("not-the-password"));
     assert!(sim.subscriptions().is_empty());
+    // SIP still served, and OPTIONS tells a dispatcher no call could leave now.
     let client = SipClient::new(daemon.sip);
     let r = client.request(&client.options(&[]));
-    assert_eq!(status_code(&r), 200, "SIP still served");
+    assert_eq!(status_code(&r), 503, "{r}");
+    assert!(r.contains("No Carrier Subscribed"), "{r}");
+    assert!(r.contains("Retry-After: "), "{r}");
 }
 
 #[test]

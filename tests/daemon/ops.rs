@@ -309,6 +309,13 @@ fn sighup_applies_a_new_carrier_password() {
     sim.wait_subscriptions("a subscription with the reloaded password", |s| {
         s.iter().any(|s| s["ws_connected"] == true)
     });
+    // OPTIONS follows: 200 once an account is subscribed (the dispatcher may send calls).
+    let client = SipClient::new(d.sip);
+    let ok = wait_until(Duration::from_secs(5), || {
+        let r = client.exchange_within(&client.options(&[]), Duration::from_millis(300))?;
+        r.starts_with("SIP/2.0 200").then_some(())
+    });
+    assert!(ok.is_some(), "OPTIONS still not 200 after the subscription");
     let log = d.log();
     assert!(
         !log.contains("the-right-one-5521") && !log.contains("an-old-one-0017"),

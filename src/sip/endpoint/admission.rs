@@ -11,16 +11,26 @@ use tracing::{info, warn};
 
 use super::answer::Answer;
 use super::dialog::{sdp_of, timer_headers, Dialog, Pending, Phase};
-use super::Endpoint;
+use super::{Endpoint, Peer};
 use crate::numbers::{CallerIdInput, Special, Verdict};
 use crate::sip::grammar::{NameAddr, Uri};
 use crate::sip::message::Request;
 use crate::sip::parse::RequestInfo;
+use crate::sip::route;
+use crate::sip::shared::NonceUse;
 use crate::sip::stats::SipStats;
 use crate::sip::transaction::TxId;
 use crate::sip::tu::{
     reason_header, warning_header, AdmittedInvite, CallRef, DialogEvent, RefusedInvite, Reply,
 };
+
+/// Who an authenticated INVITE is from: the trunk (its index), where it came from, and the
+/// nonce use its digest spent.
+pub(super) struct Authenticated {
+    pub trunk: usize,
+    pub peer: Peer,
+    pub nonce: Option<NonceUse>,
+}
 
 impl Endpoint {
     /// Whether one more call on `trunk` (its index) would pass a concurrent call limit.
@@ -35,12 +45,12 @@ impl Endpoint {
     pub(super) fn new_call(
         &mut self,
         id: TxId,
-        trunk: usize,
+        caller: Authenticated,
         req: &Request,
         info: &RequestInfo,
-        src: SocketAddr,
         now: Instant,
     ) -> Option<Answer> {
+        let Authenticated { trunk, peer, nonce } = caller;
         let name = self.auth.trunks()[trunk].name.clone();
         let call = self.next_call.next();
         let dialled = if info.request_uri.user.is_some() {
@@ -114,7 +124,7 @@ impl Endpoint {
             },
             self.auth.trunks()[trunk].default_caller_id.as_deref(),
         );
-        let dialog = self.answering_dialog(id, name.clone(), req, info, src);
+        let dialog = self.answering_dialog(id, name.clone(), req, info, peer.src);
         info!(call = call.0, trunk = %name, call_id = %info.call_id, destination = %destination.e164,
               "outbound call accepted for the carrier");
         self.dialogs.insert(call, dialog);
@@ -125,7 +135,8 @@ impl Endpoint {
             destination,
             caller,
             from_uri: info.from.uri_text.clone(),
-            source: src,
+            source: peer.pbx,
+            nonce,
             sdp: sdp_of(&req.body),
             timer: timer_headers(&req.headers),
         };
@@ -147,6 +158,19 @@ impl Endpoint {
     ) -> Dialog {
         let local_tag = self.new_tag();
         let to_value = req.headers.get("To").unwrap_or_default();
+        // The route set of a UAS dialog is the Record-Route list in order. Our requests follow
+        // it when a trusted proxy relayed the INVITE; from anyone else they go back to where
+        // the INVITE came from (its NAT), whatever it recorded.
+        let route_set: Vec<String> = req
+            .headers
+            .list_items("Record-Route")
+            .map(str::to_owned)
+            .collect();
+        let peer = if self.proxies.contains(src.ip()) {
+            route::next_hop(&route_set).unwrap_or(src)
+        } else {
+            src
+        };
         let remote_target = req
             .headers
             .get("Contact")
@@ -162,13 +186,8 @@ impl Endpoint {
             local_cseq: u32::from(self.rng.gen::<u16>()) + 1,
             remote_cseq: info.cseq.seq,
             remote_target,
-            // The route set of a UAS dialog is the Record-Route list in order.
-            route_set: req
-                .headers
-                .get_all("Record-Route")
-                .map(str::to_owned)
-                .collect(),
-            peer: src,
+            route_set,
+            peer,
             phase: Phase::Answering(Box::new(Pending {
                 tx: id,
                 req: req.clone(),

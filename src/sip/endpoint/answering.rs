@@ -163,7 +163,11 @@ impl Endpoint {
             return Some(Answer::new(500).reason("CSeq Out of Order"));
         }
         d.remote_cseq = info.cseq.seq;
-        d.peer = src;
+        // Without a route set the PBX is reached where it last spoke from (its NAT may have
+        // moved); with one, along it.
+        if d.route_set.is_empty() {
+            d.peer = src;
+        }
         match req.method {
             Method::Bye => {
                 // An early dialog keeps its pending INVITE: the call answers it as it ends.

@@ -9,6 +9,7 @@
 mod admission;
 mod answer;
 mod answering;
+mod authenticating;
 mod dialog;
 #[cfg(test)]
 mod dialogs_tests;
@@ -19,6 +20,8 @@ mod our_requests;
 #[cfg(test)]
 mod pbx_harness;
 mod precheck;
+mod registering;
+mod sharing;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -29,12 +32,13 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tracing::{debug, info, warn};
 
-use super::auth::{self, AuthOutcome, Authenticator};
+use super::auth::Authenticator;
 use super::message::{Method, Request, Response};
 use super::parse::{parse, ParseFailure, Parsed, RequestInfo};
-use super::registrar::{RegisterOutcome, Registrar, RegistrarLimits, Registrations};
+use super::registrar::{Registrar, RegistrarLimits, Registrations};
 use super::response;
-use super::security::{FailureKind, Guard, SecurityView, Source};
+use super::route::TrustedProxies;
+use super::security::{Guard, SecurityView, Source};
 use super::stats::{SipStats, SipTraffic};
 use super::transaction::{
     ClientRx, ClientTransactions, ServerRx, ServerTransactions, TransactionTimers, Transmit,
@@ -42,8 +46,9 @@ use super::transaction::{
 };
 use crate::config::Config;
 use crate::numbers::{NumberPolicy, NumbersError};
-use crate::sip::shared::SharedFact;
+use crate::sip::shared::{NonceUse, SharedFact};
 use crate::sip::tu::{warning_header, CallRef, CallRefs, DialogEvent};
+use admission::Authenticated;
 use answer::Answer;
 use dialog::Dialogs;
 
@@ -80,6 +85,12 @@ pub struct Endpoint {
     limit_response: u16,
     /// Stopping: new INVITEs get 503.
     draining: bool,
+    /// Some carrier account is subscribed (always, without a `[carrier]`: a registrar only).
+    carrier_ready: bool,
+    /// Proxies whose Via and Path are believed (`[cluster] trusted_proxies`).
+    proxies: TrustedProxies,
+    /// This instance's name in what it shares.
+    node: String,
     /// Facts for the other instances of a cluster, until the edge takes them.
     shared_out: VecDeque<SharedFact>,
     /// Tags, branches, CSeqs and Call-IDs: seeded from the OS, or by a test that wants to
@@ -133,6 +144,9 @@ impl Endpoint {
             max_calls: config.calls.max_calls,
             limit_response: config.calls.limit_response.code(),
             draining: false,
+            carrier_ready: config.carrier.is_none(),
+            proxies: TrustedProxies::new(&config.cluster.trusted_proxies),
+            node: config.cluster.node_name(s.listen),
             shared_out: VecDeque::new(),
             rng: StdRng::from_entropy(),
         })
@@ -163,6 +177,7 @@ impl Endpoint {
             max_contacts: s.max_contacts_per_trunk,
         });
         self.force_rport = s.force_rport;
+        self.proxies = TrustedProxies::new(&config.cluster.trusted_proxies);
         self.server_header = s.server_header.clone();
         self.max_message_size = s.max_message_size;
         self.max_calls = config.calls.max_calls;
@@ -251,14 +266,9 @@ impl Endpoint {
         .min()
     }
 
-    /// A fact from another instance: a trunk's registration, a ban.
-    pub fn import(&mut self, fact: SharedFact, now: Instant) {
-        let _ = (fact, now);
-    }
-
-    /// The next fact to share with the other instances.
-    pub fn poll_shared(&mut self) -> Option<SharedFact> {
-        self.shared_out.pop_front()
+    /// Whether some carrier account is subscribed: OPTIONS says 503 while none is.
+    pub fn set_carrier_ready(&mut self, ready: bool) {
+        self.carrier_ready = ready;
     }
 
     /// Runs every timer due at `now`: retransmissions, transaction timeouts, dialog timers, ban
@@ -295,17 +305,23 @@ impl Endpoint {
     /// `poll_transmit` and `poll_event`.
     pub fn handle_datagram(&mut self, data: &[u8], src: SocketAddr, now: Instant) {
         SipStats::inc(&self.stats.datagrams_received);
-        // A banned source costs one lookup: not even a parse.
-        if self.guard.is_banned(src.ip(), now) {
+        // A banned source costs one lookup: not even a parse. A trusted proxy is never banned
+        // itself: the PBX behind it is judged once the request is read.
+        let proxied = self.proxies.contains(src.ip());
+        if !proxied && self.guard.is_banned(src.ip(), now) {
             return;
         }
         match parse(data, self.max_message_size) {
             Ok(Parsed::Request(req, info)) => {
-                let ua = req.headers.get("User-Agent");
-                if self.guard.screen_user_agent(src.ip(), ua, now) {
+                let peer = self.proxies.pbx_address(&req, src);
+                if proxied && self.guard.is_banned(peer.ip(), now) {
                     return;
                 }
-                self.on_request(req, info, src, now)
+                let ua = req.headers.get("User-Agent");
+                if self.guard.screen_user_agent(peer.ip(), ua, now) {
+                    return;
+                }
+                self.on_request(req, info, Peer { src, pbx: peer }, now)
             }
             Ok(Parsed::Response(resp, info)) => {
                 let rx = TxKey::for_response(&info.top_via, &info.cseq)
@@ -326,8 +342,9 @@ impl Endpoint {
                 partial,
             }) => {
                 SipStats::inc(&self.stats.parse_errors);
+                let peer = self.proxies.pbx_address(&partial, src);
                 let ua = partial.headers.get("User-Agent");
-                if self.guard.screen_user_agent(src.ip(), ua, now) {
+                if self.guard.screen_user_agent(peer.ip(), ua, now) {
                     return;
                 }
                 // Never answer an ACK (RFC 3261 17.2.1: ACK gets no response), nor a source
@@ -336,10 +353,10 @@ impl Endpoint {
                     SipStats::inc(&self.stats.dropped);
                     return;
                 }
-                if !self.guard.charge(src.ip(), now) {
+                if !self.guard.charge(peer.ip(), now) {
                     return;
                 }
-                debug!(%src, error = %error, code, "malformed request rejected");
+                debug!(%src, %peer, error = %error, code, "malformed request rejected");
                 let tag = self.new_tag();
                 let mut r = response::build(
                     &partial,
@@ -357,7 +374,8 @@ impl Endpoint {
         }
     }
 
-    fn on_request(&mut self, req: Request, info: RequestInfo, src: SocketAddr, now: Instant) {
+    fn on_request(&mut self, req: Request, info: RequestInfo, peer: Peer, now: Instant) {
+        let src = peer.src;
         let key = TxKey::for_request(
             &req.method,
             &info.top_via,
@@ -385,7 +403,7 @@ impl Endpoint {
         // A request bound to a live dialog (or a CANCEL of a live INVITE) is a known peer's; any
         // other spends the source's budget of unauthenticated requests.
         let bound = self.bound_to_state(&req, &info);
-        if !bound && !self.guard.charge(src.ip(), now) {
+        if !bound && !self.guard.charge(peer.pbx.ip(), now) {
             return;
         }
         SipStats::inc(&self.stats.requests_received);
@@ -395,7 +413,13 @@ impl Endpoint {
         }
         let work = match req.method {
             Method::Options => {
-                let a = Answer::new(200)
+                let a = match self.unavailable() {
+                    Some((reason, retry)) => {
+                        Answer::new(503).reason(reason).header("Retry-After", retry)
+                    }
+                    None => Answer::new(200),
+                };
+                let a = a
                     .header("Allow", ALLOW)
                     .header("Accept", "application/sdp")
                     .header("Supported", SUPPORTED.join(", "));
@@ -416,20 +440,23 @@ impl Endpoint {
                 return self.reply_stateless(&req, &info, src, a);
             }
             _ if bound => Work::Bound,
-            _ => match self.authenticate(&req, &info, src, now) {
+            _ => match self.authenticate(&req, &info, peer.pbx, now) {
                 Ok(trunk) => {
-                    self.guard.refund(src.ip());
-                    Work::Authenticated(trunk)
+                    self.guard.refund(peer.pbx.ip());
+                    Work::Authenticated(trunk, self.auth.take_nonce_use())
                 }
                 Err(a) => return self.reply_stateless(&req, &info, src, a),
             },
         };
         let id = self.server.open(key);
         let answer = match (work, &req.method) {
-            (Work::Authenticated(trunk), Method::Register) => {
-                Some(self.register(trunk, &req, &info, src, now))
+            (Work::Authenticated(trunk, _), Method::Register) => {
+                Some(self.register(trunk, &req, &info, peer, now))
             }
-            (Work::Authenticated(trunk), _) => self.new_call(id, trunk, &req, &info, src, now),
+            (Work::Authenticated(trunk, nonce), _) => {
+                let caller = Authenticated { trunk, peer, nonce };
+                self.new_call(id, caller, &req, &info, now)
+            }
             (Work::Bound, Method::Cancel) => Some(self.cancel(&info)),
             (Work::Bound, _) => self.in_dialog(id, &req, &info, src),
         };
@@ -448,6 +475,20 @@ impl Endpoint {
             self.out.push_back(t);
         }
         self.finish_cancel(now);
+    }
+
+    /// Why a new call would be refused now, with the Retry-After to give: what OPTIONS tells a
+    /// dispatcher probing this instance (RFC 3261 11.2: the answer an INVITE would get).
+    fn unavailable(&self) -> Option<(&'static str, &'static str)> {
+        if self.draining {
+            Some(("Shutting Down", "60"))
+        } else if !self.carrier_ready {
+            Some(("No Carrier Subscribed", "10"))
+        } else if self.dialogs.active() >= self.max_calls {
+            Some(("Call Limit Reached", "5"))
+        } else {
+            None
+        }
     }
 
     /// An INVITE that starts a dialog (no To tag).
@@ -507,95 +548,20 @@ impl Endpoint {
         }
         r
     }
+}
 
-    /// Authentication shared by REGISTER (401) and other requests (407). Every failure is
-    /// counted by kind and told to the guard, which bans and writes the summary line; the
-    /// per-request detail (with the username, never a password or response) is debug.
-    fn authenticate(
-        &mut self,
-        req: &Request,
-        info: &RequestInfo,
-        src: SocketAddr,
-        now: Instant,
-    ) -> Result<usize, Answer> {
-        let (code, header) = if req.method == Method::Register {
-            (401, "WWW-Authenticate")
-        } else {
-            (407, "Proxy-Authenticate")
-        };
-        if !self.auth.source_possible(src.ip()) {
-            self.source_refused(src, now);
-            debug!(%src, method = %req.method, "request from a source no trunk allows");
-            return Err(Answer::new(403).reason("Source Not Allowed"));
-        }
-        let (failure, answer) = match self.auth.check(req, &info.request_uri, src.ip(), now) {
-            AuthOutcome::Authenticated { trunk } => {
-                let t = &self.auth.trunks()[trunk];
-                if !auth::source_allowed(t, src.ip()) {
-                    debug!(%src, trunk = %t.name, "trunk credentials used from a source it does not allow");
-                    self.source_refused(src, now);
-                    return Err(Answer::new(403).reason("Source Not Allowed"));
-                }
-                return Ok(trunk);
-            }
-            AuthOutcome::Challenge { failure, stale } => {
-                let mut a = Answer::new(code);
-                for c in self.auth.challenges(now, src.ip(), stale) {
-                    a = a.header(header, c);
-                }
-                (failure, a)
-            }
-            AuthOutcome::Refuse { failure, code } => (
-                failure,
-                Answer::new(code).reason("Credentials Not For This Request"),
-            ),
-        };
-        if let Some(kind) = failure.kind() {
-            if kind != FailureKind::Stale {
-                SipStats::inc(&self.stats.auth_failures);
-            }
-            debug!(%src, method = %req.method, reason = %failure, "authentication failed");
-            self.guard.failure(src.ip(), kind, now);
-        }
-        Err(answer)
-    }
-
-    fn source_refused(&mut self, src: SocketAddr, now: Instant) {
-        SipStats::inc(&self.stats.source_refusals);
-        self.guard
-            .failure(src.ip(), FailureKind::SourceNotAllowed, now);
-    }
-
-    fn register(
-        &mut self,
-        trunk: usize,
-        req: &Request,
-        info: &RequestInfo,
-        src: SocketAddr,
-        now: Instant,
-    ) -> Answer {
-        let name = self.auth.trunks()[trunk].name.clone();
-        match self.registrar.register(&name, req, info, src, now) {
-            RegisterOutcome::Ok(contacts) => {
-                SipStats::inc(&self.stats.registrations);
-                debug!(trunk = %name, %src, contacts = contacts.len(), "registered");
-                let mut a = Answer::new(200);
-                for (uri, secs) in contacts {
-                    a = a.header("Contact", format!("<{uri}>;expires={secs}"));
-                }
-                a
-            }
-            RegisterOutcome::IntervalTooBrief(min) => {
-                Answer::new(423).header("Min-Expires", min.to_string())
-            }
-            RegisterOutcome::BadRequest(why) => Answer::new(400).reason(why),
-        }
-    }
+/// Who sent a request: the address it came from, and the PBX behind it (the same, unless a
+/// trusted proxy relayed it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Peer {
+    pub src: SocketAddr,
+    pub pbx: SocketAddr,
 }
 
 /// What a request that keeps state is: authenticated (as a trunk) or bound to a dialog.
 enum Work {
-    Authenticated(usize),
+    /// As trunk number n, with the nonce use its digest spent.
+    Authenticated(usize, Option<NonceUse>),
     Bound,
 }
 

@@ -14,6 +14,7 @@ use super::Endpoint;
 use crate::sip::grammar::{NameAddr, Uri, Via};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::parse::ResponseInfo;
+use crate::sip::route;
 use crate::sip::transaction::{TxId, TxKey};
 use crate::sip::tu::{quotable, CallRef, DialogEvent, InviteToPbx, OwnRequest};
 
@@ -84,8 +85,9 @@ impl Endpoint {
             local_cseq: 1,
             remote_cseq: 0,
             remote_target: request_uri.clone(),
-            route_set: Vec::new(),
-            peer: binding.source,
+            // Until the 2xx brings the dialog's own, the route is the registration's Path.
+            route_set: binding.path.clone(),
+            peer: binding.next_hop(),
             phase: Phase::Ended { our_ack: None },
         };
         let mut headers = inv.headers.clone();
@@ -97,7 +99,7 @@ impl Endpoint {
         d.phase = Phase::Calling(OurInvite {
             cseq: 1,
             via: req.headers.get("Via").unwrap_or_default().to_string(),
-            uri: request_uri,
+            uri: req.uri.clone(),
             got_provisional: false,
             cancel_wanted: false,
             auth_tried: false,
@@ -105,9 +107,10 @@ impl Endpoint {
             headers,
         });
         info!(call = call.0, trunk = %inv.trunk, %call_id, did = %inv.did, contact = %binding.uri,
-              dest = %binding.source, "inbound call offered to the PBX");
+              dest = %d.peer, route = ?d.route_set, "inbound call offered to the PBX");
+        let dest = d.peer;
         self.dialogs.insert(call, d);
-        self.start_client(call, OwnRequest::Invite, &req, &b, binding.source, now);
+        self.start_client(call, OwnRequest::Invite, &req, &b, dest, now);
     }
 
     /// The call gives up on its INVITE: CANCEL now, or once a provisional response has come.
@@ -146,6 +149,10 @@ impl Endpoint {
         r.headers.push("To", to);
         r.headers.push("Call-ID", d.call_id.clone());
         r.headers.push("CSeq", format!("{} CANCEL", u.cseq));
+        // RFC 3261 9.1: the CANCEL takes the INVITE's route.
+        for v in route::apply(&d.remote_target, &d.route_set).1 {
+            r.headers.push("Route", v);
+        }
         let branch = Via::parse(&u.via)
             .ok()
             .and_then(|v| v.branch().map(str::to_owned))
@@ -216,13 +223,18 @@ impl Endpoint {
             {
                 d.remote_target = c.uri_text;
             }
-            // The route set of a UAC dialog is the Record-Route list reversed.
+            // The route set of a UAC dialog is the Record-Route list reversed. Followed when
+            // our INVITE went through a trusted proxy; else the PBX stays reached where its
+            // registration came from (its NAT).
             d.route_set = resp
                 .headers
-                .get_all("Record-Route")
+                .list_items("Record-Route")
                 .map(str::to_owned)
                 .collect();
             d.route_set.reverse();
+            if self.proxies.contains(d.peer.ip()) {
+                d.peer = route::next_hop(&d.route_set).unwrap_or(d.peer);
+            }
             d.phase = Phase::Confirmed(Confirmed::default());
             self.ack_2xx(call, info.cseq.seq);
             if cancelled {
@@ -269,11 +281,17 @@ impl Endpoint {
         let Some(d) = self.dialogs.by_ref.get(&call) else {
             return;
         };
-        let (uri, via) = match &d.phase {
-            Phase::Calling(u) => (u.uri.clone(), u.via.clone()),
+        let (uri, via, routes) = match &d.phase {
+            // RFC 3261 17.1.1.3: the INVITE's Request-URI and Route
+            Phase::Calling(u) => (
+                u.uri.clone(),
+                u.via.clone(),
+                route::apply(&d.remote_target, &d.route_set).1,
+            ),
             _ => (
                 d.remote_target.clone(),
                 resp.headers.get("Via").unwrap_or_default().to_string(),
+                Vec::new(),
             ),
         };
         let mut r = Request::new(Method::Ack, uri);
@@ -284,6 +302,9 @@ impl Endpoint {
             .push("To", resp.headers.get("To").unwrap_or_default().to_string());
         r.headers.push("Call-ID", d.call_id.clone());
         r.headers.push("CSeq", format!("{} ACK", info.cseq.seq));
+        for v in routes {
+            r.headers.push("Route", v);
+        }
         if let Some(t) = self.client.set_ack(id, r.to_bytes().into()) {
             self.out.push_back(t);
         }

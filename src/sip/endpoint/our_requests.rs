@@ -12,6 +12,7 @@ use super::dialog::{Dialog, Phase, Reinvite};
 use super::{Endpoint, ALLOW, SUPPORTED};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::parse::ResponseInfo;
+use crate::sip::route;
 use crate::sip::stats::SipStats;
 use crate::sip::transaction::{ClientRx, Transmit, TxId, TxKey};
 use crate::sip::tu::{CallRef, DialogCommand, OwnRequest, Reply};
@@ -75,7 +76,8 @@ impl Endpoint {
         body: Option<&str>,
         extra: &[(&'static str, String)],
     ) -> Request {
-        let mut r = Request::new(method.clone(), d.remote_target.clone());
+        let (uri, routes) = route::apply(&d.remote_target, &d.route_set);
+        let mut r = Request::new(method.clone(), uri);
         r.headers.push(
             "Via",
             format!("SIP/2.0/UDP {};branch={via_branch};rport", self.sent_by()),
@@ -90,8 +92,8 @@ impl Endpoint {
             method.as_str().to_string()
         };
         r.headers.push("CSeq", format!("{cseq} {cseq_method}"));
-        for route in &d.route_set {
-            r.headers.push("Route", route.clone());
+        for v in routes {
+            r.headers.push("Route", v);
         }
         if matches!(method, Method::Invite) {
             r.headers.push("Contact", self.contact());

@@ -85,16 +85,25 @@ pub struct Guard {
     view: Arc<SecurityView>,
     /// The ban table was full once: said once in the log.
     table_full_said: bool,
+    /// Bans started here since the endpoint last asked, with their end: shared with the other
+    /// instances of a cluster.
+    started: Vec<(Source, Duration)>,
 }
 
 fn exemptions(config: &Config) -> Exemptions {
     Exemptions::new(
-        config.security.never_ban.iter().copied().chain(
-            config
-                .trunks
-                .iter()
-                .flat_map(|t| t.allowed_sources.iter().copied()),
-        ),
+        config
+            .security
+            .never_ban
+            .iter()
+            .copied()
+            .chain(config.cluster.trusted_proxies.iter().copied())
+            .chain(
+                config
+                    .trunks
+                    .iter()
+                    .flat_map(|t| t.allowed_sources.iter().copied()),
+            ),
     )
 }
 
@@ -117,6 +126,7 @@ impl Guard {
             next_sweep: None,
             view,
             table_full_said: false,
+            started: Vec::new(),
             cfg,
         }
     }
@@ -374,6 +384,51 @@ impl Guard {
         let until_wall = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + length);
         warn!(address = %source, reason = reason.label(), failures, ban_s = length.as_secs(),
               until = %until_wall, offence = offences, "address banned");
+        self.started.push((source, length));
+        self.schedule(now);
+    }
+
+    /// Bans started here since the last call, each with its length.
+    pub fn take_started(&mut self) -> Vec<(Source, Duration)> {
+        std::mem::take(&mut self.started)
+    }
+
+    /// A ban another instance started: live here too until `until`, unless the address is
+    /// exempt here or already banned as long.
+    pub fn import_ban(&mut self, ip: IpAddr, until: Instant, now: Instant) {
+        let source = Source::of(ip);
+        if self.exempt.contains(ip) || until <= now {
+            return;
+        }
+        let previous = self.bans.get(&source);
+        if previous.is_some_and(|b| b.live && b.until >= until) {
+            return;
+        }
+        if previous.is_none() && self.bans.len() >= self.cfg.max_tracked_addresses {
+            return;
+        }
+        let offences = previous.map_or(1, |b| b.offences);
+        if !previous.is_some_and(|b| b.live) {
+            self.live_bans += 1;
+        }
+        self.bans.insert(
+            source,
+            Ban {
+                offences,
+                until,
+                live: true,
+            },
+        );
+        self.view.ban_started(BanView {
+            source,
+            reason: BanReason::Shared,
+            failures: 0,
+            offences,
+            since: now,
+            until,
+        });
+        info!(address = %source, ban_s = until.saturating_duration_since(now).as_secs(),
+              "address banned by another instance");
         self.schedule(now);
     }
 }

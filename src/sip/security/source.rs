@@ -16,6 +16,18 @@ pub enum Source {
 }
 
 impl Source {
+    /// The address that stands for this source (an IPv6 /64's first address).
+    pub fn ip(&self) -> IpAddr {
+        match self {
+            Source::V4(a) => IpAddr::V4(*a),
+            Source::V6Net(net) => {
+                let mut o = [0u8; 16];
+                o[..8].copy_from_slice(net);
+                IpAddr::V6(Ipv6Addr::from(o))
+            }
+        }
+    }
+
     pub fn of(ip: IpAddr) -> Source {
         match ip.to_canonical() {
             IpAddr::V4(v4) => Source::V4(v4),

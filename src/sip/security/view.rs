@@ -14,6 +14,8 @@ use super::source::Source;
 pub enum BanReason {
     AuthFailures,
     Scanner,
+    /// Banned by another instance of the cluster.
+    Shared,
 }
 
 impl BanReason {
@@ -21,6 +23,7 @@ impl BanReason {
         match self {
             BanReason::AuthFailures => "auth_failures",
             BanReason::Scanner => "scanner",
+            BanReason::Shared => "shared",
         }
     }
 }

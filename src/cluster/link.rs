@@ -1,0 +1,346 @@
+//! The link to Redis: connects (with backoff), catches up on every (re)connection, then writes
+//! the SIP core's facts, turns the other instances' events into imports and renews this
+//! instance's call leases, until Redis goes away or the daemon stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSubStream};
+use redis::{AsyncCommands, RedisResult};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::debug;
+
+use super::keys::Event;
+use super::outbox::Outbox;
+use super::{lock, now_ms, scripts, Inner, OP_TIMEOUT};
+use crate::sip::shared::{SharedFact, SharedRegistration};
+use crate::sip::transport::Control;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A registration's key outlives its last binding by this, so an older write cannot undo it.
+const REGISTRATION_MARGIN_MS: u64 = 3_600_000;
+
+/// Why serving stopped.
+enum Ended {
+    Stop,
+    Down(String),
+    /// A call's request failed and said why already.
+    Failed,
+}
+
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    mut facts: mpsc::UnboundedReceiver<SharedFact>,
+    imports: mpsc::UnboundedSender<Control>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut outbox = Outbox::default();
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match timeout(CONNECT_TIMEOUT, connect(&inner)).await {
+            Ok(Ok((mut con, stream))) => {
+                backoff = BACKOFF_MIN;
+                match timeout(
+                    Duration::from_secs(10),
+                    catch_up(&inner, &mut con, &imports, &mut outbox),
+                )
+                .await
+                {
+                    Ok(Ok((imported, written))) => {
+                        inner.up(con.clone(), imported, written);
+                        let ended = serve(
+                            &inner,
+                            con,
+                            stream,
+                            (&mut facts, &imports),
+                            &mut outbox,
+                            &mut stop,
+                        )
+                        .await;
+                        match ended {
+                            Ended::Stop => return,
+                            Ended::Down(e) => inner.down(&e),
+                            Ended::Failed => {}
+                        }
+                    }
+                    Ok(Err(e)) => inner.down(&e.to_string()),
+                    Err(_) => inner.down("catching up timed out"),
+                }
+            }
+            Ok(Err(e)) => inner.down(&e.to_string()),
+            Err(_) => inner.down("connecting timed out"),
+        }
+        // Away: keep what the core shares until Redis is back.
+        let until = Instant::now() + backoff;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        loop {
+            tokio::select! {
+                f = facts.recv() => match f {
+                    Some(f) => outbox.push(f),
+                    None => return,
+                },
+                () = sleep_until(until) => break,
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+async fn connect(inner: &Inner) -> RedisResult<(MultiplexedConnection, PubSubStream)> {
+    let con = inner.client.get_multiplexed_async_connection().await?;
+    let mut pubsub = inner.client.get_async_pubsub().await?;
+    pubsub.subscribe(inner.keys.events()).await?;
+    Ok((con, pubsub.into_on_message()))
+}
+
+/// Takes in what the other instances wrote, writes what this one kept, counts its live calls
+/// again. Returns (imported, written).
+async fn catch_up(
+    inner: &Inner,
+    con: &mut MultiplexedConnection,
+    imports: &mpsc::UnboundedSender<Control>,
+    outbox: &mut Outbox,
+) -> RedisResult<(u64, u64)> {
+    let mut imported = 0;
+    for key in scan(con, &inner.keys.registrations()).await? {
+        if let Some(reg) = read_registration(con, &key).await? {
+            if reg.node != inner.node {
+                imported += 1;
+                let _ = imports.send(Control::Import(SharedFact::Registration(reg)));
+            }
+        }
+    }
+    for key in scan(con, &inner.keys.bans()).await? {
+        if let Some(fact) = read_ban(inner, con, &key).await? {
+            imported += 1;
+            let _ = imports.send(Control::Import(fact));
+        }
+    }
+    let written = write(inner, con, outbox).await?;
+    let lease_end = now_ms() + inner.lease_ms();
+    let slots: Vec<(String, String)> = lock(&inner.slots)
+        .iter()
+        .map(|(m, t)| (m.clone(), t.clone()))
+        .collect();
+    for (member, trunk) in slots {
+        let _: i64 = con
+            .zadd(inner.keys.calls(&trunk), member, lease_end)
+            .await?;
+    }
+    Ok((imported, written))
+}
+
+async fn scan(con: &mut MultiplexedConnection, pattern: &str) -> RedisResult<Vec<String>> {
+    let mut keys = Vec::new();
+    let mut iter = con.scan_match::<_, String>(pattern).await?;
+    while let Some(k) = iter.next_item().await {
+        keys.push(k?);
+    }
+    Ok(keys)
+}
+
+/// Connected: until Redis goes away or the daemon stops.
+async fn serve(
+    inner: &Inner,
+    mut con: MultiplexedConnection,
+    mut events: PubSubStream,
+    (facts, imports): (
+        &mut mpsc::UnboundedReceiver<SharedFact>,
+        &mpsc::UnboundedSender<Control>,
+    ),
+    outbox: &mut Outbox,
+    stop: &mut watch::Receiver<bool>,
+) -> Ended {
+    let mut renew = tokio::time::interval(inner.lease / 3);
+    renew.tick().await;
+    // A failure reported while the link was down is old news.
+    let _ = futures_util::FutureExt::now_or_never(inner.failed.notified());
+    loop {
+        let step: RedisResult<()> = tokio::select! {
+            msg = events.next() => match msg {
+                None => return Ended::Down("the event subscription closed".into()),
+                Some(m) => {
+                    let text: String = m.get_payload().unwrap_or_default();
+                    on_event(inner, &mut con, imports, &text).await
+                }
+            },
+            f = facts.recv() => match f {
+                None => return Ended::Stop,
+                Some(f) => {
+                    outbox.push(f);
+                    while let Ok(f) = facts.try_recv() {
+                        outbox.push(f);
+                    }
+                    within(write(inner, &mut con, outbox)).await.map(|n| inner.count(0, n))
+                }
+            },
+            _ = renew.tick() => within(renew_leases(inner, &mut con)).await,
+            () = inner.failed.notified() => return Ended::Failed,
+            _ = stop.changed() => {
+                while let Ok(f) = facts.try_recv() {
+                    outbox.push(f);
+                }
+                let _ = within(write(inner, &mut con, outbox)).await;
+                return Ended::Stop;
+            }
+        };
+        if let Err(e) = step {
+            return Ended::Down(e.to_string());
+        }
+    }
+}
+
+/// `f`, bounded by the request timeout (a few requests' worth).
+async fn within<T>(f: impl std::future::Future<Output = RedisResult<T>>) -> RedisResult<T> {
+    match timeout(OP_TIMEOUT * 10, f).await {
+        Ok(r) => r,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "request timed out",
+        ))),
+    }
+}
+
+async fn on_event(
+    inner: &Inner,
+    con: &mut MultiplexedConnection,
+    imports: &mpsc::UnboundedSender<Control>,
+    text: &str,
+) -> RedisResult<()> {
+    let Some(event) = Event::parse(text) else {
+        debug!(text, "cluster: unreadable event ignored");
+        return Ok(());
+    };
+    if event.node() == inner.node {
+        return Ok(());
+    }
+    let fact = match &event {
+        Event::Registration { trunk, .. } => {
+            within(read_registration(con, &inner.keys.registration(trunk)))
+                .await?
+                .map(SharedFact::Registration)
+        }
+        Event::Ban { ip, .. } => within(read_ban(inner, con, &inner.keys.ban(*ip))).await?,
+    };
+    if let Some(fact) = fact {
+        inner.count(1, 0);
+        let _ = imports.send(Control::Import(fact));
+    }
+    Ok(())
+}
+
+async fn read_registration(
+    con: &mut MultiplexedConnection,
+    key: &str,
+) -> RedisResult<Option<SharedRegistration>> {
+    let data: Option<String> = con.hget(key, "data").await?;
+    Ok(data.and_then(|d| match serde_json::from_str(&d) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            debug!(key, error = %e, "cluster: unreadable registration ignored");
+            None
+        }
+    }))
+}
+
+async fn read_ban(
+    inner: &Inner,
+    con: &mut MultiplexedConnection,
+    key: &str,
+) -> RedisResult<Option<SharedFact>> {
+    let Some(ip) = inner.keys.ban_ip(key) else {
+        return Ok(None);
+    };
+    let until: Option<u64> = con.get(key).await?;
+    Ok(until.map(|until_unix_ms| SharedFact::Ban { ip, until_unix_ms }))
+}
+
+/// Writes everything in the outbox; on failure what was not written goes back. Returns how
+/// many facts were written.
+async fn write(
+    inner: &Inner,
+    con: &mut MultiplexedConnection,
+    outbox: &mut Outbox,
+) -> RedisResult<u64> {
+    let facts = outbox.take();
+    let mut written = 0;
+    for (i, fact) in facts.iter().enumerate() {
+        if let Err(e) = write_one(inner, con, fact).await {
+            outbox.restore(facts[i..].to_vec());
+            return Err(e);
+        }
+        written += 1;
+    }
+    Ok(written)
+}
+
+async fn write_one(
+    inner: &Inner,
+    con: &mut MultiplexedConnection,
+    fact: &SharedFact,
+) -> RedisResult<()> {
+    let now = now_ms();
+    match fact {
+        SharedFact::Registration(reg) => {
+            let last = reg
+                .bindings
+                .iter()
+                .map(|b| b.expires_unix_ms)
+                .max()
+                .unwrap_or(now);
+            let ttl = last.saturating_sub(now) + REGISTRATION_MARGIN_MS;
+            let data = serde_json::to_string(reg).unwrap_or_default();
+            let event = Event::Registration {
+                node: inner.node.clone(),
+                trunk: reg.trunk.clone(),
+            };
+            let mut call = scripts::WRITE_REGISTRATION.key(inner.keys.registration(&reg.trunk));
+            call.arg(data)
+                .arg(reg.updated_unix_ms)
+                .arg(ttl)
+                .arg(inner.keys.events())
+                .arg(event.text());
+            let _: i64 = call.invoke_async(con).await?;
+        }
+        SharedFact::Ban { ip, until_unix_ms } => {
+            let ttl = until_unix_ms.saturating_sub(now);
+            if ttl == 0 {
+                return Ok(());
+            }
+            let event = Event::Ban {
+                node: inner.node.clone(),
+                ip: *ip,
+            };
+            let mut call = scripts::WRITE_BAN.key(inner.keys.ban(*ip));
+            call.arg(*until_unix_ms)
+                .arg(ttl)
+                .arg(inner.keys.events())
+                .arg(event.text());
+            let _: i64 = call.invoke_async(con).await?;
+        }
+    }
+    Ok(())
+}
+
+/// This instance's calls keep counting for another lease.
+async fn renew_leases(inner: &Inner, con: &mut MultiplexedConnection) -> RedisResult<()> {
+    let lease_end = now_ms() + inner.lease_ms();
+    let slots: Vec<(String, String)> = lock(&inner.slots)
+        .iter()
+        .map(|(m, t)| (m.clone(), t.clone()))
+        .collect();
+    for (member, trunk) in slots {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(inner.keys.calls(&trunk))
+            .arg("XX")
+            .arg(lease_end)
+            .arg(member)
+            .query_async(con)
+            .await?;
+    }
+    Ok(())
+}

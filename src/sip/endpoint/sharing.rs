@@ -1,0 +1,43 @@
+//! What the endpoint shares with the other instances of a cluster and takes from them: trunk
+//! registrations and bans, as plain facts (carrying them is the cluster room's business).
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::debug;
+
+use super::Endpoint;
+use crate::sip::shared::{unix_ms, SharedFact};
+
+impl Endpoint {
+    /// A fact from another instance: a trunk's registration, a ban.
+    pub fn import(&mut self, fact: SharedFact, now: Instant) {
+        let wall = SystemTime::now();
+        match fact {
+            SharedFact::Registration(reg) => {
+                if self.registrar.import(&reg, now, wall) {
+                    debug!(trunk = %reg.trunk, node = %reg.node, bindings = reg.bindings.len(),
+                           "registration taken from another instance");
+                }
+            }
+            SharedFact::Ban { ip, until_unix_ms } => {
+                let left = until_unix_ms.saturating_sub(unix_ms(wall));
+                if left > 0 {
+                    self.guard
+                        .import_ban(ip, now + Duration::from_millis(left), now);
+                }
+            }
+        }
+    }
+
+    /// The next fact to share with the other instances.
+    pub fn poll_shared(&mut self) -> Option<SharedFact> {
+        let wall = SystemTime::now();
+        for (source, length) in self.guard.take_started() {
+            self.shared_out.push_back(SharedFact::Ban {
+                ip: source.ip(),
+                until_unix_ms: unix_ms(wall + length),
+            });
+        }
+        self.shared_out.pop_front()
+    }
+}
