@@ -115,11 +115,15 @@ impl Cluster {
         Scenario::uac(scenario, self.edge.sip).dial(dialled, TRUNK_USER, TRUNK_PASS)
     }
 
-    /// One short call through the edge (edge_final.xml): the final response the PBX saw.
+    /// One short call through the edge (edge_final.xml): the final response the PBX saw
+    /// (`None` when sipp failed; what it saw then goes to stderr, for the failure's reader).
     pub fn final_code(&self, dialled: &str) -> Option<u16> {
         let run = self
             .call("edge_final.xml", dialled)
             .run(Duration::from_secs(30));
+        if !run.success {
+            eprintln!("edge_final.xml did not complete:\n{}", run.describe());
+        }
         run.logged_final().filter(|_| run.success)
     }
 
