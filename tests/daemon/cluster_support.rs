@@ -209,9 +209,7 @@ impl Cluster {
 
     /// Which instance (by its account) placed the simulator's call `call`.
     pub fn instance_of(call: &Value) -> Option<usize> {
-        ACCOUNTS
-            .iter()
-            .position(|(u, _)| call["username"] == *u)
+        ACCOUNTS.iter().position(|(u, _)| call["username"] == *u)
     }
 
     /// Waits (bounded) until the simulator has `n` calls, the last ANSWERED: its instance.

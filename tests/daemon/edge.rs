@@ -55,7 +55,11 @@ impl Redis {
             .expect("run redis-server (tests/run.sh installs it)");
         self.child = Some(child);
         let up = wait_until(Duration::from_secs(10), || self.ping().then_some(()));
-        assert!(up.is_some(), "redis-server did not answer PING:\n{}", self.log());
+        assert!(
+            up.is_some(),
+            "redis-server did not answer PING:\n{}",
+            self.log()
+        );
     }
 
     /// Kills it (the data goes with it, as a crashed Redis without persistence loses it).
@@ -72,7 +76,8 @@ impl Redis {
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         let mut buf = [0u8; 16];
         s.write_all(b"PING\r\n").is_ok()
-            && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+            && s.read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
     }
 
     pub fn log(&self) -> String {
@@ -133,13 +138,20 @@ impl Kamailio {
             .expect("run kamailio (tests/run.sh installs it)");
         let k = Kamailio { child, sip, dir };
         let up = wait_until(Duration::from_secs(15), || k.rpc("core.uptime").map(|_| ()));
-        assert!(up.is_some(), "kamailio did not start:\n{}", tail(&k.log(), 40));
+        assert!(
+            up.is_some(),
+            "kamailio did not start:\n{}",
+            tail(&k.log(), 40)
+        );
         k
     }
 
     /// The shipped configuration.
     pub fn config() -> PathBuf {
-        repo_root().join("conf").join("kamailio").join("kamailio.cfg")
+        repo_root()
+            .join("conf")
+            .join("kamailio")
+            .join("kamailio.cfg")
     }
 
     /// `kamcmd COMMAND` over the control socket: its output, if it ran.
@@ -188,7 +200,11 @@ impl Drop for Kamailio {
         // SIGTERM lets the main process stop its children; SIGKILL would orphan them
         // SAFETY: kill(2) on our own child's pid; no memory is involved.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        if wait_until(Duration::from_secs(5), || self.child.try_wait().ok().flatten()).is_none() {
+        if wait_until(Duration::from_secs(5), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .is_none()
+        {
             kill(&mut self.child);
         }
     }
