@@ -155,6 +155,8 @@ async fn serve(
     outbox: &mut Outbox,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
+    // Trunks whose next registration came from a replayed REGISTER: not written.
+    let mut replayed = std::collections::HashSet::new();
     let mut renew = tokio::time::interval(inner.lease / 3);
     renew.tick().await;
     // A failure reported while the link was down is old news.
@@ -171,11 +173,15 @@ async fn serve(
             f = facts.recv() => match f {
                 None => return Ended::Stop,
                 Some(f) => {
-                    outbox.push(f);
+                    let mut batch = vec![f];
                     while let Ok(f) = facts.try_recv() {
-                        outbox.push(f);
+                        batch.push(f);
                     }
-                    within(write(inner, &mut con, outbox)).await.map(|n| inner.count(0, n))
+                    let taken = within(take_in(inner, &mut con, imports, batch, outbox, &mut replayed));
+                    match taken.await {
+                        Ok(()) => within(write(inner, &mut con, outbox)).await.map(|n| inner.count(0, n)),
+                        Err(e) => Err(e),
+                    }
                 }
             },
             _ = renew.tick() => within(renew_leases(inner, &mut con)).await,
@@ -192,6 +198,43 @@ async fn serve(
             return Ended::Down(e.to_string());
         }
     }
+}
+
+/// The core's facts into the outbox. A REGISTER's nonce use is spent first: one another
+/// instance spent before makes the REGISTER a replay, so its registration is not shared and
+/// the instance is told to put back the trunk's registration as Redis has it.
+async fn take_in(
+    inner: &Inner,
+    con: &mut MultiplexedConnection,
+    imports: &mpsc::UnboundedSender<Control>,
+    batch: Vec<SharedFact>,
+    outbox: &mut Outbox,
+    replayed: &mut std::collections::HashSet<String>,
+) -> RedisResult<()> {
+    for fact in batch {
+        match fact {
+            SharedFact::NonceSpent { trunk, nonce } => {
+                if inner.claim(con, &nonce).await? {
+                    continue;
+                }
+                tracing::warn!(%trunk, "cluster: a REGISTER reused a digest answer another instance had seen: \
+                               refused, the trunk's registration put back");
+                let before = read_registration(con, &inner.keys.registration(&trunk))
+                    .await?
+                    .unwrap_or(SharedRegistration {
+                        trunk: trunk.clone(),
+                        node: inner.node.clone(),
+                        updated_unix_ms: 0,
+                        bindings: Vec::new(),
+                    });
+                let _ = imports.send(Control::Import(SharedFact::Revert(before)));
+                replayed.insert(trunk);
+            }
+            SharedFact::Registration(reg) if replayed.remove(&reg.trunk) => {}
+            other => outbox.push(other),
+        }
+    }
+    Ok(())
 }
 
 /// `f`, bounded by the request timeout (a few requests' worth).
@@ -306,6 +349,7 @@ async fn write_one(
                 .arg(event.text());
             let _: i64 = call.invoke_async(con).await?;
         }
+        SharedFact::NonceSpent { .. } | SharedFact::Revert(_) => {}
         SharedFact::Ban { ip, until_unix_ms } => {
             let ttl = until_unix_ms.saturating_sub(now);
             if ttl == 0 {

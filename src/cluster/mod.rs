@@ -151,17 +151,10 @@ impl Cluster {
         let Some(mut con) = self.inner.connection() else {
             return Claim::Unknown;
         };
-        let ttl = u.valid_until_unix_ms.saturating_sub(now_ms()).max(1_000);
-        let key = self.inner.keys.nonce(&u.nonce);
-        let mut call = scripts::CLAIM_NONCE.key(key);
-        call.arg(u.nc).arg(ttl);
-        let r = tokio::time::timeout(OP_TIMEOUT, call.invoke_async::<i64>(&mut con)).await;
+        let r = tokio::time::timeout(OP_TIMEOUT, self.inner.claim(&mut con, u)).await;
         match self.inner.settle(r) {
-            Some(1) => Claim::Fresh,
-            Some(_) => {
-                lock(&self.inner.status).replays_refused += 1;
-                Claim::Replayed
-            }
+            Some(true) => Claim::Fresh,
+            Some(false) => Claim::Replayed,
             None => Claim::Unknown,
         }
     }
@@ -237,6 +230,22 @@ impl Cluster {
 }
 
 impl Inner {
+    /// Spends `u` in Redis: `false` when some instance spent it before (counted).
+    async fn claim(
+        &self,
+        con: &mut MultiplexedConnection,
+        u: &NonceUse,
+    ) -> redis::RedisResult<bool> {
+        let ttl = u.valid_until_unix_ms.saturating_sub(now_ms()).max(1_000);
+        let mut call = scripts::CLAIM_NONCE.key(self.keys.nonce(&u.nonce));
+        call.arg(u.nc).arg(ttl);
+        let fresh = call.invoke_async::<i64>(con).await? == 1;
+        if !fresh {
+            lock(&self.status).replays_refused += 1;
+        }
+        Ok(fresh)
+    }
+
     fn connection(&self) -> Option<MultiplexedConnection> {
         lock(&self.conn).clone()
     }

@@ -37,6 +37,8 @@ impl Outbox {
                 }
                 self.bans.push_back(ban);
             }
+            // Checked as they come, while Redis is there; never kept for later.
+            SharedFact::NonceSpent { .. } | SharedFact::Revert(_) => {}
         }
     }
 

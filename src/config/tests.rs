@@ -165,3 +165,41 @@ fn log_format_is_text_or_json() {
     assert_eq!(errs[0].line, Some(2), "{errs:?}");
     assert!(errs[0].message.contains("json"), "{errs:?}");
 }
+
+#[test]
+fn cluster_errors_name_the_key_and_line_and_never_the_url() {
+    let text = format!(
+        "{GOOD}\n[cluster]\nnode = \"a b\"\nredis = \"http://:hunter2secret@10.0.0.7\"\n\
+         key_prefix = \"tg:x\"\ncall_lease = \"1s\"\ntrusted_proxies = [\"10.0.0.5/32\"]\n"
+    );
+    let errs = Config::from_toml(&text).unwrap_err();
+    let find = |k: &str| {
+        errs.iter()
+            .find(|e| e.key == k)
+            .unwrap_or_else(|| panic!("no error for {k}: {errs:?}"))
+    };
+    let redis = find("cluster.redis");
+    let line = text.lines().position(|l| l.starts_with("redis")).unwrap() + 1;
+    assert_eq!(redis.line, Some(line), "{redis}");
+    assert!(
+        errs.iter().all(|e| !e.to_string().contains("hunter2")),
+        "{errs:?}"
+    );
+    // with redis, a secret every instance signs nonces with
+    assert!(find("cluster.secret").message.contains("required"));
+    find("cluster.node");
+    find("cluster.key_prefix");
+    find("cluster.call_lease");
+
+    let text = format!(
+        "{GOOD}\n[cluster]\nredis = \"redis://10.0.0.7:6379\"\nsecret = \"0123456789abcdef\"\n\
+         trusted_proxies = [\"10.0.0.5/32\"]\n"
+    );
+    let c = Config::from_toml(&text).unwrap();
+    assert!(c.cluster.is_trusted_proxy("10.0.0.5".parse().unwrap()));
+    assert!(!c.cluster.is_trusted_proxy("10.0.0.6".parse().unwrap()));
+    assert_eq!(c.cluster.node_name(c.sip.listen), "127.0.0.1:5070");
+    let short = text.replace("0123456789abcdef", "short");
+    let errs = Config::from_toml(&short).unwrap_err();
+    assert!(errs.iter().any(|e| e.key == "cluster.secret"), "{errs:?}");
+}

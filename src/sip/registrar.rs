@@ -321,6 +321,13 @@ impl Registrar {
         {
             return false;
         }
+        self.replace(reg, now, wall_now);
+        true
+    }
+
+    /// Takes `reg` whatever its age: what a trunk's registration was before a replayed
+    /// REGISTER changed it.
+    pub fn replace(&mut self, reg: &SharedRegistration, now: Instant, wall_now: SystemTime) {
         let wall_ms = unix_ms(wall_now);
         let mut list = Vec::new();
         for b in &reg.bindings {
@@ -348,7 +355,6 @@ impl Registrar {
             }
         }
         self.store(&reg.trunk, list, reg.updated_unix_ms);
-        true
     }
 
     /// The earliest binding expiry.

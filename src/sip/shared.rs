@@ -45,6 +45,17 @@ pub struct SharedRegistration {
 pub enum SharedFact {
     /// A trunk's registration changed (REGISTER, or expiry).
     Registration(SharedRegistration),
+    /// A REGISTER for `trunk` spent this nonce use (shared only, never imported): should another
+    /// instance have seen it, the REGISTER was a replay, and its registration is reverted.
+    NonceSpent {
+        /// The trunk the REGISTER was for.
+        trunk: String,
+        /// What it spent.
+        nonce: NonceUse,
+    },
+    /// A trunk's registration as it was before a replayed REGISTER changed it here (imported
+    /// only, whatever its age).
+    Revert(SharedRegistration),
     /// An address was banned until a wall-clock time (milliseconds since the Unix epoch).
     Ban {
         /// The banned address (the PBX's, never a trusted proxy's).

@@ -3,6 +3,7 @@
 
 mod harness;
 mod http;
+mod redis_process;
 mod sim_process;
 mod sip_client;
 mod sipp;
@@ -27,6 +28,7 @@ mod reload;
 mod rtp_capture;
 mod security;
 mod sha256_auth;
+mod shared_state;
 mod systemd;
 mod tagged_audio;
 mod torture;

@@ -450,8 +450,8 @@ impl Endpoint {
         };
         let id = self.server.open(key);
         let answer = match (work, &req.method) {
-            (Work::Authenticated(trunk, _), Method::Register) => {
-                Some(self.register(trunk, &req, &info, peer, now))
+            (Work::Authenticated(trunk, nonce), Method::Register) => {
+                Some(self.register(trunk, &req, &info, peer, nonce, now))
             }
             (Work::Authenticated(trunk, nonce), _) => {
                 let caller = Authenticated { trunk, peer, nonce };

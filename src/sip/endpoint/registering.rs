@@ -10,7 +10,7 @@ use super::{Endpoint, Peer};
 use crate::sip::message::Request;
 use crate::sip::parse::RequestInfo;
 use crate::sip::registrar::{RegisterFrom, RegisterOutcome};
-use crate::sip::shared::SharedFact;
+use crate::sip::shared::{NonceUse, SharedFact};
 use crate::sip::stats::SipStats;
 
 impl Endpoint {
@@ -20,6 +20,7 @@ impl Endpoint {
         req: &Request,
         info: &RequestInfo,
         peer: Peer,
+        nonce: Option<NonceUse>,
         now: Instant,
     ) -> Answer {
         let name = self.auth.trunks()[trunk].name.clone();
@@ -41,6 +42,12 @@ impl Endpoint {
                 debug!(trunk = %name, src = %peer.src, pbx = %peer.pbx, path = ?from.path,
                        contacts = contacts.len(), "registered");
                 if req.headers.get("Contact").is_some() {
+                    if let Some(nonce) = nonce {
+                        self.shared_out.push_back(SharedFact::NonceSpent {
+                            trunk: name.clone(),
+                            nonce,
+                        });
+                    }
                     let reg = self.registrar.shared(&name, &self.node);
                     self.shared_out.push_back(SharedFact::Registration(reg));
                 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::Endpoint;
 use crate::sip::shared::{unix_ms, SharedFact};
@@ -19,6 +19,12 @@ impl Endpoint {
                            "registration taken from another instance");
                 }
             }
+            SharedFact::Revert(reg) => {
+                warn!(trunk = %reg.trunk, "a REGISTER taken here was a replay of one another instance saw: \
+                      the trunk's registration is put back as it was");
+                self.registrar.replace(&reg, now, wall);
+            }
+            SharedFact::NonceSpent { .. } => {}
             SharedFact::Ban { ip, until_unix_ms } => {
                 let left = until_unix_ms.saturating_sub(unix_ms(wall));
                 if left > 0 {
