@@ -10,7 +10,7 @@ use crate::call_support::ANSWER_DIALLED;
 use crate::call_support::{echo_shortfall, g711a_packets, pcap_shortfall_at_carrier, states};
 use crate::cluster_support::{rtp_count, Cluster, ACCOUNTS};
 use crate::edge::{Kamailio, PROBE_INTERVAL_S};
-use crate::harness::{free_udp_port, repo_root, trunkgate, wait_until};
+use crate::harness::{repo_root, trunkgate, wait_until};
 use crate::sip_client::SipClient;
 use crate::sipp::free_media_port;
 
@@ -47,11 +47,7 @@ fn a_pbx_registers_and_calls_out_through_the_edge_with_both_instances_probed_act
     let c = Cluster::start("");
     probed_active(&c);
 
-    let pbx_port = free_udp_port();
-    c.register(pbx_port);
-    for i in 0..2 {
-        c.wait_registered(i, pbx_port);
-    }
+    c.register_shared();
 
     // the answer names the instance's own address, so the audio flows straight between
     // sipp and the instance; only the signalling goes through the edge
@@ -75,11 +71,9 @@ fn a_pbx_registers_and_calls_out_through_the_edge_with_both_instances_probed_act
 fn carrier_calls_on_either_instance_ring_the_registered_contact_through_the_edge() {
     let c = Cluster::start("");
     probed_active(&c);
-    let pbx_port = free_udp_port();
-    c.register(pbx_port);
+    let pbx_port = c.register_shared();
     // the REGISTER reached one instance; a call on each instance covers the other one
     for (i, (account, _)) in ACCOUNTS.iter().enumerate() {
-        c.wait_registered(i, pbx_port);
         let media = free_media_port();
         let capture = c.capture_toward_pbx(media);
         let uas = c.uas("edge_inbound_uas.xml", pbx_port, media);
@@ -281,11 +275,7 @@ fn kill_9_on_an_instance_new_calls_succeed_through_the_other_and_no_record_is_lo
 fn redis_restarted_mid_test_calls_keep_working_and_bindings_are_shared_again() {
     let mut c = Cluster::start("");
     probed_active(&c);
-    let pbx_port = free_udp_port();
-    c.register(pbx_port);
-    for i in 0..2 {
-        c.wait_registered(i, pbx_port);
-    }
+    c.register_shared();
 
     c.redis.stop();
     let redis_is = |c: &Cluster, want: &str| {
@@ -321,9 +311,6 @@ fn redis_restarted_mid_test_calls_keep_working_and_bindings_are_shared_again() {
 
     c.redis.resume();
     redis_is(&c, "up");
-    let again = free_udp_port();
-    c.register(again);
-    for i in 0..2 {
-        c.wait_registered(i, again);
-    }
+    // a new binding (the PBX registers from another port) reaches both instances again
+    c.register_shared();
 }

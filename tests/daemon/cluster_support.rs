@@ -138,6 +138,17 @@ impl Cluster {
         self.assert_sipp_ok(&reg, "reg_auth.xml through the edge");
     }
 
+    /// Registers the trunk through the edge from a fresh port and waits (bounded) until both
+    /// instances show that binding, with its Path: the port.
+    pub fn register_shared(&self) -> u16 {
+        let pbx_port = free_udp_port();
+        self.register(pbx_port);
+        for i in 0..2 {
+            self.wait_registered(i, pbx_port);
+        }
+        pbx_port
+    }
+
     /// Waits (bounded) until instance `i`'s `/status` shows the trunk registered from
     /// `pbx_port` with the edge in its Path; that trunk entry.
     pub fn wait_registered(&self, i: usize, pbx_port: u16) -> Value {
