@@ -6,10 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests drive: sipp (sip-tester) plays the PBX, coturn's `turnserver` is the
-# TURN relay of the media tests (they start their own; the package's service must not run).
+# TURN relay of the media tests, Kamailio (with kamcmd) and Redis are the cluster tests' edge and
+# shared store (the tests start their own of each; the packages' services must not run).
+# conf/kamailio/kamailio.cfg needs no module from kamailio-extra-modules.
 packages=()
 if ! command -v sipp >/dev/null 2>&1; then packages+=(sip-tester); fi
 if ! command -v turnserver >/dev/null 2>&1; then packages+=(coturn); fi
+if ! command -v kamailio >/dev/null 2>&1 || ! command -v kamcmd >/dev/null 2>&1; then packages+=(kamailio); fi
+if ! command -v redis-server >/dev/null 2>&1; then packages+=(redis-server); fi
 if [ ${#packages[@]} -gt 0 ]; then
     echo "== installing ${packages[*]}"
     sudo=""
@@ -27,14 +31,16 @@ if [ ${#packages[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
     if [ -n "$policy" ]; then $sudo rm -f "$policy"; trap - EXIT; fi
     # Should a service have started anyway (an existing policy-rc.d allowing it), stop it: it
-    # would hold 3478/5349 and log under /var.
-    if [[ " ${packages[*]} " == *" coturn "* ]]; then
-        if [ -d /run/systemd/system ]; then
-            $sudo systemctl disable --now coturn >/dev/null 2>&1 || true
-        else
-            $sudo service coturn stop >/dev/null 2>&1 || true
+    # would hold 3478/5349, 5060 or 6379 and log under /var.
+    for service in coturn kamailio redis-server; do
+        if [[ " ${packages[*]} " == *" $service "* ]]; then
+            if [ -d /run/systemd/system ]; then
+                $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
+            else
+                $sudo service "$service" stop >/dev/null 2>&1 || true
+            fi
         fi
-    fi
+    done
 fi
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -125,6 +125,9 @@ pub struct DaemonConfig<'a> {
     pub status_listen: Option<&'a str>,
     /// What follows: `[[trunks]]` blocks and any other tables.
     pub tables: &'a str,
+    /// The loopback address `[sip] listen` binds (127.0.0.1 by default; the cluster tests put
+    /// each instance on its own).
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 impl Daemon {
@@ -153,10 +156,11 @@ impl Daemon {
         env: impl FnOnce(&Path) -> Vec<(String, String)>,
     ) -> Daemon {
         let port = free_udp_port();
+        let ip = c.ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST);
         let dir = tempfile::tempdir().expect("tempdir");
         let cdr = dir.path().join("cdr.jsonl");
         let config = format!(
-            "[log]\nlevel = \"debug\"\n{}\n\n[sip]\nlisten = \"127.0.0.1:{port}\"\nrealm = \"{REALM}\"\n{}\n\n\
+            "[log]\nlevel = \"debug\"\n{}\n\n[sip]\nlisten = \"{ip}:{port}\"\nrealm = \"{REALM}\"\n{}\n\n\
              [cdr]\npath = \"{}\"\n\n[status]\nlisten = \"{}\"\n\n{}\n",
             c.log,
             c.sip,
@@ -180,7 +184,7 @@ impl Daemon {
         });
         let d = Daemon {
             child,
-            sip: SocketAddr::from(([127, 0, 0, 1], port)),
+            sip: SocketAddr::from((ip, port)),
             dir,
         };
         d.wait_ready();

@@ -15,7 +15,10 @@ mod calls;
 mod calls_more;
 mod carrier;
 mod cli;
+mod cluster;
+mod cluster_support;
 mod coturn;
+mod edge;
 mod media_engine;
 
 mod numbers;
