@@ -3,7 +3,6 @@
 
 mod harness;
 mod http;
-mod redis_process;
 mod sim_process;
 mod sip_client;
 mod sipp;
@@ -22,8 +21,8 @@ mod edge;
 mod media_engine;
 
 mod numbers;
-mod qualify;
 mod ops;
+mod qualify;
 mod register_sipp;
 mod reload;
 mod rtp_capture;

@@ -43,7 +43,9 @@ fn a_pbx_that_stops_answering_options_is_unreachable_and_its_carrier_calls_refus
     // T1 50 ms: Timer F (64 T1) is 3.2 s
     let b = Bridge::start_full("t1 = \"50ms\"\nqualify_interval = \"1s\"", "", "");
     let pbx = SipClient::new(b.daemon.sip);
-    let r = pbx.register_trunk(TRUNK_USER, TRUNK_PASS).expect("registered");
+    let r = pbx
+        .register_trunk(TRUNK_USER, TRUNK_PASS)
+        .expect("registered");
     assert_eq!(status_code(&r), 200, "{r}");
 
     let options = next_options(&pbx, Duration::from_secs(5)).expect("an OPTIONS after REGISTER");
@@ -78,16 +80,19 @@ fn a_pbx_that_stops_answering_options_is_unreachable_and_its_carrier_calls_refus
         "/originate",
         Some(r#"{"to":"+97142001000","from":"+971509990000","mode":"tone"}"#),
     );
-    assert!(code == 200 && v["delivered"] == true, "originate: {code} {v}");
+    assert!(
+        code == 200 && v["delivered"] == true,
+        "originate: {code} {v}"
+    );
     let record = wait_until(Duration::from_secs(5), || {
-        b.daemon.cdrs().into_iter().find(|r| r["direction"] == "inbound")
+        b.daemon
+            .cdrs()
+            .into_iter()
+            .find(|r| r["direction"] == "inbound")
     })
     .expect("the refused carrier call's record");
     assert_eq!(record["sip_code"], 480, "{record}");
-    assert!(
-        record.to_string().contains("Unreachable"),
-        "{record}"
-    );
+    assert!(record.to_string().contains("Unreachable"), "{record}");
     let invite = pbx
         .everything(Duration::from_millis(300))
         .into_iter()

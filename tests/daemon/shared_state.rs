@@ -4,15 +4,15 @@
 
 use std::time::Duration;
 
+use crate::edge::Redis;
 use crate::harness::*;
-use crate::redis_process::RedisProcess;
 use crate::sim_process::SimProcess;
 use crate::sip_client::{find_challenge, status_code, SipClient};
 use trunkgate::sip::digest::Algorithm;
 
 const SECRET: &str = "shared-nonce-secret-for-tests";
 
-fn instance(node: &str, redis: &RedisProcess, sim: &SimProcess, user: &str) -> Daemon {
+fn instance(node: &str, redis: &Redis, sim: &SimProcess, user: &str) -> Daemon {
     Daemon::start(
         "",
         &format!(
@@ -26,7 +26,7 @@ fn instance(node: &str, redis: &RedisProcess, sim: &SimProcess, user: &str) -> D
 
 #[test]
 fn two_instances_share_registrations_and_refuse_a_replayed_digest() {
-    let redis = RedisProcess::start();
+    let redis = Redis::start();
     let sim = SimProcess::start_full(
         "gw-a",
         "pw",
