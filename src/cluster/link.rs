@@ -121,16 +121,8 @@ async fn catch_up(
         }
     }
     let written = write(inner, con, outbox).await?;
-    let lease_end = now_ms() + inner.lease_ms();
-    let slots: Vec<(String, String)> = lock(&inner.slots)
-        .iter()
-        .map(|(m, t)| (m.clone(), t.clone()))
-        .collect();
-    for (member, trunk) in slots {
-        let _: i64 = con
-            .zadd(inner.keys.calls(&trunk), member, lease_end)
-            .await?;
-    }
+    // Counted again whatever Redis lost meanwhile (a restart without persistence).
+    count_calls(inner, con, false).await?;
     Ok((imported, written))
 }
 
@@ -184,7 +176,7 @@ async fn serve(
                     }
                 }
             },
-            _ = renew.tick() => within(renew_leases(inner, &mut con)).await,
+            _ = renew.tick() => within(count_calls(inner, &mut con, true)).await,
             () = inner.failed.notified() => return Ended::Failed,
             _ = stop.changed() => {
                 while let Ok(f) = facts.try_recv() {
@@ -370,21 +362,25 @@ async fn write_one(
     Ok(())
 }
 
-/// This instance's calls keep counting for another lease.
-async fn renew_leases(inner: &Inner, con: &mut MultiplexedConnection) -> RedisResult<()> {
+/// This instance's calls count for another lease: only those still counted in Redis
+/// (`renew`), or all of them (after a reconnection).
+async fn count_calls(
+    inner: &Inner,
+    con: &mut MultiplexedConnection,
+    renew: bool,
+) -> RedisResult<()> {
     let lease_end = now_ms() + inner.lease_ms();
     let slots: Vec<(String, String)> = lock(&inner.slots)
         .iter()
         .map(|(m, t)| (m.clone(), t.clone()))
         .collect();
     for (member, trunk) in slots {
-        let _: i64 = redis::cmd("ZADD")
-            .arg(inner.keys.calls(&trunk))
-            .arg("XX")
-            .arg(lease_end)
-            .arg(member)
-            .query_async(con)
-            .await?;
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(inner.keys.calls(&trunk));
+        if renew {
+            zadd.arg("XX");
+        }
+        let _: i64 = zadd.arg(lease_end).arg(member).query_async(con).await?;
     }
     Ok(())
 }

@@ -96,8 +96,9 @@ pub(crate) fn apply(target: &str, routes: &[String]) -> (String, Vec<String>) {
     }
 }
 
-/// A URI without its `?headers` part (not allowed in a Request-URI).
-fn strip_headers(uri: &str) -> String {
+/// A URI without its `?headers` part: a registered Contact may carry some (`?Subject=...`), a
+/// Request-URI may not (RFC 3261 19.1.5).
+pub(crate) fn strip_headers(uri: &str) -> String {
     uri.split('?').next().unwrap_or(uri).to_string()
 }
 

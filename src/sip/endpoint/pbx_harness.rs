@@ -33,6 +33,7 @@ pub fn config(calls: &str, trunk_extra: &str) -> Config {
 [sip]
 listen = "127.0.0.1:5070"
 realm = "{REALM}"
+qualify_interval = "0s"
 
 [calls]
 {calls}

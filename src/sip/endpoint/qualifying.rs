@@ -49,7 +49,8 @@ impl Endpoint {
             let branch = self.branch();
             let tag = self.new_tag();
             let sent_by = self.sent_by();
-            let (uri, routes) = route::apply(&b.uri, &b.path);
+            let target = route::strip_headers(&b.uri);
+            let (uri, routes) = route::apply(&target, &b.path);
             let mut r = Request::new(Method::Options, uri);
             r.headers.push(
                 "Via",
@@ -58,7 +59,7 @@ impl Endpoint {
             r.headers.push("Max-Forwards", "70");
             r.headers
                 .push("From", format!("<sip:trunkgate@{sent_by}>;tag={tag}"));
-            r.headers.push("To", format!("<{}>", b.uri));
+            r.headers.push("To", format!("<{target}>"));
             let call_id = format!("{:032x}@trunkgate", self.rng.gen::<u128>());
             r.headers.push("Call-ID", call_id);
             r.headers.push("CSeq", "1 OPTIONS");

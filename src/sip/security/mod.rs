@@ -353,7 +353,6 @@ impl Guard {
             return;
         }
         let offences = previous.map_or(1, |b| b.offences.saturating_add(1));
-        let was_live = previous.is_some_and(|b| b.live);
         let factor = 1u32.checked_shl(offences - 1).unwrap_or(u32::MAX);
         let length = self
             .cfg
@@ -361,18 +360,7 @@ impl Guard {
             .saturating_mul(factor)
             .min(self.cfg.ban_time_max);
         let until = now + length;
-        self.bans.insert(
-            source,
-            Ban {
-                offences,
-                until,
-                live: true,
-            },
-        );
-        if !was_live {
-            self.live_bans += 1;
-        }
-        self.view.ban_started(BanView {
+        self.make_live(BanView {
             source,
             reason,
             failures,
@@ -386,6 +374,23 @@ impl Guard {
               until = %until_wall, offence = offences, "address banned");
         self.started.push((source, length));
         self.schedule(now);
+    }
+
+    /// Records `ban` as live (counted once however often it is lengthened) and shows it.
+    fn make_live(&mut self, ban: BanView) {
+        let was_live = self.bans.get(&ban.source).is_some_and(|b| b.live);
+        self.bans.insert(
+            ban.source,
+            Ban {
+                offences: ban.offences,
+                until: ban.until,
+                live: true,
+            },
+        );
+        if !was_live {
+            self.live_bans += 1;
+        }
+        self.view.ban_started(ban);
     }
 
     /// Bans started here since the last call, each with its length.
@@ -408,18 +413,7 @@ impl Guard {
             return;
         }
         let offences = previous.map_or(1, |b| b.offences);
-        if !previous.is_some_and(|b| b.live) {
-            self.live_bans += 1;
-        }
-        self.bans.insert(
-            source,
-            Ban {
-                offences,
-                until,
-                live: true,
-            },
-        );
-        self.view.ban_started(BanView {
+        self.make_live(BanView {
             source,
             reason: BanReason::Shared,
             failures: 0,
