@@ -131,6 +131,9 @@ impl Scenario {
                 &media,
             ])
             .args(["-nostdin", "-timeout", &timeout, "-timeout_error"])
+            // a PBX answers the OPTIONS that qualify its registration (sipp: 200 to an
+            // OPTIONS, INFO, NOTIFY or UPDATE outside the scenario)
+            .arg("-aa")
             .args(["-trace_err", "-error_file"])
             .arg(dir.path().join("errors.log"))
             .args(["-trace_logs", "-log_file"])
