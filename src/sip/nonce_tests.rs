@@ -376,3 +376,25 @@ fn nc_tracker_scales_without_quadratic_cost() {
         assert!(t.len() <= 1000);
     }
 }
+
+#[test]
+fn instances_sharing_the_secret_verify_each_others_nonces_on_the_wall_clock() {
+    let a = NonceFactory::with_secret(Instant::now(), LIFE, SECRET);
+    std::thread::sleep(Duration::from_millis(20));
+    let b = NonceFactory::with_secret(Instant::now(), LIFE, SECRET);
+    let now = Instant::now();
+    let n = a.issue(now, ip4());
+    assert_eq!(b.check(&n, now, ip4()), NonceStatus::Valid);
+    assert_eq!(b.check(&n, now + LIFE + secs(1), ip4()), NonceStatus::Stale);
+    let (ua, ub) = (a.valid_until(&n).unwrap(), b.valid_until(&n).unwrap());
+    let apart = if ua > ub { ua - ub } else { ub - ua };
+    assert!(apart < Duration::from_millis(50), "{apart:?}");
+    // Stamped by a clock a little ahead: taken; far ahead: refused.
+    let ahead = a.issue(now + Duration::from_millis(400), ip4());
+    assert_eq!(b.check(&ahead, now, ip4()), NonceStatus::Valid);
+    let far = a.issue(now + secs(5), ip4());
+    assert_eq!(b.check(&far, now, ip4()), NonceStatus::Invalid);
+    // Another secret: nothing.
+    let c = NonceFactory::with_secret(Instant::now(), LIFE, [9; 32]);
+    assert_eq!(c.check(&n, now, ip4()), NonceStatus::Invalid);
+}

@@ -20,6 +20,8 @@ mod our_requests;
 #[cfg(test)]
 mod pbx_harness;
 mod precheck;
+#[cfg(test)]
+mod proxy_tests;
 mod qualifying;
 mod registering;
 mod sharing;
