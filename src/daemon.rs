@@ -85,7 +85,9 @@ pub async fn run(config: Config, path: std::path::PathBuf) -> anyhow::Result<()>
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (facts_tx, facts_rx) = mpsc::unbounded_channel();
-    let node = config.cluster.node_name(config.sip.listen);
+    let node = config
+        .cluster
+        .node_name(config.sip.listen, config.sip.advertise);
     let cluster = Cluster::start(&config.cluster, &node, control_tx.clone(), facts_rx)?;
     let ctx = Arc::new(call_context(
         &config,

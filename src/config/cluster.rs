@@ -3,6 +3,7 @@
 //! nonce use, bans and call counts between the instances.
 
 use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::schema::Secret;
@@ -84,13 +85,31 @@ impl ClusterConfig {
         errs
     }
 
-    /// This instance's name: `node`, else the SIP listen address.
-    pub fn node_name(&self, listen: std::net::SocketAddr) -> String {
-        if self.node.is_empty() {
-            listen.to_string()
-        } else {
-            self.node.clone()
+    /// This instance's name: `node`, else its SIP address (the advertised one when it listens
+    /// on every interface).
+    pub fn node_name(&self, listen: SocketAddr, advertise: Option<IpAddr>) -> String {
+        if !self.node.is_empty() {
+            return self.node.clone();
         }
+        match advertise {
+            Some(ip) if listen.ip().is_unspecified() => {
+                SocketAddr::new(ip, listen.port()).to_string()
+            }
+            _ => listen.to_string(),
+        }
+    }
+
+    /// With Redis, instances must be told apart: a wildcard listen address with nothing
+    /// advertised would name every instance alike (and each would ignore the others' news).
+    pub fn validate_node(&self, listen: SocketAddr, advertise: Option<IpAddr>) -> Option<String> {
+        (self.redis.is_some()
+            && self.node.is_empty()
+            && listen.ip().is_unspecified()
+            && advertise.is_none())
+        .then(|| {
+            "must name this instance (the listen address 0.0.0.0 does not tell instances apart)"
+                .to_string()
+        })
     }
 
     /// The proxies whose Via and Path are believed include `ip`.

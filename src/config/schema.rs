@@ -361,6 +361,9 @@ impl Config {
         for (k, m) in self.cluster.validate() {
             e(&k, m);
         }
+        if let Some(m) = self.cluster.validate_node(sip.listen, sip.advertise) {
+            e("cluster.node", m);
+        }
         for (k, m) in self.security.validate() {
             e(&k, m);
         }

@@ -198,7 +198,20 @@ fn cluster_errors_name_the_key_and_line_and_never_the_url() {
     let c = Config::from_toml(&text).unwrap();
     assert!(c.cluster.is_trusted_proxy("10.0.0.5".parse().unwrap()));
     assert!(!c.cluster.is_trusted_proxy("10.0.0.6".parse().unwrap()));
-    assert_eq!(c.cluster.node_name(c.sip.listen), "127.0.0.1:5070");
+    assert_eq!(c.cluster.node_name(c.sip.listen, None), "127.0.0.1:5070");
+    // on every interface, with Redis: a name is needed, or an advertised address stands for it
+    let wild = text.replace("127.0.0.1:5070", "0.0.0.0:5060");
+    let errs = Config::from_toml(&wild).unwrap_err();
+    assert!(errs.iter().any(|e| e.key == "cluster.node"), "{errs:?}");
+    let named =
+        Config::from_toml(&wild.replace("[cluster]\n", "[cluster]\nnode = \"gw-a\"\n")).unwrap();
+    assert_eq!(named.cluster.node_name(named.sip.listen, None), "gw-a");
+    let adv = wild.replace("realm =", "advertise = \"192.0.2.5\"\nrealm =");
+    let c = Config::from_toml(&adv).unwrap();
+    assert_eq!(
+        c.cluster.node_name(c.sip.listen, c.sip.advertise),
+        "192.0.2.5:5060"
+    );
     let short = text.replace("0123456789abcdef", "short");
     let errs = Config::from_toml(&short).unwrap_err();
     assert!(errs.iter().any(|e| e.key == "cluster.secret"), "{errs:?}");

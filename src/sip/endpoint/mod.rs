@@ -153,7 +153,7 @@ impl Endpoint {
             carrier_ready: config.carrier.is_none(),
             qualify: Qualifier::new(s.qualify_interval),
             proxies: TrustedProxies::new(&config.cluster.trusted_proxies),
-            node: config.cluster.node_name(s.listen),
+            node: config.cluster.node_name(s.listen, s.advertise),
             shared_out: VecDeque::new(),
             rng: StdRng::from_entropy(),
         })
