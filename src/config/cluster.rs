@@ -111,10 +111,4 @@ impl ClusterConfig {
                 .to_string()
         })
     }
-
-    /// The proxies whose Via and Path are believed include `ip`.
-    pub fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.trusted_proxies.iter().any(|n| n.contains(&ip))
-    }
 }
