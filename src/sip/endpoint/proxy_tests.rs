@@ -6,24 +6,24 @@
 use std::net::SocketAddr;
 
 use crate::sip::endpoint::pbx_harness::*;
-use crate::sip::message::{Message, Method, Response};
+use crate::sip::message::{Message, Method, Request, Response};
 use crate::sip::shared::SharedFact;
-use crate::sip::tu::{DialogCommand, InviteToPbx};
+use crate::sip::tu::{CallRef, DialogCommand, InviteToPbx};
 
-const PROXIED: &str = "[cluster]\ntrusted_proxies = [\"127.0.0.9/32\"]";
-const PATH: &str = "<sip:127.0.0.9:5060;lr;received=sip:198.51.100.20:40000>";
+pub(super) const PROXIED: &str = "[cluster]\ntrusted_proxies = [\"127.0.0.9/32\"]";
+pub(super) const PATH: &str = "<sip:127.0.0.9:5060;lr;received=sip:198.51.100.20:40000>";
 
-fn proxy() -> SocketAddr {
+pub(super) fn proxy() -> SocketAddr {
     "127.0.0.9:5060".parse().unwrap()
 }
 
 /// The PBX's own address, as the proxy stamped it on its Via.
-fn real_pbx() -> SocketAddr {
+pub(super) fn real_pbx() -> SocketAddr {
     "198.51.100.20:40000".parse().unwrap()
 }
 
 /// A REGISTER from the PBX as the proxy relays it (its own Via on top, Path added).
-fn relayed_register(cseq: u32, auth: &str) -> String {
+pub(super) fn relayed_register(cseq: u32, auth: &str) -> String {
     format!(
         "REGISTER sip:127.0.0.1:5070 SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bK-px{cseq}\r\n\
@@ -36,7 +36,7 @@ fn relayed_register(cseq: u32, auth: &str) -> String {
 }
 
 /// The one response that went out, to `to`.
-fn reply_to(h: &mut H, to: SocketAddr) -> Response {
+pub(super) fn reply_to(h: &mut H, to: SocketAddr) -> Response {
     let out = h.out();
     match &out[..] {
         [(dest, Message::Response(r))] if *dest == to => r.clone(),
@@ -45,7 +45,7 @@ fn reply_to(h: &mut H, to: SocketAddr) -> Response {
 }
 
 /// The relayed REGISTER, challenged and answered; the 200.
-fn register_through_proxy(h: &mut H) {
+pub(super) fn register_through_proxy(h: &mut H) {
     h.ep.handle_datagram(relayed_register(1, "").as_bytes(), proxy(), h.now);
     // the answer goes back the way it came
     let r = reply_to(h, proxy());
@@ -110,10 +110,8 @@ fn a_path_or_via_from_an_untrusted_source_is_not_believed() {
     assert_eq!((b.source, b.pbx, b.next_hop()), (from, from, from));
 }
 
-#[test]
-fn a_carrier_call_follows_the_path_and_the_dialog_follows_the_record_route() {
-    let mut h = H::new("max_calls = 10", PROXIED);
-    register_through_proxy(&mut h);
+/// A carrier call to the registered trunk: our INVITE, as it went out, to the proxy.
+pub(super) fn offer_through_proxy(h: &mut H) -> (CallRef, Request) {
     let call = h.ep.call_refs().next();
     h.cmd(DialogCommand::Invite(
         call,
@@ -128,6 +126,14 @@ fn a_carrier_call_follows_the_path_and_the_dialog_follows_the_record_route() {
     ));
     let (dest, inv) = h.one_request();
     assert_eq!(dest, proxy());
+    (call, inv)
+}
+
+#[test]
+fn a_carrier_call_follows_the_path_and_the_dialog_follows_the_record_route() {
+    let mut h = H::new("max_calls = 10", PROXIED);
+    register_through_proxy(&mut h);
+    let (call, inv) = offer_through_proxy(&mut h);
     assert_eq!(inv.uri, "sip:0501234567@10.1.1.5:5062;rinstance=abc");
     assert_eq!(inv.headers.get_all("Route").collect::<Vec<_>>(), [PATH]);
     // the PBX answers through the proxy, which record-routed
@@ -206,11 +212,11 @@ fn a_ban_from_another_instance_drops_that_pbx_here_too() {
         },
         h.now,
     );
-    h.recv(&options());
-    assert_eq!(h.one_response().code, 200);
+    h.ep.handle_datagram(options().as_bytes(), proxy(), h.now);
+    assert_eq!(reply_to(&mut h, proxy()).code, 200);
 }
 
-fn options() -> String {
+pub(super) fn options() -> String {
     "OPTIONS sip:127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-o\r\n\
      From: <sip:probe@127.0.0.1>;tag=o1\r\nTo: <sip:127.0.0.1:5070>\r\nCall-ID: o@x\r\n\
      CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
