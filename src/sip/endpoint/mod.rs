@@ -21,6 +21,8 @@ mod our_requests;
 mod pbx_harness;
 mod precheck;
 #[cfg(test)]
+mod proxy_dialog_tests;
+#[cfg(test)]
 mod proxy_tests;
 mod qualifying;
 mod registering;
