@@ -405,11 +405,15 @@ impl Registrar {
 }
 
 #[cfg(test)]
+#[path = "registrar_import_tests.rs"]
+mod import_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::sip::parse::{parse, Parsed};
 
-    fn limits() -> RegistrarLimits {
+    pub(super) fn limits() -> RegistrarLimits {
         RegistrarLimits {
             min_expires: 60,
             max_expires: 3600,
