@@ -398,3 +398,41 @@ fn instances_sharing_the_secret_verify_each_others_nonces_on_the_wall_clock() {
     let c = NonceFactory::with_secret(Instant::now(), LIFE, [9; 32]);
     assert_eq!(c.check(&n, now, ip4()), NonceStatus::Invalid);
 }
+
+/// How far apart two instants are, either way round.
+fn apart(a: Instant, b: Instant) -> Duration {
+    a.max(b) - a.min(b)
+}
+
+#[test]
+fn another_instance_s_nonce_ends_when_its_stamp_says_even_from_before_we_started() {
+    let issued = Instant::now();
+    let a = NonceFactory::with_secret(issued, LIFE, SECRET);
+    let n = a.issue(issued, ip4());
+    std::thread::sleep(Duration::from_millis(20));
+    let b = NonceFactory::with_secret(Instant::now(), LIFE, SECRET);
+    // b's clock reads the stamp as the same wall time: it ends LIFE after it was issued
+    let until = b.valid_until(&n).unwrap();
+    assert!(
+        apart(until, issued + LIFE) < Duration::from_millis(50),
+        "{until:?}"
+    );
+    // the skew allowance ends at 500 ms
+    let ahead = a.issue(issued + Duration::from_millis(700), ip4());
+    assert_eq!(b.check(&ahead, issued, ip4()), NonceStatus::Invalid);
+
+    // A nonce whose whole life was over before this instance started.
+    let short = Duration::from_millis(5);
+    let a = NonceFactory::with_secret(issued, short, SECRET);
+    let n = a.issue(issued, ip4());
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let c = NonceFactory::with_secret(started, short, SECRET);
+    let until = c.valid_until(&n).unwrap();
+    assert!(until < started);
+    assert!(
+        apart(until, issued + short) < Duration::from_millis(50),
+        "{until:?}"
+    );
+    assert_eq!(c.check(&n, started, ip4()), NonceStatus::Stale);
+}
