@@ -22,6 +22,8 @@ mod pbx_harness;
 mod precheck;
 #[cfg(test)]
 mod proxy_tests;
+#[cfg(test)]
+mod qualify_tests;
 mod qualifying;
 mod registering;
 mod sharing;

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::sip::endpoint::pbx_harness::*;
 use crate::sip::message::{Message, Method, Response};
 use crate::sip::shared::SharedFact;
-use crate::sip::tu::{DialogCommand, InviteToPbx};
+use crate::sip::tu::DialogCommand;
 
 const PROXIED: &str = "[cluster]\ntrusted_proxies = [\"127.0.0.9/32\"]";
 const PATH: &str = "<sip:127.0.0.9:5060;lr;received=sip:198.51.100.20:40000>";
@@ -114,18 +114,7 @@ fn a_path_or_via_from_an_untrusted_source_is_not_believed() {
 fn a_carrier_call_follows_the_path_and_the_dialog_follows_the_record_route() {
     let mut h = H::new("max_calls = 10", PROXIED);
     register_through_proxy(&mut h);
-    let call = h.ep.call_refs().next();
-    h.cmd(DialogCommand::Invite(
-        call,
-        Box::new(InviteToPbx {
-            trunk: "pbx".into(),
-            did: "0501234567".into(),
-            caller_number: None,
-            caller_name: None,
-            sdp: SDP.into(),
-            headers: Vec::new(),
-        }),
-    ));
+    let call = h.carrier_call();
     let (dest, inv) = h.one_request();
     assert_eq!(dest, proxy());
     assert_eq!(inv.uri, "sip:0501234567@10.1.1.5:5062;rinstance=abc");
@@ -248,4 +237,16 @@ fn options_tell_a_dispatcher_whether_a_call_would_be_taken() {
         answer(&mut h),
         (503, "Shutting Down".into(), Some("60".into()))
     );
+}
+
+#[test]
+fn qualifying_follows_the_path() {
+    let mut h = super::qualify_tests::qualifying(PROXIED);
+    register_through_proxy(&mut h);
+    let mut sent = super::qualify_tests::options(h.advance(std::time::Duration::from_millis(1)));
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (_, dest, o) = sent.remove(0);
+    assert_eq!(dest, proxy());
+    assert_eq!(o.uri, "sip:pbx@10.1.1.5:5062;rinstance=abc");
+    assert_eq!(o.headers.get_all("Route").collect::<Vec<_>>(), vec![PATH]);
 }
