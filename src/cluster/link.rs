@@ -150,7 +150,8 @@ async fn serve(
 ) -> Ended {
     // Trunks whose next registration came from a replayed REGISTER: not written.
     let mut replayed = std::collections::HashSet::new();
-    let mut renew = tokio::time::interval(inner.lease / 3);
+    // Bounded below: a zero period would panic, and the lease comes from a config.
+    let mut renew = tokio::time::interval((inner.lease / 3).max(Duration::from_millis(100)));
     renew.tick().await;
     // A failure reported while the link was down is old news.
     let _ = futures_util::FutureExt::now_or_never(inner.failed.notified());
@@ -400,6 +401,11 @@ async fn count_calls(
         .map(|(m, t)| (m.clone(), t.clone()))
         .collect();
     for (member, trunk) in slots {
+        // Released while the previous ones were written: adding it back would count an ended
+        // call for a whole lease.
+        if !lock(&inner.slots).contains_key(&member) {
+            continue;
+        }
         let mut zadd = redis::cmd("ZADD");
         zadd.arg(inner.keys.calls(&trunk));
         if renew {
