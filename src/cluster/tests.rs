@@ -95,6 +95,30 @@ async fn next_import(n: &mut Node) -> SharedFact {
     }
 }
 
+/// Whether `fact` comes within the next few imports (a catch-up may bring others first).
+async fn receives(n: &mut Node, fact: &SharedFact) -> bool {
+    for _ in 0..3 {
+        if next_import(n).await == *fact {
+            return true;
+        }
+    }
+    false
+}
+
+/// Waits (bounded) until every node is linked.
+async fn linked(what: &str, nodes: &[&Node]) {
+    eventually(what, || nodes.iter().all(|n| n.cluster.status().redis_up)).await;
+}
+
+/// The first use of a nonce valid for another minute.
+fn first_use(nonce: &str) -> NonceUse {
+    NonceUse {
+        nonce: nonce.into(),
+        nc: 1,
+        valid_until_unix_ms: unix_ms(SystemTime::now()) + 60_000,
+    }
+}
+
 fn registration(trunk: &str, node: &str) -> SharedRegistration {
     let now = unix_ms(SystemTime::now());
     let a = "127.0.0.1:5060".parse().unwrap();
@@ -121,10 +145,7 @@ async fn what_one_instance_shares_the_other_takes_and_counts_hold_across_both() 
     let cfg = config(port);
     let mut a = node(&cfg, "a");
     let mut b = node(&cfg, "b");
-    eventually("both linked", || {
-        a.cluster.status().redis_up && b.cluster.status().redis_up
-    })
-    .await;
+    linked("both linked", &[&a, &b]).await;
 
     let reg = registration("pbx", "a");
     a.facts.send(SharedFact::Registration(reg.clone())).unwrap();
@@ -137,11 +158,7 @@ async fn what_one_instance_shares_the_other_takes_and_counts_hold_across_both() 
         SharedFact::Ban { ip, until_unix_ms }
     );
 
-    let used = NonceUse {
-        nonce: "n0nce".into(),
-        nc: 1,
-        valid_until_unix_ms: unix_ms(SystemTime::now()) + 60_000,
-    };
+    let used = first_use("n0nce");
     assert_eq!(a.cluster.claim_nonce(&used).await, Claim::Fresh);
     assert_eq!(
         b.cluster.claim_nonce(&used).await,
@@ -198,10 +215,7 @@ async fn an_outage_is_served_through_and_caught_up_after() {
     cfg.call_lease = Duration::from_secs(3);
     let a = node(&cfg, "a");
     let mut b = node(&cfg, "b");
-    eventually("both linked", || {
-        a.cluster.status().redis_up && b.cluster.status().redis_up
-    })
-    .await;
+    linked("both linked", &[&a, &b]).await;
     assert_eq!(
         a.cluster.acquire_call("pbx", "1", Some(1)).await,
         Slot::Granted
@@ -212,11 +226,7 @@ async fn an_outage_is_served_through_and_caught_up_after() {
         !a.cluster.status().redis_up && !b.cluster.status().redis_up
     })
     .await;
-    let used = NonceUse {
-        nonce: "n".into(),
-        nc: 1,
-        valid_until_unix_ms: unix_ms(SystemTime::now()) + 60_000,
-    };
+    let used = first_use("n");
     let answer = tokio::time::timeout(Duration::from_secs(2), a.cluster.claim_nonce(&used));
     assert_eq!(answer.await.expect("bounded"), Claim::Unknown);
     let answer = tokio::time::timeout(
@@ -230,20 +240,10 @@ async fn an_outage_is_served_through_and_caught_up_after() {
     a.facts.send(SharedFact::Registration(reg.clone())).unwrap();
 
     redis = Redis::start(port);
-    eventually("both linked again", || {
-        a.cluster.status().redis_up && b.cluster.status().redis_up
-    })
-    .await;
+    linked("both linked again", &[&a, &b]).await;
     // b took it in: by the event, or by its own catch-up if it linked after a's write
-    let mut got = false;
-    for _ in 0..3 {
-        if next_import(&mut b).await == SharedFact::Registration(reg.clone()) {
-            got = true;
-            break;
-        }
-    }
     assert!(
-        got,
+        receives(&mut b, &SharedFact::Registration(reg.clone())).await,
         "the registration made during the outage did not reach b"
     );
     // Both instances' calls count again (b's, counted while away, too): the trunk is full.
@@ -271,11 +271,7 @@ async fn redis_away_from_the_start_is_said_without_the_url_and_joined_when_it_co
         !error.contains("s3cret") && !error.contains(&port.to_string()),
         "{error}"
     );
-    let used = NonceUse {
-        nonce: "n".into(),
-        nc: 1,
-        valid_until_unix_ms: unix_ms(SystemTime::now()) + 60_000,
-    };
+    let used = first_use("n");
     let answer = tokio::time::timeout(Duration::from_millis(500), a.cluster.claim_nonce(&used));
     assert_eq!(answer.await.expect("at once"), Claim::Unknown);
 
@@ -293,12 +289,7 @@ async fn a_lease_not_renewed_lapses_and_a_renewed_one_holds() {
     let a = node(&cfg, "a");
     let b = node(&cfg, "b");
     let killed = node(&cfg, "killed");
-    eventually("all linked", || {
-        [&a, &b, &killed]
-            .iter()
-            .all(|n| n.cluster.status().redis_up)
-    })
-    .await;
+    linked("all linked", &[&a, &b, &killed]).await;
     assert_eq!(
         a.cluster.acquire_call("pbx", "1", Some(2)).await,
         Slot::Granted
@@ -356,10 +347,7 @@ async fn foreign_content_under_the_prefix_is_skipped_or_replaced_and_the_link_st
 
     let mut a = node(&cfg, "a");
     let b = node(&cfg, "b");
-    eventually("both linked", || {
-        a.cluster.status().redis_up && b.cluster.status().redis_up
-    })
-    .await;
+    linked("both linked", &[&a, &b]).await;
     let ip: IpAddr = "192.0.2.1".parse().unwrap();
     let good = SharedFact::Ban {
         ip,
@@ -375,11 +363,7 @@ async fn foreign_content_under_the_prefix_is_skipped_or_replaced_and_the_link_st
             .await
             .expect("published");
     }
-    let used = NonceUse {
-        nonce: "n".into(),
-        nc: 1,
-        valid_until_unix_ms: unix_ms(SystemTime::now()) + 60_000,
-    };
+    let used = first_use("n");
     assert_eq!(a.cluster.claim_nonce(&used).await, Claim::Fresh);
     assert_eq!(b.cluster.claim_nonce(&used).await, Claim::Replayed);
     assert_eq!(
@@ -393,14 +377,10 @@ async fn foreign_content_under_the_prefix_is_skipped_or_replaced_and_the_link_st
     let reg = registration("junk", "b");
     b.facts.send(SharedFact::Registration(reg.clone())).unwrap();
     // b's catch-up may have imported the good ban first.
-    let mut got = false;
-    for _ in 0..3 {
-        if next_import(&mut a).await == SharedFact::Registration(reg.clone()) {
-            got = true;
-            break;
-        }
-    }
-    assert!(got, "the registration over a foreign key did not reach a");
+    assert!(
+        receives(&mut a, &SharedFact::Registration(reg.clone())).await,
+        "the registration over a foreign key did not reach a"
+    );
     for n in [&a, &b] {
         let s = n.cluster.status();
         assert!(s.redis_up && s.last_error.is_none(), "{:?}", s.last_error);
