@@ -14,7 +14,7 @@ use tracing::debug;
 
 use super::keys::Event;
 use super::outbox::Outbox;
-use super::{lock, now_ms, scripts, Inner, OP_TIMEOUT};
+use super::{is_content, lock, now_ms, scripts, Inner, OP_TIMEOUT};
 use crate::sip::shared::{SharedFact, SharedRegistration};
 use crate::sip::transport::Control;
 
@@ -128,9 +128,10 @@ async fn catch_up(
 
 async fn scan(con: &mut MultiplexedConnection, pattern: &str) -> RedisResult<Vec<String>> {
     let mut keys = Vec::new();
-    let mut iter = con.scan_match::<_, String>(pattern).await?;
+    // Bytes: a key name that is not text is someone else's, skipped rather than a failure.
+    let mut iter = con.scan_match::<_, Vec<u8>>(pattern).await?;
     while let Some(k) = iter.next_item().await {
-        keys.push(k?);
+        keys.extend(String::from_utf8(k?).ok());
     }
     Ok(keys)
 }
@@ -149,7 +150,8 @@ async fn serve(
 ) -> Ended {
     // Trunks whose next registration came from a replayed REGISTER: not written.
     let mut replayed = std::collections::HashSet::new();
-    let mut renew = tokio::time::interval(inner.lease / 3);
+    // Bounded below: a zero period would panic, and the lease comes from a config.
+    let mut renew = tokio::time::interval((inner.lease / 3).max(Duration::from_millis(100)));
     renew.tick().await;
     // A failure reported while the link was down is old news.
     let _ = futures_util::FutureExt::now_or_never(inner.failed.notified());
@@ -186,8 +188,12 @@ async fn serve(
                 return Ended::Stop;
             }
         };
-        if let Err(e) = step {
-            return Ended::Down(e.to_string());
+        match step {
+            Ok(()) => {}
+            Err(e) if is_content(&e) => {
+                debug!(error = %e, "cluster: Redis refused a request on what it holds")
+            }
+            Err(e) => return Ended::Down(e.to_string()),
         }
     }
 }
@@ -257,6 +263,8 @@ async fn on_event(
         Event::Registration { trunk, .. } => {
             within(read_registration(con, &inner.keys.registration(trunk)))
                 .await?
+                // A newer write of ours may have come in between: not news here.
+                .filter(|r| r.node != inner.node)
                 .map(SharedFact::Registration)
         }
         Event::Ban { ip, .. } => within(read_ban(inner, con, &inner.keys.ban(*ip))).await?,
@@ -272,8 +280,9 @@ async fn read_registration(
     con: &mut MultiplexedConnection,
     key: &str,
 ) -> RedisResult<Option<SharedRegistration>> {
-    let data: Option<String> = con.hget(key, "data").await?;
-    Ok(data.and_then(|d| match serde_json::from_str(&d) {
+    // Bytes: what is there is parsed here, where garbage is no link failure.
+    let data: Option<Vec<u8>> = tolerate(con.hget(key, "data").await, key)?.flatten();
+    Ok(data.and_then(|d| match serde_json::from_slice(&d) {
         Ok(r) => Some(r),
         Err(e) => {
             debug!(key, error = %e, "cluster: unreadable registration ignored");
@@ -290,8 +299,22 @@ async fn read_ban(
     let Some(ip) = inner.keys.ban_ip(key) else {
         return Ok(None);
     };
-    let until: Option<u64> = con.get(key).await?;
+    let until: Option<Vec<u8>> = tolerate(con.get(key).await, key)?.flatten();
+    let until = until.and_then(|u| std::str::from_utf8(&u).ok()?.parse::<u64>().ok());
     Ok(until.map(|until_unix_ms| SharedFact::Ban { ip, until_unix_ms }))
+}
+
+/// `r`'s value, `None` when Redis refused it for what the key holds (logged, the link stands),
+/// or the link's failure.
+fn tolerate<T>(r: RedisResult<T>, what: &str) -> RedisResult<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_content(&e) => {
+            debug!(what, error = %e, "cluster: unusable content in Redis ignored");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes everything in the outbox; on failure what was not written goes back. Returns how
@@ -304,11 +327,14 @@ async fn write(
     let facts = outbox.take();
     let mut written = 0;
     for (i, fact) in facts.iter().enumerate() {
-        if let Err(e) = write_one(inner, con, fact).await {
-            outbox.restore(facts[i..].to_vec());
-            return Err(e);
+        match tolerate(write_one(inner, con, fact).await, "a shared fact") {
+            Ok(Some(())) => written += 1,
+            Ok(None) => {}
+            Err(e) => {
+                outbox.restore(facts[i..].to_vec());
+                return Err(e);
+            }
         }
-        written += 1;
     }
     Ok(written)
 }
@@ -375,12 +401,18 @@ async fn count_calls(
         .map(|(m, t)| (m.clone(), t.clone()))
         .collect();
     for (member, trunk) in slots {
+        // Released while the previous ones were written: adding it back would count an ended
+        // call for a whole lease.
+        if !lock(&inner.slots).contains_key(&member) {
+            continue;
+        }
         let mut zadd = redis::cmd("ZADD");
         zadd.arg(inner.keys.calls(&trunk));
         if renew {
             zadd.arg("XX");
         }
-        let _: i64 = zadd.arg(lease_end).arg(member).query_async(con).await?;
+        let r: RedisResult<i64> = zadd.arg(lease_end).arg(member).query_async(con).await;
+        tolerate(r, "a call lease")?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! what the others wrote, writes what it kept, counts its live calls again) when Redis is back.
 //! The keys are in [`keys`].
 
+mod health;
 mod keys;
 mod link;
 mod outbox;
@@ -21,11 +22,12 @@ use std::time::{Duration, SystemTime};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use tokio::sync::{mpsc, watch, Notify};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::ClusterConfig;
 use crate::sip::shared::{unix_ms, NonceUse, SharedFact};
 use crate::sip::transport::Control;
+use health::Say;
 use keys::Keys;
 
 /// Longest any one Redis request may take before the answer is `Unknown`.
@@ -98,6 +100,18 @@ struct Inner {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Redis answered, but what a key under our prefix holds is not what we write there (another
+/// program's, or a hand edit): that one request fails, the link stands.
+fn is_content(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        e.kind(),
+        ErrorKind::UnexpectedReturnType
+            | ErrorKind::Extension
+            | ErrorKind::Server(ServerErrorKind::ResponseError)
+    )
 }
 
 fn now_ms() -> u64 {
@@ -261,6 +275,10 @@ impl Inner {
     ) -> Option<T> {
         match r {
             Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) if is_content(&e) => {
+                debug!(error = %e, "cluster: Redis refused a request on what it holds");
+                None
+            }
             Ok(Err(e)) => {
                 self.down(&e.to_string());
                 self.failed.notify_one();
@@ -277,28 +295,27 @@ impl Inner {
     /// Redis stopped answering: said once, until it is back.
     fn down(&self, error: &str) {
         *lock(&self.conn) = None;
-        let mut s = lock(&self.status);
-        if s.redis_up {
-            s.redis_up = false;
-            s.since = SystemTime::now();
+        let say = lock(&self.status).went_down(error, SystemTime::now());
+        if say == Say::Unreachable {
             warn!(node = %self.node, error, "cluster: Redis unreachable: serving from what this instance knows");
         }
-        s.last_error = Some(error.to_string());
     }
 
     fn up(&self, conn: MultiplexedConnection, imported: u64, written: u64) {
         *lock(&self.conn) = Some(conn);
         let mut s = lock(&self.status);
-        let first = s.last_error.is_none();
-        s.redis_up = true;
-        s.since = SystemTime::now();
+        let say = s.came_up(SystemTime::now());
         s.imported += imported;
         s.written += written;
         drop(s);
-        if first {
-            info!(node = %self.node, imported, written, "cluster: Redis reachable: shared state taken in");
-        } else {
-            info!(node = %self.node, imported, written, "cluster: Redis reachable again: caught up");
+        match say {
+            Say::Reachable => {
+                info!(node = %self.node, imported, written, "cluster: Redis reachable: shared state taken in")
+            }
+            Say::ReachableAgain => {
+                info!(node = %self.node, imported, written, "cluster: Redis reachable again: caught up")
+            }
+            Say::Nothing | Say::Unreachable => {}
         }
     }
 

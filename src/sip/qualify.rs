@@ -124,8 +124,10 @@ impl Qualifier {
         self.by_tx.contains_key(&tx)
     }
 
-    /// An answer to `tx`: the contact is reachable. The contact, when its reach changed.
-    pub fn answered(&mut self, tx: TxId, now: Instant) -> Option<(ContactKey, Reach)> {
+    /// An answer to `tx`: the contact is reachable. The contact, its reach (with this round
+    /// trip, to publish: the last one is the one worth showing) and whether it was not
+    /// reachable before (worth a log line).
+    pub fn answered(&mut self, tx: TxId, now: Instant) -> Option<(ContactKey, Reach, bool)> {
         let key = self.by_tx.remove(&tx)?;
         let c = self.contacts.get_mut(&key)?;
         let (_, sent) = c.in_flight.take()?;
@@ -133,7 +135,8 @@ impl Qualifier {
         c.reach = Reach::Reachable {
             rtt: now.saturating_duration_since(sent),
         };
-        (!matches!(was, Reach::Reachable { .. })).then_some((key, c.reach))
+        let news = !matches!(was, Reach::Reachable { .. });
+        Some((key, c.reach, news))
     }
 
     /// `tx` timed out: the contact is unreachable. The contact, when its reach changed.
@@ -177,19 +180,15 @@ mod tests {
         assert!(q.due(t0 + Duration::from_secs(60)).is_empty());
         assert_eq!(q.poll_timeout(), None);
         let got = q.answered(TxId(1), t0 + Duration::from_millis(7));
-        assert_eq!(
-            got,
-            Some((
-                key("sip:a@h"),
-                Reach::Reachable {
-                    rtt: Duration::from_millis(7)
-                }
-            ))
-        );
+        let rtt = |ms| Reach::Reachable {
+            rtt: Duration::from_millis(ms),
+        };
+        assert_eq!(got, Some((key("sip:a@h"), rtt(7), true)));
         assert_eq!(q.poll_timeout(), Some(t0 + Duration::from_secs(30)));
-        // an answer again changes nothing to report
+        // an answer again: no news, but the newer round trip
         q.sent(key("sip:a@h"), TxId(3), t0 + Duration::from_secs(30));
-        assert_eq!(q.answered(TxId(3), t0 + Duration::from_secs(31)), None);
+        let again = q.answered(TxId(3), t0 + Duration::from_millis(30_012));
+        assert_eq!(again, Some((key("sip:a@h"), rtt(12), false)));
         assert_eq!(q.answered(TxId(99), t0), None);
     }
 

@@ -24,6 +24,8 @@ mod precheck;
 mod proxy_dialog_tests;
 #[cfg(test)]
 mod proxy_tests;
+#[cfg(test)]
+mod qualify_tests;
 mod qualifying;
 mod registering;
 mod sharing;

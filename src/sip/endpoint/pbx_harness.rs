@@ -14,7 +14,7 @@ use crate::sip::message::{Message, Request, Response};
 use crate::sip::parse::parse_message;
 use crate::sip::registrar::Registrations;
 use crate::sip::stats::SipStats;
-use crate::sip::tu::{CallRef, DialogCommand, DialogEvent, RefusedInvite, Reply};
+use crate::sip::tu::{CallRef, DialogCommand, DialogEvent, InviteToPbx, RefusedInvite, Reply};
 
 pub const REALM: &str = "trunk.example.com";
 pub const USER: &str = "pbx_user";
@@ -400,6 +400,23 @@ impl H {
         let ev = self.events();
         assert!(matches!(ev[..], [(x, DialogEvent::Ack { .. })] if x == call));
         (call, c)
+    }
+
+    /// A carrier call for the trunk to 0501234567, as the call room places one.
+    pub fn carrier_call(&mut self) -> CallRef {
+        let call = self.ep.call_refs().next();
+        self.cmd(DialogCommand::Invite(
+            call,
+            Box::new(InviteToPbx {
+                trunk: "pbx".into(),
+                did: "0501234567".into(),
+                caller_number: None,
+                caller_name: None,
+                sdp: SDP.into(),
+                headers: Vec::new(),
+            }),
+        ));
+        call
     }
 
     /// The REGISTER of the trunk (401 first, then with credentials).

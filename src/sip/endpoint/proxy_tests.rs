@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::sip::endpoint::pbx_harness::*;
 use crate::sip::message::{Message, Method, Request, Response};
 use crate::sip::shared::SharedFact;
-use crate::sip::tu::{CallRef, DialogCommand, InviteToPbx};
+use crate::sip::tu::{CallRef, DialogCommand};
 
 pub(super) const PROXIED: &str = "[cluster]\ntrusted_proxies = [\"127.0.0.9/32\"]";
 pub(super) const PATH: &str = "<sip:127.0.0.9:5060;lr;received=sip:198.51.100.20:40000>";
@@ -112,18 +112,7 @@ fn a_path_or_via_from_an_untrusted_source_is_not_believed() {
 
 /// A carrier call to the registered trunk: our INVITE, as it went out, to the proxy.
 pub(super) fn offer_through_proxy(h: &mut H) -> (CallRef, Request) {
-    let call = h.ep.call_refs().next();
-    h.cmd(DialogCommand::Invite(
-        call,
-        Box::new(InviteToPbx {
-            trunk: "pbx".into(),
-            did: "0501234567".into(),
-            caller_number: None,
-            caller_name: None,
-            sdp: SDP.into(),
-            headers: Vec::new(),
-        }),
-    ));
+    let call = h.carrier_call();
     let (dest, inv) = h.one_request();
     assert_eq!(dest, proxy());
     (call, inv)
@@ -254,4 +243,16 @@ fn options_tell_a_dispatcher_whether_a_call_would_be_taken() {
         answer(&mut h),
         (503, "Shutting Down".into(), Some("60".into()))
     );
+}
+
+#[test]
+fn qualifying_follows_the_path() {
+    let mut h = super::qualify_tests::qualifying(PROXIED);
+    register_through_proxy(&mut h);
+    let mut sent = super::qualify_tests::options(h.advance(std::time::Duration::from_millis(1)));
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (_, dest, o) = sent.remove(0);
+    assert_eq!(dest, proxy());
+    assert_eq!(o.uri, "sip:pbx@10.1.1.5:5062;rinstance=abc");
+    assert_eq!(o.headers.get_all("Route").collect::<Vec<_>>(), vec![PATH]);
 }

@@ -86,8 +86,10 @@ impl Endpoint {
         if !self.qualify.owns(id) {
             return false;
         }
-        if let Some((key, reach)) = self.qualify.answered(id, now) {
-            info!(trunk = %key.0, contact = %key.1, ?reach, "PBX contact reachable");
+        if let Some((key, reach, news)) = self.qualify.answered(id, now) {
+            if news {
+                info!(trunk = %key.0, contact = %key.1, ?reach, "PBX contact reachable");
+            }
             self.publish_reach(&key, reach);
         }
         true
