@@ -372,10 +372,11 @@ impl Registrar {
                 expires_at_wall: wall_now + left,
                 key: binding_key(&n),
             });
-            if list.len() >= self.limits.max_contacts {
-                break;
-            }
         }
+        // Over this instance's limit, the most recently refreshed bindings stay, as in
+        // `register`.
+        list.sort_by_key(|b| std::cmp::Reverse(b.expires_at));
+        list.truncate(self.limits.max_contacts);
         self.store(&reg.trunk, list, reg.updated_unix_ms);
     }
 
