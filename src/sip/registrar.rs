@@ -375,8 +375,10 @@ impl Registrar {
         }
         // Over this instance's limit, the most recently refreshed bindings stay, as in
         // `register`.
-        list.sort_by_key(|b| std::cmp::Reverse(b.expires_at));
-        list.truncate(self.limits.max_contacts);
+        if list.len() > self.limits.max_contacts {
+            list.sort_by_key(|b| std::cmp::Reverse(b.expires_at));
+            list.truncate(self.limits.max_contacts);
+        }
         self.store(&reg.trunk, list, reg.updated_unix_ms);
     }
 
