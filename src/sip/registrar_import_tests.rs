@@ -116,3 +116,26 @@ fn the_remaining_time_comes_from_the_wall_clock_and_our_limits() {
     assert!(!r.view().get(TRUNK).is_registered());
     assert_eq!(r.poll_timeout(), None);
 }
+
+#[test]
+fn over_our_contact_limit_the_most_recently_refreshed_bindings_are_taken() {
+    let now = Instant::now();
+    let mut r = Registrar::new(limits(), Registrations::default());
+    let secs = Duration::from_secs;
+    let reg = shared(
+        wall(),
+        vec![
+            binding("sip:pbx@10.1.1.5;rinstance=old", wall() + secs(60)),
+            binding("sip:pbx@10.1.1.5;rinstance=new", wall() + secs(600)),
+            binding("sip:pbx@10.1.1.5;rinstance=mid", wall() + secs(300)),
+        ],
+    );
+    assert!(r.import(&reg, now, wall()));
+    assert_eq!(
+        uris(&r),
+        [
+            "sip:pbx@10.1.1.5;rinstance=new",
+            "sip:pbx@10.1.1.5;rinstance=mid"
+        ]
+    );
+}
