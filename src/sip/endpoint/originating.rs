@@ -6,7 +6,6 @@
 
 use std::time::Instant;
 
-use rand::Rng;
 use tracing::{info, warn};
 
 use super::dialog::{Confirmed, Dialog, OurInvite, Phase};
@@ -15,7 +14,7 @@ use crate::sip::grammar::{NameAddr, Uri, Via};
 use crate::sip::message::{Method, Request, Response};
 use crate::sip::parse::ResponseInfo;
 use crate::sip::route;
-use crate::sip::transaction::{TxId, TxKey};
+use crate::sip::transaction::TxId;
 use crate::sip::tu::{quotable, CallRef, DialogEvent, InviteToPbx, OwnRequest};
 
 /// `uri` (a registered Contact) with its user part replaced by `user`, every parameter kept.
@@ -83,7 +82,7 @@ impl Endpoint {
             .unwrap_or_default();
         let local = format!("{display}<sip:{caller}@{host}>;tag={local_tag}");
         let to_host = Uri::parse(&binding.uri).map(|u| u.host).unwrap_or_default();
-        let call_id = format!("{:032x}@trunkgate", self.rng.gen::<u128>());
+        let call_id = self.new_call_id();
         let mut d = Dialog {
             trunk: inv.trunk.clone(),
             call_id: call_id.clone(),
@@ -166,13 +165,7 @@ impl Endpoint {
             .and_then(|v| v.branch().map(str::to_owned))
             .unwrap_or_default();
         let peer = d.peer;
-        let key = TxKey::Rfc3261 {
-            branch,
-            sent_by: self.sent_by().to_ascii_lowercase(),
-            method: "CANCEL".into(),
-        };
-        let (_, t) = self.client.send(key, false, r.to_bytes().into(), peer, now);
-        self.out.push_back(t);
+        self.send_request(&r, &branch, peer, now);
     }
 
     /// A response to our INVITE (`id` is its client transaction).

@@ -66,6 +66,16 @@ impl Endpoint {
         format!("{:08x}", self.rng.gen::<u32>())
     }
 
+    /// A fresh Call-ID for a request of ours outside any dialog of the PBX's.
+    pub(super) fn new_call_id(&mut self) -> String {
+        format!("{:032x}@trunkgate", self.rng.gen::<u128>())
+    }
+
+    /// Our Via for a request with `branch`.
+    pub(super) fn via(&self, branch: &str) -> String {
+        format!("SIP/2.0/UDP {};branch={branch};rport", self.sent_by())
+    }
+
     /// Builds a request in `d`'s dialog.
     pub(super) fn dialog_request(
         &self,
@@ -78,10 +88,7 @@ impl Endpoint {
     ) -> Request {
         let (uri, routes) = route::apply(&d.remote_target, &d.route_set);
         let mut r = Request::new(method.clone(), uri);
-        r.headers.push(
-            "Via",
-            format!("SIP/2.0/UDP {};branch={via_branch};rport", self.sent_by()),
-        );
+        r.headers.push("Via", self.via(via_branch));
         r.headers.push("Max-Forwards", "70");
         r.headers.push("From", d.local.clone());
         r.headers.push("To", d.remote.clone());
@@ -121,6 +128,20 @@ impl Endpoint {
         dest: SocketAddr,
         now: Instant,
     ) -> TxId {
+        let id = self.send_request(req, branch, dest, now);
+        SipStats::inc(&self.stats.requests_sent);
+        self.dialogs.client_owner.insert(id, (call, purpose));
+        id
+    }
+
+    /// Sends `req` (its Via carrying `branch`) to `dest` in a new client transaction.
+    pub(super) fn send_request(
+        &mut self,
+        req: &Request,
+        branch: &str,
+        dest: SocketAddr,
+        now: Instant,
+    ) -> TxId {
         let key = TxKey::Rfc3261 {
             branch: branch.to_string(),
             sent_by: self.sent_by().to_ascii_lowercase(),
@@ -130,9 +151,7 @@ impl Endpoint {
         let (id, t) = self
             .client
             .send(key, invite, req.to_bytes().into(), dest, now);
-        SipStats::inc(&self.stats.requests_sent);
         self.out.push_back(t);
-        self.dialogs.client_owner.insert(id, (call, purpose));
         id
     }
 

@@ -4,7 +4,6 @@
 
 use std::time::{Instant, SystemTime};
 
-use rand::Rng;
 use tracing::{info, warn};
 
 use super::Endpoint;
@@ -12,7 +11,7 @@ use crate::sip::message::{Method, Request};
 use crate::sip::qualify::{ContactKey, Reach};
 use crate::sip::route;
 use crate::sip::stats::SipStats;
-use crate::sip::transaction::{TxId, TxKey};
+use crate::sip::transaction::TxId;
 
 impl Endpoint {
     /// `trunk`'s contacts changed (REGISTER, expiry, another instance): the schedule follows.
@@ -48,35 +47,25 @@ impl Endpoint {
             };
             let branch = self.branch();
             let tag = self.new_tag();
-            let sent_by = self.sent_by();
             let target = route::strip_headers(&b.uri);
             let (uri, routes) = route::apply(&target, &b.path);
             let mut r = Request::new(Method::Options, uri);
-            r.headers.push(
-                "Via",
-                format!("SIP/2.0/UDP {sent_by};branch={branch};rport"),
-            );
+            r.headers.push("Via", self.via(&branch));
             r.headers.push("Max-Forwards", "70");
-            r.headers
-                .push("From", format!("<sip:trunkgate@{sent_by}>;tag={tag}"));
+            r.headers.push(
+                "From",
+                format!("<sip:trunkgate@{}>;tag={tag}", self.sent_by()),
+            );
             r.headers.push("To", format!("<{target}>"));
-            let call_id = format!("{:032x}@trunkgate", self.rng.gen::<u128>());
+            let call_id = self.new_call_id();
             r.headers.push("Call-ID", call_id);
             r.headers.push("CSeq", "1 OPTIONS");
             for v in routes {
                 r.headers.push("Route", v);
             }
             r.headers.push("User-Agent", self.server_header.clone());
-            let tx = TxKey::Rfc3261 {
-                branch,
-                sent_by: sent_by.to_ascii_lowercase(),
-                method: "OPTIONS".into(),
-            };
-            let (id, t) = self
-                .client
-                .send(tx, false, r.to_bytes().into(), b.next_hop(), now);
+            let id = self.send_request(&r, &branch, b.next_hop(), now);
             SipStats::inc(&self.stats.qualify_requests);
-            self.out.push_back(t);
             self.qualify.sent(key, id, now);
         }
     }
