@@ -177,7 +177,7 @@ impl Cluster {
     /// that many are up. Counted also when Redis cannot say, so it is counted once Redis is
     /// back.
     pub async fn acquire_call(&self, trunk: &str, call: &str, max: Option<usize>) -> Slot {
-        let member = format!("{}/{call}", self.inner.node);
+        let member = self.inner.member(call);
         lock(&self.inner.slots).insert(member.clone(), trunk.to_string());
         let Some(mut con) = self.inner.connection() else {
             return Slot::Unknown;
@@ -203,7 +203,7 @@ impl Cluster {
 
     /// The call ended: it no longer counts (when Redis is away, its lease runs out).
     pub fn release_call(&self, trunk: &str, call: &str) {
-        let member = format!("{}/{call}", self.inner.node);
+        let member = self.inner.member(call);
         lock(&self.inner.slots).remove(&member);
         let Some(mut con) = self.inner.connection() else {
             return;
@@ -258,6 +258,11 @@ impl Inner {
             lock(&self.status).replays_refused += 1;
         }
         Ok(fresh)
+    }
+
+    /// How this instance's call `call` is named among the trunk's counted calls.
+    fn member(&self, call: &str) -> String {
+        format!("{}/{call}", self.node)
     }
 
     fn connection(&self) -> Option<MultiplexedConnection> {
