@@ -139,13 +139,10 @@ pub type Records = Arc<dyn RecordSink>;
 
 mod unix_ms {
     use serde::Serializer;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::SystemTime;
 
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        s.serialize_u64(ms)
+        s.serialize_u64(crate::sip::shared::unix_ms(*t))
     }
 }
 
