@@ -4,7 +4,7 @@
 # (ICE, DTLS-SRTP) answered by the carrier simulator, which echoes every packet. Reports, over
 # the steady state (all calls up), trunkgate's CPU per relayed packet and as a share of one core,
 # the simulator's CPU separately (it is the far end, not trunkgate), and loss from /metrics.
-# Compare with ../shared/bench/rtpengine/RESULTS.md (rtpengine RTP<->SDES-SRTP at 50 pkt/s).
+# Compare with RESULTS.md of the rtpengine baseline (outside this repository) (rtpengine RTP<->SDES-SRTP at 50 pkt/s).
 #
 # Needs: apt-get install sip-tester; root (sipp plays pcaps through a raw socket); a release
 # build (cargo build --release). Everything stays on 127.0.0.1 and stops by itself.

@@ -10,7 +10,7 @@
 # trunkgate's RSS per call and the echo round trip through trunkgate (p50/p99).
 #
 # Usage: benches/media_vs_rtpengine.sh N RTPENGINE_BENCH_DIR
-#   RTPENGINE_BENCH_DIR: the rtpengine baseline (e.g. ../shared/bench/rtpengine); not needed with
+#   RTPENGINE_BENCH_DIR: the rtpengine baseline (e.g. /path/to/rtpengine-baseline); not needed with
 #   ONLY=trunkgate.
 # Environment: DURATION (media seconds, default 20), RATE (call set-ups/s, default 100),
 #   TRUNKGATE_BIN (default: $CARGO_TARGET_DIR or ./target, release/trunkgate),
@@ -31,7 +31,7 @@ only=${ONLY:-}
 rdir=""
 if [ "$only" != trunkgate ]; then
     # the rtpengine baseline (bench.py, install.sh, its config) lives outside this repository
-    rdir=$(cd "${2:?usage: $0 N RTPENGINE_BENCH_DIR (e.g. ../shared/bench/rtpengine)}" && pwd)
+    rdir=$(cd "${2:?usage: $0 N RTPENGINE_BENCH_DIR (e.g. /path/to/rtpengine-baseline)}" && pwd)
 fi
 duration=${DURATION:-20}
 rate=${RATE:-100}
