@@ -101,6 +101,9 @@ pub struct Endpoint {
     proxies: TrustedProxies,
     /// This instance's name in what it shares.
     node: String,
+    /// Some other instance takes what this one shares (`[cluster] redis`): without one no fact
+    /// is made.
+    sharing: bool,
     /// Facts for the other instances of a cluster, until the edge takes them.
     shared_out: VecDeque<SharedFact>,
     /// Tags, branches, CSeqs and Call-IDs: seeded from the OS, or by a test that wants to
@@ -158,6 +161,7 @@ impl Endpoint {
             qualify: Qualifier::new(s.qualify_interval),
             proxies: TrustedProxies::new(&config.cluster.trusted_proxies),
             node: config.cluster.node_name(s.listen, s.advertise),
+            sharing: config.cluster.redis.is_some(),
             shared_out: VecDeque::new(),
             rng: StdRng::from_entropy(),
         })

@@ -11,6 +11,9 @@ use crate::sip::shared::SharedFact;
 use crate::sip::tu::{CallRef, DialogCommand};
 
 pub(super) const PROXIED: &str = "[cluster]\ntrusted_proxies = [\"127.0.0.9/32\"]";
+/// [`PROXIED`], with other instances to share with (the endpoint never connects anywhere).
+const SHARING: &str = "[cluster]\ntrusted_proxies = [\"127.0.0.9/32\"]\n\
+                       redis = \"redis://127.0.0.1:9\"\nsecret = \"0123456789abcdef\"";
 pub(super) const PATH: &str = "<sip:127.0.0.9:5060;lr;received=sip:198.51.100.20:40000>";
 
 pub(super) fn proxy() -> SocketAddr {
@@ -61,7 +64,12 @@ pub(super) fn register_through_proxy(h: &mut H) {
 
 #[test]
 fn a_register_through_the_proxy_keeps_its_path_and_the_pbx_address_and_is_shared() {
-    let mut h = H::new("max_calls = 10", PROXIED);
+    // alone (no Redis), nothing is made to share
+    let mut alone = H::new("max_calls = 10", PROXIED);
+    register_through_proxy(&mut alone);
+    assert_eq!(alone.ep.poll_shared(), None);
+
+    let mut h = H::new("max_calls = 10", SHARING);
     register_through_proxy(&mut h);
     let reg = h.ep.registrations().get("pbx");
     let b = &reg.bindings[0];
@@ -158,7 +166,7 @@ fn a_carrier_call_follows_the_path_and_the_dialog_follows_the_record_route() {
 fn failures_behind_the_proxy_ban_the_pbx_not_the_proxy_and_the_ban_is_shared() {
     let mut h = H::new(
         "max_calls = 10\n[security]\nban_after = 3",
-        &format!("{PROXIED}\n"),
+        &format!("{SHARING}\n"),
     );
     let bad = "Authorization: Digest username=\"nobody\", realm=\"x\", nonce=\"n\", \
                uri=\"sip:127.0.0.1:5070\", response=\"00\"\r\n";

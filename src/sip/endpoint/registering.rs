@@ -10,7 +10,7 @@ use super::{Endpoint, Peer};
 use crate::sip::message::Request;
 use crate::sip::parse::RequestInfo;
 use crate::sip::registrar::{RegisterFrom, RegisterOutcome};
-use crate::sip::shared::{NonceUse, SharedFact};
+use crate::sip::shared::NonceUse;
 use crate::sip::stats::SipStats;
 
 impl Endpoint {
@@ -42,15 +42,8 @@ impl Endpoint {
                 debug!(trunk = %name, src = %peer.src, pbx = %peer.pbx, path = ?from.path,
                        contacts = contacts.len(), "registered");
                 if req.headers.get("Contact").is_some() {
-                    if let Some(nonce) = nonce {
-                        self.shared_out.push_back(SharedFact::NonceSpent {
-                            trunk: name.clone(),
-                            nonce,
-                        });
-                    }
                     self.sync_qualify(&name, now);
-                    let reg = self.registrar.shared(&name, &self.node);
-                    self.shared_out.push_back(SharedFact::Registration(reg));
+                    self.share_registration(&name, nonce);
                 }
                 let mut a = Answer::new(200);
                 for (uri, secs) in contacts {

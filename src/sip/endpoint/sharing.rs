@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{debug, warn};
 
 use super::Endpoint;
-use crate::sip::shared::{unix_ms, SharedFact};
+use crate::sip::shared::{unix_ms, NonceUse, SharedFact};
 
 impl Endpoint {
     /// A fact from another instance: a trunk's registration, a ban.
@@ -39,13 +39,32 @@ impl Endpoint {
 
     /// The next fact to share with the other instances.
     pub fn poll_shared(&mut self) -> Option<SharedFact> {
-        let wall = SystemTime::now();
-        for (source, length) in self.guard.take_started() {
-            self.shared_out.push_back(SharedFact::Ban {
-                ip: source.ip(),
-                until_unix_ms: unix_ms(wall + length),
-            });
+        let started = self.guard.take_started();
+        if self.sharing && !started.is_empty() {
+            let wall = SystemTime::now();
+            for (source, length) in started {
+                self.shared_out.push_back(SharedFact::Ban {
+                    ip: source.ip(),
+                    until_unix_ms: unix_ms(wall + length),
+                });
+            }
         }
         self.shared_out.pop_front()
+    }
+
+    /// A REGISTER changed `trunk`'s registration: its nonce use (a replay elsewhere reverts
+    /// it) and the registration itself go to the other instances.
+    pub(super) fn share_registration(&mut self, trunk: &str, nonce: Option<NonceUse>) {
+        if !self.sharing {
+            return;
+        }
+        if let Some(nonce) = nonce {
+            self.shared_out.push_back(SharedFact::NonceSpent {
+                trunk: trunk.to_string(),
+                nonce,
+            });
+        }
+        let reg = self.registrar.shared(trunk, &self.node);
+        self.shared_out.push_back(SharedFact::Registration(reg));
     }
 }
